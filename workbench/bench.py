@@ -1,0 +1,218 @@
+"""The Workbench: one live model, its targets, plans applied in place, exact undo/redo, and evaluation.
+
+>>> import torch, workbench as wb
+>>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+>>> data = [(torch.randn(32, 8), torch.randint(0, 3, (32,)))]
+>>> bench = wb.Workbench(model, data)
+>>> entry = bench.apply(wb.Plan.uniform(0.5))
+>>> round(bench.report().sparsity, 2)
+0.5
+>>> _ = bench.undo(); bench.report().sparsity
+0.0
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from torch import Tensor, nn
+
+from .errors import DataError, ModelError
+from .evaluate import Metric, _split, evaluate, model_device, to_device
+from .groups import GroupAnalysis, analyze_groups
+from .masks import MaskStore, select
+from .plan import Plan
+from .report import Report, layer_reports
+from .targets import Targets, find_targets
+
+__all__ = ["HistoryEntry", "Workbench"]
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One state of the model: entry 0 is dense, entry i the state after step i.
+
+    `plan` is the applied plan as a dict, `layers` the resolved per-target plans, `metrics` the
+    evaluation right after the step (None if not evaluated), `sparsity` over all targets, `active`
+    whether the state is at or before the current position (False: undone, can be redone).
+    """
+
+    index: int
+    label: str
+    plan: dict[str, Any] | None
+    layers: dict[str, dict[str, Any]]
+    metrics: dict[str, Any] | None
+    sparsity: float
+    removed: int
+    seconds: float
+    active: bool
+
+    @property
+    def metric(self) -> float | None:
+        return None if self.metrics is None else self.metrics["metric"]
+
+
+class Workbench:
+    """Attach to a live `nn.Module` to prune it in place, evaluate, undo and redo.
+
+    `data` is the evaluation data: an iterable of ``(inputs, labels)`` batches (a DataLoader), or a
+    demo `DemoData` (then `data.val` evaluates, `data.calib` calibrates and `data.train` trains).
+    `metric` is ``"accuracy"``, ``"loss"`` or a callable ``(model, data) -> float``.
+    `example_inputs` (default: two samples of the first batch) are used once to trace coupled
+    channels for structured pruning. The model is never copied, wrapped or hooked.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Iterable | None = None,
+        metric: Metric = "accuracy",
+        *,
+        train: Iterable | None = None,
+        calib: Iterable | None = None,
+        example_inputs: Tensor | tuple | None = None,
+        name: str | None = None,
+        seed: int = 0,
+    ):
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"Workbench needs a torch.nn.Module, got {type(model).__name__}")
+        if hasattr(data, "val") and hasattr(data, "train"):  # a DemoData bundle
+            train = train if train is not None else data.train
+            calib = calib if calib is not None else getattr(data, "calib", None)
+            example_inputs = example_inputs if example_inputs is not None else getattr(data, "example", None)
+            name = name or getattr(data, "name", None)
+            data = data.val
+        self.model = model
+        self.data = data
+        self.train = train
+        self.calib = calib if calib is not None else data
+        self.metric = metric
+        self.seed = seed
+        self.name = name or type(model).__name__
+        if example_inputs is None and data is not None:
+            example_inputs = self._example(data)
+        if example_inputs is not None:
+            example_inputs = to_device(example_inputs, model_device(model), "example_inputs")
+        self.example_inputs = example_inputs
+        self.groups: GroupAnalysis | None = None if example_inputs is None else analyze_groups(model, example_inputs)
+        self.targets: Targets = find_targets(model, self.groups)
+        self.store = MaskStore(model)
+        self._entries: list[HistoryEntry] = []
+        self._dense: dict[str, Any] | None = None
+
+    @staticmethod
+    def _example(data: Iterable) -> Any:
+        for batch in data:
+            x, _ = _split(batch)
+            return x[:2] if isinstance(x, Tensor) else type(x)(v[:2] for v in x)
+        raise DataError("evaluation data yielded no batches; pass a non-empty DataLoader of (inputs, labels)")
+
+    # evaluation --------------------------------------------------------------------------------
+    def evaluate(self, data: Iterable | None = None, metric: Metric | None = None) -> dict[str, Any]:
+        """Evaluate the model as it is now: ``{"metric", "accuracy", "loss", "per_class", ...}``."""
+        data = self.data if data is None else data
+        if data is None:
+            raise DataError("this Workbench has no evaluation data; pass it as Workbench(model, data) or here")
+        return evaluate(self.model, data, self.metric if metric is None else metric)
+
+    def _dense_metrics(self) -> dict[str, Any] | None:
+        if self._dense is None and self.data is not None and self.store.position == 0:
+            self._dense = self.evaluate()
+        return self._dense
+
+    # pruning -----------------------------------------------------------------------------------
+    def preview(self, plan: Plan):
+        """The masks `plan` would apply (a `Selection`), without changing the model."""
+        return select(self.model, self.targets, self.groups, plan, self.store, seed=self.seed)
+
+    def apply(self, plan: Plan, *, label: str | None = None, evaluate: bool = True) -> HistoryEntry:
+        """Prune in place as `plan` says and record a history step; returns its entry.
+
+        Bad plans raise a `workbench.errors.PlanError` (or `ModelError`) before any weight changes. If the
+        evaluation after the step fails, the step is undone and the error re-raised.
+        """
+        t0 = time.perf_counter()
+        if evaluate:
+            self._dense_metrics()
+        sel = self.preview(plan)
+        step = self.store.apply_(sel.masks, {"plan": plan.to_dict()})
+        try:
+            metrics = self.evaluate() if evaluate and self.data is not None else None
+        except BaseException:
+            self.store.undo_()
+            del self.store._steps[self.store.position :]
+            raise
+        del self._entries[self.store.position - 1 :]
+        self._entries.append(
+            HistoryEntry(
+                index=self.store.position,
+                label=label or repr(plan),
+                plan=plan.to_dict(),
+                layers={k: v.to_dict() for k, v in sel.layers.items()},
+                metrics=metrics,
+                sparsity=self.report(evaluate=False).sparsity,
+                removed=step.removed,
+                seconds=time.perf_counter() - t0,
+                active=True,
+            )
+        )
+        return self.current
+
+    def undo(self) -> HistoryEntry:
+        """Restore the state before the last applied step, bitwise."""
+        self.store.undo_()
+        return self.current
+
+    def redo(self) -> HistoryEntry:
+        """Re-apply the step undone last."""
+        self.store.redo_()
+        return self.current
+
+    def reset(self) -> HistoryEntry:
+        """Back to the dense model, bitwise; the steps stay in the history and can be redone."""
+        self.store.reset_()
+        return self.current
+
+    def goto(self, index: int) -> HistoryEntry:
+        """Undo or redo until history entry `index` (0 = dense) is the current state."""
+        self.store.goto_(index)
+        return self.current
+
+    @property
+    def history(self) -> tuple[HistoryEntry, ...]:
+        """Entry 0 (dense) and one entry per recorded step; undone ones have ``active=False``."""
+        pos = self.store.position
+        dense = HistoryEntry(0, "dense", None, {}, self._dense, 0.0, 0, 0.0, True)
+        return (dense, *(replace(e, active=e.index <= pos) for e in self._entries))
+
+    @property
+    def current(self) -> HistoryEntry:
+        return self.history[self.store.position]
+
+    @property
+    def masks(self) -> dict[str, Tensor]:
+        """Current masks (True = pruned) by full parameter name."""
+        return self.store.masks()
+
+    def report(self, *, evaluate: bool = True) -> Report:
+        """Per layer: parameters, non-zeros, sparsity; with the metric dense vs now (evaluated if needed)."""
+        now = None
+        if evaluate and self.data is not None:
+            entry_metrics = self._entries[self.store.position - 1].metrics if self.store.position else None
+            now = entry_metrics or (self._dense_metrics() if self.store.position == 0 else self.evaluate())
+        return Report(
+            layers=layer_reports(self.model, self.targets),
+            model_params=sum(p.numel() for p in self.model.parameters()),
+            dense=self._dense if evaluate else None,
+            now=now,
+            steps=self.store.position,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Workbench({self.name}: {len(self.targets)} targets, {self.store.position} steps applied, "
+            f"metric={getattr(self.metric, '__name__', self.metric)!r})"
+        )

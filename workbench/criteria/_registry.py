@@ -1,0 +1,102 @@
+"""The criteria registry: one place where importance scores are registered and looked up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CriterionError
+
+__all__ = ["Criterion", "ScoreContext", "available", "get_criterion", "register_criterion"]
+
+
+@dataclass(frozen=True)
+class ScoreContext:
+    """What a criterion may look at besides the weight itself.
+
+    `param` is the full parameter name (``"features.0.weight"``); `model` the live model, for criteria
+    that need data or gradients (later issues); `seed` makes random criteria reproducible.
+    """
+
+    param: str
+    target: str
+    module: nn.Module | None = None
+    model: nn.Module | None = None
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        """A generator seeded from `seed` and the parameter name: independent of scoring order."""
+        import zlib
+
+        return torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + zlib.crc32(self.param.encode()))
+
+
+ScoreFn = Callable[[Tensor, ScoreContext], Tensor]
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A registered importance score: lower score = pruned first.
+
+    `fn(weight, ctx)` returns one score per element of `weight` (same shape, float). Structured
+    granularities sum the element scores over each unit (a filter, a neuron, a coupled group).
+    """
+
+    name: str
+    fn: ScoreFn
+    summary: str
+    reference: str = ""
+
+    def score(self, weight: Tensor, ctx: ScoreContext) -> Tensor:
+        s = self.fn(weight.detach(), ctx)
+        if s.shape != weight.shape:
+            raise CriterionError(
+                f"criterion {self.name!r} returned scores of shape {tuple(s.shape)} for {ctx.param!r} "
+                f"of shape {tuple(weight.shape)}; a criterion must score every element"
+            )
+        return s
+
+
+_REGISTRY: dict[str, Criterion] = {}
+
+
+def register_criterion(name: str, *, reference: str = "", overwrite: bool = False) -> Callable[[ScoreFn], ScoreFn]:
+    """Register `fn(weight, ctx) -> scores` under `name`; the docstring's first line is its summary.
+
+    >>> @register_criterion("abs-demo", overwrite=True)
+    ... def _abs(w, ctx):
+    ...     '''|w|.'''
+    ...     return w.abs()
+    >>> "abs-demo" in available()
+    True
+    """
+
+    def deco(fn: ScoreFn) -> ScoreFn:
+        if name in _REGISTRY and not overwrite:
+            raise ValueError(f"criterion {name!r} is already registered; pass overwrite=True to replace it")
+        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        _REGISTRY[name] = Criterion(name, fn, summary, reference)
+        return fn
+
+    return deco
+
+
+def get_criterion(name: str) -> Criterion:
+    """The criterion registered as `name`; a CriterionError lists the available ones."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise CriterionError(
+            f"unknown criterion {name!r}; available: {', '.join(available())}. "
+            "Register your own with workbench.criteria.register_criterion."
+        ) from None
+
+
+def available() -> list[str]:
+    """Names of all registered criteria, sorted."""
+    return sorted(_REGISTRY)

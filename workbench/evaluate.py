@@ -1,0 +1,128 @@
+"""Evaluating the live model: a metric, the loss and per-class accuracy, leaving the model as it was."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from typing import Any, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import DataError
+
+__all__ = ["Metric", "evaluate", "eval_mode", "model_device", "to_device"]
+
+Metric = Union[str, Callable[[nn.Module, Any], float]]
+METRICS = ("accuracy", "loss")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Put every submodule in eval mode and restore each one's own flag afterwards, also on error."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def to_device(x: Any, device: torch.device, where: str = "data") -> Any:
+    """Move a batch to the model's device: CPU tensors move; a tensor on another accelerator is an error."""
+    if isinstance(x, Tensor):
+        if x.device == device:
+            return x
+        if x.device.type == "cpu":
+            return x.to(device)
+        raise DataError(
+            f"{where} is on {x.device} but the model is on {device}; move the model with model.to('{x.device}') "
+            f"or keep the data on the CPU (the workbench moves CPU batches to the model's device)"
+        )
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_device(v, device, where) for v in x)
+    if isinstance(x, dict):
+        return {k: to_device(v, device, where) for k, v in x.items()}
+    return x
+
+
+def _split(batch: Any) -> tuple[Any, Tensor]:
+    if isinstance(batch, dict):
+        for xk, yk in (("x", "y"), ("input", "label"), ("inputs", "labels"), ("input", "target")):
+            if xk in batch and yk in batch:
+                return batch[xk], batch[yk]
+    elif isinstance(batch, (list, tuple)) and len(batch) == 2:
+        return batch[0], batch[1]
+    raise DataError(
+        "evaluation data must yield (inputs, labels) pairs, like a DataLoader over a TensorDataset; "
+        f"got a batch of type {type(batch).__name__}"
+    )
+
+
+def _call(model: nn.Module, x: Any) -> Tensor:
+    return model(*x) if isinstance(x, (list, tuple)) else model(**x) if isinstance(x, dict) else model(x)
+
+
+def evaluate(model: nn.Module, data: Iterable, metric: Metric = "accuracy") -> dict[str, Any]:
+    """Evaluate `model` on `data` (batches of ``(x, y)``) in eval mode under `torch.inference_mode`.
+
+    Returns ``{"metric": primary value, "metric_name": ..., "loss": mean loss, "n": samples}`` and, for
+    classification (integer labels, 2-D logits), ``"accuracy"`` and ``"per_class"`` (accuracy per class,
+    NaN for classes absent from the data). The loss is cross-entropy for classification, else MSE.
+    A callable metric gets ``(model, data)`` in eval mode (with autograd available) and returns a float.
+    """
+    if not (isinstance(metric, str) and metric in METRICS) and not callable(metric):
+        raise DataError(f"metric must be one of {METRICS} or a callable (model, data) -> float, got {metric!r}")
+    device = model_device(model)
+    total_loss, n, correct = 0.0, 0, None
+    hits = counts = None
+    with eval_mode(model), torch.inference_mode():
+        for i, batch in enumerate(data):
+            x, y = _split(batch)
+            x = to_device(x, device, f"batch {i} inputs")
+            y = to_device(y, device, f"batch {i} labels")
+            out = _call(model, x)
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            if not y.is_floating_point() and out.dim() == 2:
+                total_loss += F.cross_entropy(out.float(), y, reduction="sum").item()
+                c = out.shape[1]
+                pred = out.argmax(1)
+                if hits is None:
+                    hits = torch.zeros(c, dtype=torch.float64)
+                    counts = torch.zeros(c, dtype=torch.float64)
+                yc = y.cpu()
+                counts.index_add_(0, yc, torch.ones_like(yc, dtype=torch.float64))
+                hits.index_add_(0, yc, (pred.cpu() == yc).double())
+            else:
+                total_loss += F.mse_loss(out.float(), y.float(), reduction="sum").item() / max(1, out[0].numel())
+            n += y.shape[0]
+    if n == 0:
+        raise DataError("evaluation data yielded no samples; pass a non-empty DataLoader of (inputs, labels)")
+    result: dict[str, Any] = {"loss": total_loss / n, "n": n}
+    if hits is not None:
+        correct = float(hits.sum())
+        result["accuracy"] = correct / n
+        with torch.no_grad():
+            per = torch.where(counts > 0, hits / counts.clamp(min=1), torch.tensor(math.nan, dtype=torch.float64))
+        result["per_class"] = per.tolist()
+    if callable(metric):
+        with eval_mode(model):
+            value = float(metric(model, data))
+        result["metric"], result["metric_name"] = value, getattr(metric, "__name__", "metric")
+    else:
+        if metric == "accuracy" and "accuracy" not in result:
+            raise DataError("metric 'accuracy' needs integer class labels and 2-D logits; use metric='loss' here")
+        result["metric"], result["metric_name"] = result[metric], metric
+    return result

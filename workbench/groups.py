@@ -1,0 +1,220 @@
+"""Coupled channel groups for structured pruning, from Torch-Pruning's DependencyGraph.
+
+Removing output channel *c* of a conv also removes *c* from the BatchNorm after it, from every layer
+that reads it (their input channel *c*), and from every other layer whose output is added to or
+concatenated with it. Torch-Pruning traces the model once and gives us those groups; this module turns
+each group into plain slices of parameters (`Member`) so that a structured mask zeroes exactly what a
+physical shrink would remove, and marks groups we cannot mask exactly as unsupported, with the reason.
+
+Why not trust every group Torch-Pruning returns: it treats any operator it does not know as
+element-wise, so channels that flow through an LSTM (traced as ``MkldnnRnnLayerBackward0`` in eval
+mode) or attention are silently coupled to the wrong layers (tests/test_groups.py shows it). We accept
+only groups whose operators are on a list of channel-wise ops and whose modules we know how to mask.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ChannelGroup", "GroupAnalysis", "Member", "analyze_groups"]
+
+# grad_fn names (without "Backward<N>") of ops that act on each channel independently (or only move
+# data within a channel), so a zero channel stays a zero channel and no channel mixes with another.
+CHANNELWISE_OPS = frozenset(
+    """Relu Relu6 Hardtanh LeakyRelu Elu Selu Celu Gelu Silu Mish Sigmoid Tanh Hardswish Hardsigmoid Softplus
+    Add Sub Mul Div Neg Clone Alias NativeDropout Dropout FeatureDropout MaxPool1DWithIndices
+    MaxPool2DWithIndices MaxPool3DWithIndices AvgPool1D AvgPool2D AvgPool3D AdaptiveAvgPool1D
+    AdaptiveAvgPool2D AdaptiveAvgPool3D AdaptiveMaxPool1D AdaptiveMaxPool2D AdaptiveMaxPool3D Mean
+    ConstantPadNd ReflectionPad1D ReflectionPad2D ReplicationPad1D ReplicationPad2D UpsampleNearest1D
+    UpsampleNearest2D UpsampleBilinear2D Addmm Mm T Expand Contiguous""".split()
+)
+_NORM_EXACT = (nn.modules.batchnorm._BatchNorm,)
+_NORM_INEXACT = (nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+@dataclass(frozen=True)
+class Member:
+    """Positions `index` along `dim` of parameter `param` belong to root channels `root`.
+
+    `rows`, when set, restricts the slice to rows ``rows[0]:rows[1]`` of dim 0 (a grouped conv's input
+    channel feeds only the filters of its own conv group).
+    """
+
+    param: str
+    dim: int
+    index: Tensor
+    root: Tensor
+    rows: tuple[int, int] | None = None
+    producer: bool = False  # an output-channel slice of a conv/linear weight: used to score the channel
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels that must be pruned together; `size` root channels, `producers` the layers whose outputs
+    they are (their filters/neurons), `members` every parameter slice they touch."""
+
+    id: str
+    size: int
+    producers: tuple[str, ...]
+    members: tuple[Member, ...]
+    reason: str = ""  # non-empty: this group cannot be masked exactly, and why
+
+    @property
+    def supported(self) -> bool:
+        return not self.reason
+
+    def masks(self, pruned: Tensor, shapes: dict[str, torch.Size]) -> dict[str, Tensor]:
+        """Boolean masks (True = remove) for the root channels flagged in `pruned` (bool, [size])."""
+        out: dict[str, Tensor] = {}
+        for m in self.members:
+            pos = m.index[pruned[m.root]]
+            if pos.numel() == 0:
+                continue
+            mask = out.get(m.param)
+            if mask is None:
+                mask = out[m.param] = torch.zeros(shapes[m.param], dtype=torch.bool)
+            view = mask if m.rows is None else mask[m.rows[0] : m.rows[1]]
+            view.index_fill_(m.dim, pos, True)
+        return out
+
+
+@dataclass
+class GroupAnalysis:
+    """All groups of a model and, per module name, the ids of the groups it produces channels for."""
+
+    groups: dict[str, ChannelGroup] = field(default_factory=dict)
+    by_module: dict[str, list[str]] = field(default_factory=dict)
+    error: str = ""  # tracing failed as a whole: no structured pruning on this model, and why
+
+
+def _op_name(node) -> str:
+    m = re.search(r"\((\w+?)(Backward\d*)?\)$", node.name)
+    return m.group(1) if m else node.name
+
+
+def analyze_groups(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) -> GroupAnalysis:
+    """Trace `model` on `example_inputs` and return its coupled output-channel groups.
+
+    The model is traced in eval mode with gradients on; its train/eval flags are restored and no hook
+    is left behind. Parameters and buffers are not changed.
+    """
+    import torch_pruning as tp
+
+    names = {mod: name for name, mod in model.named_modules()}
+    modes = {mod: mod.training for mod in model.modules()}
+    inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
+    try:
+        with torch.enable_grad():
+            dg = tp.DependencyGraph().build_dependency(
+                model, example_inputs=inputs, forward_fn=lambda m, x: m(*x), verbose=False
+            )
+    except Exception as e:  # noqa: BLE001 - any tracing failure only disables structured pruning
+        return GroupAnalysis(error=f"tracing the model with Torch-Pruning failed ({type(e).__name__}: {e})")
+    finally:
+        for mod, flag in modes.items():
+            mod.training = flag
+    params = {p: n for n, p in model.named_parameters()}
+    analysis = GroupAnalysis()
+    seen: set[nn.Module] = set()
+    for mod in list(dg.module2node):
+        if not isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)) or mod in seen or mod not in names:
+            continue
+        pruner = dg.get_pruner_of_module(mod)
+        n = pruner.get_out_channels(mod) if pruner is not None else None
+        if not n:
+            continue
+        group = dg.get_pruning_group(mod, pruner.prune_out_channels, list(range(n)))
+        members: list[Member] = []
+        producers: list[str] = []
+        reasons: list[str] = []
+        for item in group:
+            dep, node = item.dep, item.dep.target
+            out = dg.is_out_channel_pruning_fn(dep.handler)
+            idx = torch.as_tensor(item.idxs, dtype=torch.long)
+            root = torch.as_tensor(item.root_idxs, dtype=torch.long)
+            target = node.module
+            if out and isinstance(target, (nn.Linear, nn.modules.conv._ConvNd)):
+                seen.add(target)
+            if out and not node.outputs:
+                reasons.append(f"its channels are outputs of the model (at {names.get(target, node.name)!r})")
+                continue
+            got = _members(target, names, params, node, out, idx, root)
+            if isinstance(got, str):
+                reasons.append(got)
+                continue
+            members.extend(got)
+            if out and isinstance(target, (nn.Linear, nn.modules.conv._ConvNd)):
+                producers.append(names[target])
+        gid = names[mod]
+        cg = ChannelGroup(gid, n, tuple(producers), tuple(members), "; ".join(dict.fromkeys(reasons)))
+        analysis.groups[gid] = cg
+        for p in producers:
+            analysis.by_module.setdefault(p, []).append(gid)
+    return analysis
+
+
+def _members(target, names, params, node, out: bool, idx: Tensor, root: Tensor) -> list[Member] | str:
+    """Parameter slices for one dependency, or the reason it cannot be masked exactly."""
+    if isinstance(target, nn.Parameter):
+        name = params.get(target)
+        if name is None:
+            return "it reaches a tensor that is not a parameter of the model"
+        return [Member(name, int(getattr(node, "pruning_dim", -1)) % target.dim(), idx, root)]
+    if not isinstance(target, nn.Module):
+        return ""  # unreachable with Torch-Pruning 1.x
+    mname = names.get(target)
+    if mname is None:  # an operator node (add, relu, cat, view, ...)
+        kind = type(target).__name__
+        if kind in ("_ConcatOp", "_SplitOp", "_ReshapeOp", "_SliceOp", "_UnbindOp"):
+            return []
+        op = _op_name(node)
+        if op in CHANNELWISE_OPS:
+            return []
+        return f"its channels pass through {op!r}, which is not known to be channel-wise"
+    pre = f"{mname}." if mname else ""
+    if isinstance(target, nn.modules.conv._ConvNd):
+        transposed = target.transposed
+        w = f"{pre}weight"
+        if out:
+            ms = [Member(w, 1 if transposed else 0, idx, root, producer=True)]
+            if target.bias is not None:
+                ms.append(Member(f"{pre}bias", 0, idx, root))
+            return ms
+        if target.groups == 1:
+            return [Member(w, 0 if transposed else 1, idx, root)]
+        if transposed:
+            return f"grouped transposed conv {mname!r} is not supported for structured pruning"
+        cin_g = target.in_channels // target.groups
+        out_g = target.out_channels // target.groups
+        ms = []
+        for g in range(target.groups):
+            sel = (idx // cin_g) == g
+            if sel.any():
+                ms.append(Member(w, 1, idx[sel] % cin_g, root[sel], rows=(g * out_g, (g + 1) * out_g)))
+        return ms
+    if isinstance(target, nn.Linear):
+        if out:
+            ms = [Member(f"{pre}weight", 0, idx, root, producer=True)]
+            if target.bias is not None:
+                ms.append(Member(f"{pre}bias", 0, idx, root))
+            return ms
+        return [Member(f"{pre}weight", 1, idx, root)]
+    if isinstance(target, _NORM_EXACT):
+        if not target.affine:
+            return []
+        return [Member(f"{pre}weight", 0, idx, root), Member(f"{pre}bias", 0, idx, root)]
+    if isinstance(target, _NORM_INEXACT):
+        return (
+            f"{type(target).__name__} {mname!r} normalises over these channels, so zeroing them changes its "
+            "statistics and a mask cannot match the shrunk model"
+        )
+    if isinstance(target, nn.Embedding) and out:
+        return [Member(f"{pre}weight", 1, idx, root)]
+    if isinstance(target, nn.PReLU) and target.num_parameters > 1:
+        return [Member(f"{pre}weight", 0, idx, root)]
+    return f"it reaches {type(target).__name__} {mname!r}, which has no structured rule yet"

@@ -1,0 +1,245 @@
+"""From a plan to masks: resolve the plan against the model's targets, score, pick what to remove.
+
+Everything here is read-only on the model: it returns boolean masks (True = remove) and the caller
+(`MaskStore.apply_`) changes weights. Every problem with a plan is found before any mask is built.
+
+Ratios are sparsities after the step: already-pruned weights (or whole units) count towards them and
+are always kept pruned (their score is -inf). ``k = round(ratio * n)`` elements go, at most ``n - 1``,
+so a layer is never emptied; ties are broken by position (stable sort), so exactly k go.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+
+import torch
+from torch import Tensor, nn
+
+from ..criteria import ScoreContext, get_criterion
+from ..errors import GranularityError, ModelError, PlanError, suggest
+from ..groups import ChannelGroup, GroupAnalysis
+from ..plan import LayerPlan, Plan
+from ..targets import Target, Targets
+from .granularity import get_granularity
+from .store import MaskStore
+
+__all__ = ["DEFAULT_KINDS", "Selection", "n_to_prune", "select"]
+
+DEFAULT_KINDS = ("linear", "conv", "lstm", "attention")  # what a plan's default covers without `include`
+
+
+def n_to_prune(ratio: float, n: int) -> int:
+    """How many of `n` units a ratio removes: round half up, never all of them.
+
+    >>> n_to_prune(0.5, 10), n_to_prune(0.25, 10), n_to_prune(0.99, 10)
+    (5, 3, 9)
+    """
+    return max(0, min(math.floor(ratio * n + 0.5), n - 1))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a plan removes: `masks` (full parameter name -> bool, True = pruned, including what was
+    already pruned), `layers` the LayerPlan each pruned target got, `groups` the ratio per coupled
+    group, `skipped` the targets the plan's default left alone and why."""
+
+    masks: dict[str, Tensor]
+    layers: dict[str, LayerPlan]
+    groups: dict[str, LayerPlan] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _check_entry(t: Target, lp: LayerPlan, what: str) -> None:
+    g = get_granularity(lp.granularity)
+    get_criterion(lp.criterion)
+    if not t.supports(g.name):
+        why = t.unsupported.get(g.name)
+        if t.tied_to:
+            why = f"it shares its weights with {t.tied_to!r}, which is pruned in its place"
+        elif why is None:
+            alt = [x for x in t.granularities if x != "weight"]
+            why = f"{g.name} applies to {'/'.join(g.kinds)} layers, not {t.kind}" + (
+                f"; use {alt[0]!r}" if alt else ""
+            )
+        raise GranularityError(
+            f"{what} {t.name!r} ({t.module_type}) cannot be pruned by {g.name!r}: {why}. "
+            f"It supports: {', '.join(t.granularities) or 'nothing'}."
+        )
+
+
+def _resolve(plan: Plan, targets: Targets) -> tuple[dict[str, LayerPlan], list[Target], dict[str, str]]:
+    explicit: dict[str, LayerPlan] = {}
+    for name, lp in plan.layers.items():
+        t = targets[name]
+        _check_entry(t, lp, "layer")
+        explicit[name] = lp
+    default: list[Target] = []
+    skipped: dict[str, str] = {}
+    if plan.default is None:
+        return explicit, default, skipped
+    g = get_granularity(plan.default.granularity)
+    get_criterion(plan.default.criterion)
+    if plan.scope == "global" and g.structured:
+        raise PlanError(
+            f"a global plan ranks single weights across layers; granularity {g.name!r} is not supported globally "
+            "yet. Use Plan.uniform for structured pruning, or Plan.global_(..., granularity='weight')."
+        )
+    for pat in (plan.include or ()) + plan.exclude:
+        if not any(fnmatch(n, pat) for n in targets.names):
+            raise PlanError(f"plan pattern {pat!r} matches no target.{suggest(pat, targets.names, 'target')}")
+    for t in targets:
+        if t.name in explicit:
+            continue
+        if plan.include is None:
+            if t.kind not in DEFAULT_KINDS:
+                continue
+        elif not any(fnmatch(t.name, p) for p in plan.include):
+            continue
+        if any(fnmatch(t.name, p) for p in plan.exclude):
+            continue
+        try:
+            _check_entry(t, plan.default, "layer")
+        except GranularityError as e:
+            skipped[t.name] = str(e)
+            continue
+        default.append(t)
+    if not default and not explicit:
+        detail = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3])
+        raise PlanError(f"the plan selects no target that supports {g.name!r}. {detail}")
+    return explicit, default, skipped
+
+
+def _finite(model: nn.Module, names: list[str]) -> None:
+    for n in names:
+        p = model.get_parameter(n)
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            raise ModelError(
+                f"{n!r} contains NaN or inf, so its weights cannot be ranked; fix or re-initialise that layer "
+                "(or exclude it from the plan) before pruning. Nothing was changed."
+            )
+
+
+def _scores(model: nn.Module, store: MaskStore, target: Target, param: str, criterion: str, seed: int) -> Tensor:
+    p = model.get_parameter(param)
+    ctx = ScoreContext(param, target.name, model.get_submodule(target.name), model, seed)
+    s = get_criterion(criterion).score(p, ctx).float()
+    cur = store.current(param)
+    if cur is not None:
+        s = s.masked_fill(cur.to(s.device), -math.inf)
+    return s
+
+
+def _lowest(scores: Tensor, ratio: float) -> Tensor:
+    """Bool mask of the round(ratio * n) lowest scores (stable: ties go by position)."""
+    flat = scores.reshape(-1)
+    k = n_to_prune(ratio, flat.numel())
+    out = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    if k:
+        out[torch.argsort(flat, stable=True)[:k]] = True
+    return out.view(scores.shape)
+
+
+def _weight_masks(model, store, pairs: list[tuple[Target, str]], lp: LayerPlan, seed: int) -> dict[str, Tensor]:
+    """Unstructured selection pooled over (target, param) pairs: one layer's tensors, or all (global)."""
+    scores = [_scores(model, store, t, p, lp.criterion, seed) for t, p in pairs]
+    flat = _lowest(torch.cat([s.reshape(-1).to(scores[0].device) for s in scores]), lp.ratio)
+    out, i = {}, 0
+    for (_, p), s in zip(pairs, scores):
+        out[p] = flat[i : i + s.numel()].view(s.shape).to(s.device)
+        i += s.numel()
+    return out
+
+
+def _group_masks(model, store, grp: ChannelGroup, lp: LayerPlan, seed: int) -> dict[str, Tensor]:
+    score = torch.zeros(grp.size, dtype=torch.float64)
+    alive = torch.zeros(grp.size, dtype=torch.float64)
+    crit = get_criterion(lp.criterion)
+    for m in grp.members:
+        if not m.producer:
+            continue
+        p = model.get_parameter(m.param)
+        tname = m.param.rsplit(".", 1)[0] if "." in m.param else ""
+        ctx = ScoreContext(m.param, tname, model.get_submodule(tname), model, seed)
+        s = crit.score(p, ctx).double().movedim(m.dim, 0).reshape(p.shape[m.dim], -1).sum(1).cpu()
+        score.index_add_(0, m.root, s[m.index])
+        cur = store.current(m.param)
+        live = torch.ones(p.shape[m.dim], dtype=torch.float64)
+        if cur is not None:
+            live = (~cur).movedim(m.dim, 0).reshape(p.shape[m.dim], -1).any(1).double().cpu()
+        alive.index_add_(0, m.root, live[m.index])
+    score[alive == 0] = -math.inf
+    pruned = _lowest(score, lp.ratio)
+    shapes = {m.param: model.get_parameter(m.param).shape for m in grp.members}
+    return grp.masks(pruned, shapes)
+
+
+def select(
+    model: nn.Module,
+    targets: Targets,
+    groups: GroupAnalysis | None,
+    plan: Plan,
+    store: MaskStore,
+    *,
+    seed: int = 0,
+) -> Selection:
+    """Resolve `plan` on `model` and return the masks it asks for; the model is not changed."""
+    if not isinstance(plan, Plan):
+        raise PlanError(f"expected a workbench Plan, got {type(plan).__name__}; build one with Plan.uniform/global_")
+    explicit, default, skipped = _resolve(plan, targets)
+    per_layer = dict(explicit)
+    if plan.scope == "layer" and plan.default is not None:
+        per_layer.update({t.name: plan.default for t in default})
+    structured = {n: lp for n, lp in per_layer.items() if get_granularity(lp.granularity).structured}
+    jobs: dict[str, LayerPlan] = {}
+    for name, lp in structured.items():
+        for gid in targets[name].groups:
+            grp = groups.groups[gid]  # type: ignore[union-attr]  (structured support implies groups)
+            missing = [p for p in grp.producers if p not in structured]
+            if missing:
+                if any(p in explicit for p in grp.producers):
+                    raise PlanError(
+                        f"{name!r} shares its channels with {missing} (a residual add, a concat or a depthwise conv "
+                        f"couples them): their {lp.granularity}s can only be removed together. Add "
+                        f"{', '.join(map(repr, missing))} to the plan with the same ratio and criterion, "
+                        "or prune with granularity='weight'."
+                    )
+                skipped.setdefault(name, f"coupled with {missing}, which the plan leaves out")
+                continue
+            seen = {(structured[p].ratio, structured[p].criterion) for p in grp.producers}
+            if len(seen) > 1:
+                raise PlanError(
+                    f"coupled layers {list(grp.producers)} share channels and must get the same ratio and criterion "
+                    f"for {lp.granularity!r} pruning; the plan gives {sorted(seen)}"
+                )
+            jobs[gid] = lp
+    weight_layers = {n: lp for n, lp in per_layer.items() if n not in structured}
+    touched = [p for n in per_layer for p in targets[n].param_names()]
+    touched += [m.param for gid in jobs for m in groups.groups[gid].members if m.producer]  # type: ignore[union-attr]
+    if plan.scope == "global":
+        touched += [p for t in default for p in t.param_names()]
+    _finite(model, list(dict.fromkeys(touched)))
+
+    new: dict[str, Tensor] = {}
+
+    def merge(masks: dict[str, Tensor]) -> None:
+        for k, v in masks.items():
+            new[k] = v if k not in new else new[k] | v
+
+    for name, lp in weight_layers.items():
+        t = targets[name]
+        merge(_weight_masks(model, store, [(t, p) for p in t.param_names()], lp, seed))
+    if plan.scope == "global" and default:
+        merge(_weight_masks(model, store, [(t, p) for t in default for p in t.param_names()], plan.default, seed))
+        per_layer.update({t.name: plan.default for t in default})
+    for gid, lp in jobs.items():
+        merge(_group_masks(model, store, groups.groups[gid], lp, seed))  # type: ignore[union-attr]
+    for k in list(new):
+        cur = store.current(k)
+        if cur is not None:
+            new[k] = new[k] | cur.to(new[k].device)
+    layers = {
+        n: lp for n, lp in per_layer.items() if n not in structured or any(g in jobs for g in targets[n].groups)
+    }
+    return Selection(new, layers, jobs, skipped)

@@ -1,0 +1,211 @@
+"""Targets: every prunable tensor of a live model, what kind of layer holds it and how it can be pruned.
+
+Works on any `nn.Module`: targets are found by layer type (Linear, Conv, LSTM/GRU/RNN,
+MultiheadAttention, affine norms, Embedding), named by their dotted module names exactly as
+`named_modules()` prints them. Structured granularities (`neuron`, `filter`) need coupled channel
+groups, which come from tracing the model once on example inputs (`workbench.groups`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .errors import ModelError, TargetError, WorkbenchWarning, suggest
+from .groups import GroupAnalysis
+
+__all__ = ["KINDS", "Target", "Targets", "find_targets"]
+
+KINDS = ("linear", "conv", "lstm", "attention", "norm", "embedding")
+STRUCTURED = {"linear": "neuron", "conv": "filter"}  # structured granularity by target kind (this issue)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One prunable layer.
+
+    `params` are its prunable parameters (local names, e.g. ``("weight",)`` or the LSTM's
+    ``("weight_ih_l0", "weight_hh_l0")``); `shape` is the first one's; `granularities` those it
+    supports; `groups` the coupled channel groups its filters/neurons belong to (ids are the names of
+    the groups' root layers); `unsupported` says why a granularity is missing.
+    """
+
+    name: str
+    kind: str
+    module_type: str
+    params: tuple[str, ...]
+    shape: tuple[int, ...]
+    numel: int
+    granularities: tuple[str, ...]
+    groups: tuple[str, ...] = ()
+    unsupported: dict[str, str] = field(default_factory=dict, compare=False)
+    tied_to: str | None = None
+
+    def param_names(self) -> list[str]:
+        """Full parameter names, e.g. ``["features.0.weight"]``."""
+        return [f"{self.name}.{p}" if self.name else p for p in self.params]
+
+    def supports(self, granularity: str) -> bool:
+        return granularity in self.granularities
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "module_type": self.module_type,
+            "params": list(self.params),
+            "shape": list(self.shape),
+            "numel": self.numel,
+            "granularities": list(self.granularities),
+            "groups": list(self.groups),
+            "unsupported": dict(self.unsupported),
+            "tied_to": self.tied_to,
+        }
+
+
+class Targets(Sequence[Target]):
+    """An ordered, read-only list of targets that can also be indexed by name; prints as a table."""
+
+    def __init__(self, targets: Sequence[Target]):
+        self._list = tuple(targets)
+        self._by_name = {t.name: t for t in self._list}
+
+    def __len__(self) -> int:
+        return len(self._list)
+
+    def __iter__(self) -> Iterator[Target]:
+        return iter(self._list)
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            try:
+                return self._by_name[key]
+            except KeyError:
+                raise TargetError(f"{key!r} is not a prunable target.{suggest(key, self.names, 'target')}") from None
+        return self._list[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_name if isinstance(key, str) else key in self._list
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self._list]
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame([t.to_dict() for t in self._list])
+
+    def table(self) -> str:
+        rows = [("name", "kind", "shape", "params", "granularities", "group")]
+        for t in self._list:
+            group = ",".join(t.groups) if t.groups else ("tied to " + t.tied_to if t.tied_to else "-")
+            rows.append((t.name, t.kind, "x".join(map(str, t.shape)), f"{t.numel:,}", " ".join(t.granularities), group))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+    def __repr__(self) -> str:
+        return f"Targets({len(self)} layers)\n{self.table()}"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        head = "".join(f"<th>{h}</th>" for h in ("name", "kind", "shape", "params", "granularities", "group"))
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(c))}</td>"
+                for c in (t.name, t.kind, "x".join(map(str, t.shape)), f"{t.numel:,}", " ".join(t.granularities),
+                          ",".join(t.groups) or "-")
+            )
+            + "</tr>"
+            for t in self._list
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _kind(module: nn.Module) -> tuple[str, tuple[str, ...]] | None:
+    """(kind, prunable local parameter names) of a module, or None if it is not a target."""
+    if isinstance(module, nn.Linear):
+        return "linear", ("weight",)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "conv", ("weight",)
+    if isinstance(module, nn.RNNBase):
+        return "lstm", tuple(n for n, _ in module.named_parameters(recurse=False) if n.startswith("weight_"))
+    if isinstance(module, nn.MultiheadAttention):
+        if module.in_proj_weight is not None:
+            return "attention", ("in_proj_weight",)
+        return "attention", ("q_proj_weight", "k_proj_weight", "v_proj_weight")
+    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
+        return ("norm", ("weight",)) if getattr(module, "weight", None) is not None else None
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return "embedding", ("weight",)
+    return None
+
+
+def find_targets(model: nn.Module, groups: GroupAnalysis | None = None) -> Targets:
+    """All prunable targets of `model`, in `named_modules()` order.
+
+    Shared (tied) parameters are pruned once: the first layer holding them is the target, later ones are
+    listed with `tied_to` and no granularity, and a `WorkbenchWarning` says so.
+    """
+    owner: dict[int, str] = {}
+    out: list[Target] = []
+    for name, module in model.named_modules():
+        found = _kind(module)
+        if found is None:
+            continue
+        kind, local = found
+        tensors = [getattr(module, p) for p in local]
+        if not tensors or any(not isinstance(t, nn.Parameter) for t in tensors):
+            continue
+        tied = [owner[id(t)] for t in tensors if id(t) in owner]
+        if tied:
+            warnings.warn(
+                f"{name!r} shares its weights with {tied[0]!r}; the workbench prunes them once, as {tied[0]!r}",
+                WorkbenchWarning,
+                stacklevel=3,
+            )
+        for t in tensors:
+            owner.setdefault(id(t), name)
+        granularities: list[str] = [] if tied else ["weight"]
+        unsupported: dict[str, str] = {}
+        gids: tuple[str, ...] = ()
+        structured = STRUCTURED.get(kind)
+        if structured and not tied:
+            if groups is None:
+                unsupported[structured] = "no example input was given to trace coupled channels"
+            elif groups.error:
+                unsupported[structured] = groups.error
+            else:
+                gids = tuple(groups.by_module.get(name, ()))
+                bad = [groups.groups[g].reason for g in gids if not groups.groups[g].supported]
+                if not gids:
+                    unsupported[structured] = "its outputs were not reached when tracing the model"
+                elif bad:
+                    unsupported[structured] = bad[0]
+                else:
+                    granularities.append(structured)
+        out.append(
+            Target(
+                name=name,
+                kind=kind,
+                module_type=type(module).__name__,
+                params=local,
+                shape=tuple(tensors[0].shape),
+                numel=sum(t.numel() for t in tensors),
+                granularities=tuple(granularities),
+                groups=gids,
+                unsupported=unsupported,
+                tied_to=tied[0] if tied else None,
+            )
+        )
+    if not out:
+        raise ModelError(
+            f"{type(model).__name__} has no prunable layers: the workbench prunes Linear, Conv, LSTM/GRU/RNN, "
+            "MultiheadAttention, affine norm and Embedding layers. Wrap custom weights in one of these modules."
+        )
+    return Targets(out)
