@@ -39,17 +39,12 @@ _NORM_INEXACT = (nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNo
 
 @dataclass(frozen=True)
 class Member:
-    """Positions `index` along `dim` of parameter `param` belong to root channels `root`.
-
-    `rows`, when set, restricts the slice to rows ``rows[0]:rows[1]`` of dim 0 (a grouped conv's input
-    channel feeds only the filters of its own conv group).
-    """
+    """Positions `index` along `dim` of parameter `param` belong to root channels `root`."""
 
     param: str
     dim: int
     index: Tensor
     root: Tensor
-    rows: tuple[int, int] | None = None
     producer: bool = False  # an output-channel slice of a conv/linear weight: used to score the channel
 
 
@@ -78,8 +73,7 @@ class ChannelGroup:
             mask = out.get(m.param)
             if mask is None:
                 mask = out[m.param] = torch.zeros(shapes[m.param], dtype=torch.bool)
-            view = mask if m.rows is None else mask[m.rows[0] : m.rows[1]]
-            view.index_fill_(m.dim, pos, True)
+            mask.index_fill_(m.dim, pos, True)
         return out
 
 
@@ -142,14 +136,13 @@ def analyze_groups(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) 
                 seen.add(target)
             if out and not node.outputs:
                 reasons.append(f"its channels are outputs of the model (at {names.get(target, node.name)!r})")
-                continue
+            if out and isinstance(target, (nn.Linear, nn.modules.conv._ConvNd)):
+                producers.append(names[target])
             got = _members(target, names, params, node, out, idx, root)
             if isinstance(got, str):
                 reasons.append(got)
-                continue
-            members.extend(got)
-            if out and isinstance(target, (nn.Linear, nn.modules.conv._ConvNd)):
-                producers.append(names[target])
+            else:
+                members.extend(got)
         gid = names[mod]
         cg = ChannelGroup(gid, n, tuple(producers), tuple(members), "; ".join(dict.fromkeys(reasons)))
         analysis.groups[gid] = cg
@@ -178,25 +171,19 @@ def _members(target, names, params, node, out: bool, idx: Tensor, root: Tensor) 
         return f"its channels pass through {op!r}, which is not known to be channel-wise"
     pre = f"{mname}." if mname else ""
     if isinstance(target, nn.modules.conv._ConvNd):
-        transposed = target.transposed
-        w = f"{pre}weight"
-        if out:
-            ms = [Member(w, 1 if transposed else 0, idx, root, producer=True)]
+        depthwise = target.groups == target.in_channels == target.out_channels
+        if target.groups > 1 and not depthwise:
+            return (
+                f"grouped conv {mname!r} (groups={target.groups}) would need the same number of channels removed "
+                "from each of its groups; structured pruning through it is not supported yet"
+            )
+        dim_out, dim_in = (1, 0) if target.transposed else (0, 1)
+        if out or depthwise:
+            ms = [Member(f"{pre}weight", dim_out, idx, root, producer=out)]
             if target.bias is not None:
                 ms.append(Member(f"{pre}bias", 0, idx, root))
             return ms
-        if target.groups == 1:
-            return [Member(w, 0 if transposed else 1, idx, root)]
-        if transposed:
-            return f"grouped transposed conv {mname!r} is not supported for structured pruning"
-        cin_g = target.in_channels // target.groups
-        out_g = target.out_channels // target.groups
-        ms = []
-        for g in range(target.groups):
-            sel = (idx // cin_g) == g
-            if sel.any():
-                ms.append(Member(w, 1, idx[sel] % cin_g, root[sel], rows=(g * out_g, (g + 1) * out_g)))
-        return ms
+        return [Member(f"{pre}weight", dim_in, idx, root)]
     if isinstance(target, nn.Linear):
         if out:
             ms = [Member(f"{pre}weight", 0, idx, root, producer=True)]

@@ -44,7 +44,9 @@ class Criterion:
     """A registered importance score: lower score = pruned first.
 
     `fn(weight, ctx)` returns one score per element of `weight` (same shape, float). Structured
-    granularities sum the element scores over each unit (a filter, a neuron, a coupled group).
+    granularities rank a unit (a filter, a neuron, a coupled channel) by the mean element score over the
+    output slices of every layer producing it: the L1 norm per weight for `l1`, so a channel that several
+    layers add or concatenate is compared fairly with one that a single layer makes.
     """
 
     name: str

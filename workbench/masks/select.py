@@ -155,6 +155,7 @@ def _weight_masks(model, store, pairs: list[tuple[Target, str]], lp: LayerPlan, 
 def _group_masks(model, store, grp: ChannelGroup, lp: LayerPlan, seed: int) -> dict[str, Tensor]:
     score = torch.zeros(grp.size, dtype=torch.float64)
     alive = torch.zeros(grp.size, dtype=torch.float64)
+    count = torch.zeros(grp.size, dtype=torch.float64)
     crit = get_criterion(lp.criterion)
     for m in grp.members:
         if not m.producer:
@@ -164,11 +165,14 @@ def _group_masks(model, store, grp: ChannelGroup, lp: LayerPlan, seed: int) -> d
         ctx = ScoreContext(m.param, tname, model.get_submodule(tname), model, seed)
         s = crit.score(p, ctx).double().movedim(m.dim, 0).reshape(p.shape[m.dim], -1).sum(1).cpu()
         score.index_add_(0, m.root, s[m.index])
+        count.index_add_(0, m.root, torch.full((m.index.numel(),), p.numel() / p.shape[m.dim], dtype=torch.float64))
         cur = store.current(m.param)
         live = torch.ones(p.shape[m.dim], dtype=torch.float64)
         if cur is not None:
             live = (~cur).movedim(m.dim, 0).reshape(p.shape[m.dim], -1).any(1).double().cpu()
         alive.index_add_(0, m.root, live[m.index])
+    # mean score per weight: channels of a concat can have different numbers of producers behind them
+    score = score / count.clamp(min=1)
     score[alive == 0] = -math.inf
     pruned = _lowest(score, lp.ratio)
     shapes = {m.param: model.get_parameter(m.param).shape for m in grp.members}

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A bitwise copy of every parameter and buffer."""
+    return {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+
+
+def assert_bitwise(model: torch.nn.Module, snap: dict[str, torch.Tensor]) -> None:
+    now = model.state_dict(keep_vars=True)
+    assert now.keys() == snap.keys()
+    for k, v in snap.items():
+        a = now[k].detach()
+        assert a.dtype == v.dtype and a.shape == v.shape, k
+        # compare bits, so -0.0 vs 0.0 and NaN payloads count as differences
+        assert torch.equal(_bits(a), _bits(v)), k
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1).view(torch.uint8) if t.is_floating_point() else t
+
+
+def assert_plain(model: torch.nn.Module) -> None:
+    """No hooks, no parametrizations: the model stays a plain nn.Module."""
+    from torch.nn.utils import parametrize
+
+    for name, m in model.named_modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks, name
+        assert not m._backward_hooks and not getattr(m, "_backward_pre_hooks", None), name
+        assert not parametrize.is_parametrized(m), name
+    assert not torch.nn.modules.module._global_forward_hooks
+
+
+@pytest.fixture(scope="session")
+def demo_models():
+    """All five demo models, trained once (cached) for the test session."""
+    import workbench as wb
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {name: wb.demo.load(name) for name in wb.demo.available()}

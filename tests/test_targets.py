@@ -1,0 +1,92 @@
+import pickle
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from zoo import ZOO, make
+
+import workbench as wb
+from workbench.errors import ModelError, TargetError, WorkbenchWarning
+
+
+def bench(name):
+    model, data = make(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WorkbenchWarning)
+        return wb.Workbench(model, data), model
+
+
+def test_targets_of_a_residual_concat_depthwise_grouped_cnn():
+    b, _ = bench("rescat")
+    t = b.targets
+    assert t.names == ["stem.0", "stem.1", "a", "a_bn", "b", "dw", "pw", "pw_bn", "g", "g_bn", "head"]
+    assert t["stem.0"].kind == "conv" and t["stem.1"].kind == "norm" and t["head"].kind == "linear"
+    assert t["stem.0"].shape == (8, 1, 3, 3) and t["stem.0"].numel == 72
+    # the residual add couples stem and a; the concat puts b beside them; the depthwise conv joins them
+    assert t["a"].groups == t["stem.0"].groups
+    assert set(t["dw"].groups) == set(t["stem.0"].groups) | set(t["b"].groups)
+    for name in ("stem.0", "a", "b", "dw"):
+        assert "filter" in t[name].granularities, (name, t[name].unsupported)
+    # a grouped conv cannot lose arbitrary channels (each of its groups must keep the same width)
+    for name in ("pw", "g"):
+        assert "filter" not in t[name].granularities and "grouped conv 'g'" in t[name].unsupported["filter"]
+    # the head's outputs are the model's outputs: no neuron pruning
+    assert "neuron" not in t["head"].granularities
+    assert "outputs of the model" in t["head"].unsupported["neuron"]
+    with pytest.raises(TargetError, match="Did you mean .*'stem.0'"):
+        t["stem.O"]
+
+
+def test_lstm_and_attention_targets_and_why_structure_is_refused():
+    b, _ = bench("lstm")
+    t = b.targets
+    assert t["lstm"].kind == "lstm"
+    assert t["lstm"].params == ("weight_ih_l0", "weight_hh_l0", "weight_ih_l1", "weight_hh_l1")
+    # Torch-Pruning traces the LSTM as an element-wise op and would couple inp with out: we refuse it
+    assert "neuron" not in t["inp"].granularities
+    assert "not known to be channel-wise" in t["inp"].unsupported["neuron"]
+    b, _ = bench("mha")
+    t = b.targets
+    assert t["attn"].kind == "attention" and t["attn"].params == ("in_proj_weight",)
+    assert t["attn.out_proj"].kind == "linear"
+    assert "neuron" in t["ff1"].granularities  # the feed-forward hidden units are fine
+    assert "neuron" not in t["embed"].granularities  # the residual stream goes through LayerNorm
+    assert t["norm"].kind == "norm"
+
+
+def test_tied_weights_warn_and_are_pruned_once():
+    model, data = make("tied")
+    with pytest.warns(WorkbenchWarning, match="shares its weights"):
+        b = wb.Workbench(model, data)
+    assert b.targets["emb"].kind == "embedding"
+    assert b.targets["dec"].tied_to == "emb" and b.targets["dec"].granularities == ()
+    b.apply(wb.Plan.uniform(0.5, include=["emb", "dec", "mid"]))
+    assert b.store.current("emb.weight").sum() == 40
+    assert "dec.weight" not in b.masks
+    assert (model.dec.weight == 0).sum() == 40  # the same tensor
+
+
+def test_no_prunable_layers_is_a_clear_error():
+    class Nothing(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(ModelError, match="no prunable layers"):
+        wb.Workbench(Nothing(), [(torch.randn(2, 3), torch.zeros(2, dtype=torch.long))])
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_targets_tables_print_and_pickle(name):
+    b, _ = bench(name)
+    text = repr(b.targets)
+    assert all(n in text for n in b.targets.names)
+    assert "<table>" in b.targets._repr_html_()
+    assert pickle.loads(pickle.dumps(b.targets.names)) == b.targets.names
+
+
+def test_targets_without_example_inputs_offer_weight_only():
+    model, _ = make("rescat")
+    t = wb.find_targets(model)
+    assert all(x.granularities == ("weight",) for x in t)
+    assert "example input" in t["a"].unsupported["filter"]
