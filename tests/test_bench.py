@@ -130,7 +130,7 @@ def test_bad_plans_raise_clear_errors_and_leave_the_model_untouched(make_plan, e
 def test_bad_ratio_cannot_even_be_built():
     with pytest.raises(PlanError, match=r"'a'.*\[0, 1\)"):
         wb.Plan.uniform(0.3).with_ratio("a", 1.5)
-    with pytest.raises(PlanError, match="NaN|nan"):
+    with pytest.raises(PlanError, match=r"NaN|nan"):
         wb.Plan.uniform(float("nan"))
 
 
@@ -148,7 +148,7 @@ def test_nan_or_inf_weights_are_named_and_nothing_changes(value):
 
 
 def test_data_problems_are_clear():
-    model, data = make("rescat")
+    model, _ = make("rescat")
     with pytest.raises(DataError, match="no batches"):
         wb.Workbench(model, [])
     with pytest.raises(DataError, match=r"\(inputs, labels\)"):

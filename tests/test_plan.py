@@ -35,7 +35,7 @@ def test_with_ratio_returns_new_plan_and_keeps_defaults():
 def test_bad_ratios_are_rejected_with_the_layer_named(bad):
     with pytest.raises(PlanError, match="ratio"):
         wb.Plan.uniform(bad)
-    with pytest.raises(PlanError, match="'features.3'"):
+    with pytest.raises(PlanError, match=r"'features\.3'"):
         wb.Plan.uniform(0.5).with_ratio("features.3", bad)
     with pytest.raises(PlanError, match="'fc'"):
         wb.Plan({"fc": {"ratio": bad}})

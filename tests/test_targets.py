@@ -34,7 +34,7 @@ def test_targets_of_a_residual_concat_depthwise_grouped_cnn():
     # the head's outputs are the model's outputs: no neuron pruning
     assert "neuron" not in t["head"].granularities
     assert "outputs of the model" in t["head"].unsupported["neuron"]
-    with pytest.raises(TargetError, match="Did you mean .*'stem.0'"):
+    with pytest.raises(TargetError, match=r"Did you mean .*'stem\.0'"):
         t["stem.O"]
 
 

@@ -40,7 +40,7 @@ class LSTMNet(nn.Module):
         self.out = nn.Linear(16, 5)
 
     def forward(self, x):
-        o, (h, _) = self.lstm(torch.relu(self.inp(x.flatten(1, 2) if x.dim() == 4 else x)))
+        _, (h, _) = self.lstm(torch.relu(self.inp(x.flatten(1, 2) if x.dim() == 4 else x)))
         return self.out(h[-1])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,9 +13,9 @@ from torch import Tensor, nn
 
 from .errors import DataError
 
-__all__ = ["Metric", "evaluate", "eval_mode", "model_device", "to_device"]
+__all__ = ["Metric", "eval_mode", "evaluate", "model_device", "to_device"]
 
-Metric = Union[str, Callable[[nn.Module, Any], float]]
+Metric = str | Callable[[nn.Module, Any], float]
 METRICS = ("accuracy", "loss")
 
 

@@ -107,7 +107,7 @@ def analyze_groups(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) 
             dg = tp.DependencyGraph().build_dependency(
                 model, example_inputs=inputs, forward_fn=lambda m, x: m(*x), verbose=False
             )
-    except Exception as e:  # noqa: BLE001 - any tracing failure only disables structured pruning
+    except Exception as e:
         return GroupAnalysis(error=f"tracing the model with Torch-Pruning failed ({type(e).__name__}: {e})")
     finally:
         for mod, flag in modes.items():

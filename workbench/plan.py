@@ -134,8 +134,11 @@ class Plan:
         exclude: Iterable[str] | str = (),
     ) -> Plan:
         """The same ratio, granularity and criterion on every selected target."""
-        return cls(default=LayerPlan(check_ratio(ratio, "Plan.uniform"), granularity, criterion),
-                   include=include, exclude=exclude)  # type: ignore[arg-type]
+        return cls(
+            default=LayerPlan(check_ratio(ratio, "Plan.uniform"), granularity, criterion),
+            include=include,
+            exclude=exclude,
+        )  # type: ignore[arg-type]
 
     @classmethod
     def global_(
@@ -147,8 +150,12 @@ class Plan:
         exclude: Iterable[str] | str = (),
     ) -> Plan:
         """One ratio over the pooled weights of every selected target: layers lose different shares."""
-        return cls(default=LayerPlan(check_ratio(ratio, "Plan.global_"), granularity, criterion),
-                   scope="global", include=include, exclude=exclude)  # type: ignore[arg-type]
+        return cls(
+            default=LayerPlan(check_ratio(ratio, "Plan.global_"), granularity, criterion),
+            scope="global",
+            include=include,
+            exclude=exclude,
+        )  # type: ignore[arg-type]
 
     # edits -------------------------------------------------------------------------------------
     def with_ratio(self, name: str, ratio: float) -> Plan:

@@ -71,7 +71,9 @@ class Report:
             rows.append((r.name, r.kind, f"{r.params:,}", f"{r.nonzeros:,}", f"{r.sparsity:6.1%}"))
         rows.append(("total", "", f"{self.params:,}", f"{self.nonzeros:,}", f"{self.sparsity:6.1%}"))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+        lines = [
+            "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
+        ]
         lines.insert(1, "-" * len(lines[0]))
         lines.insert(len(lines) - 1, "-" * len(lines[0]))
         out = "\n".join(lines)
@@ -92,5 +94,7 @@ def layer_reports(model: nn.Module, targets: Targets) -> tuple[LayerReport, ...]
             if t.tied_to:
                 continue
             ps = [model.get_parameter(n) for n in t.param_names()]
-            rows.append(LayerReport(t.name, t.kind, sum(p.numel() for p in ps), sum(int(torch.count_nonzero(p)) for p in ps)))
+            rows.append(
+                LayerReport(t.name, t.kind, sum(p.numel() for p in ps), sum(int(torch.count_nonzero(p)) for p in ps))
+            )
     return tuple(rows)

@@ -118,8 +118,14 @@ class Targets(Sequence[Target]):
             "<tr>"
             + "".join(
                 f"<td>{html.escape(str(c))}</td>"
-                for c in (t.name, t.kind, "x".join(map(str, t.shape)), f"{t.numel:,}", " ".join(t.granularities),
-                          ",".join(t.groups) or "-")
+                for c in (
+                    t.name,
+                    t.kind,
+                    "x".join(map(str, t.shape)),
+                    f"{t.numel:,}",
+                    " ".join(t.granularities),
+                    ",".join(t.groups) or "-",
+                )
             )
             + "</tr>"
             for t in self._list

@@ -42,7 +42,8 @@ def test_global_pruning_matches_torch_prune_global_unstructured():
     bench.apply(wb.Plan.global_(0.6), evaluate=False)
     mods = [(m, "weight") for m in ref.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     prune.global_unstructured(mods, pruning_method=prune.L1Unstructured, amount=0.6)
-    for (m, _), (name, mod) in zip(mods, [(n, m) for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]):
+    names = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    for (m, _), name in zip(mods, names):
         assert torch.equal(m.weight_mask == 0, bench.store.current(f"{name}.weight")), name
 
 
@@ -117,8 +118,12 @@ def test_masked_model_computes_what_the_physically_shrunk_model_computes(arch):
         if not grp.supported or any(len(bench.targets[p].groups) > 1 for p in grp.producers):
             continue
         dense = copy.deepcopy(model)
-        plan = wb.Plan({p: wb.LayerPlan(0.5, "filter" if bench.targets[p].kind == "conv" else "neuron", "l1")
-                        for p in grp.producers})
+        plan = wb.Plan(
+            {
+                p: wb.LayerPlan(0.5, "filter" if bench.targets[p].kind == "conv" else "neuron", "l1")
+                for p in grp.producers
+            }
+        )
         bench.apply(plan, evaluate=False)
         root_w = model.get_parameter(f"{gid}.weight")
         pruned = [c for c in range(grp.size) if (root_w[c] == 0).all()]

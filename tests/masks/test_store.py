@@ -34,8 +34,13 @@ PLANS = [
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(["apply", "undo", "redo", "reset", "goto"]), st.integers(0, 99)),
-                min_size=100, max_size=100))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["apply", "undo", "redo", "reset", "goto"]), st.integers(0, 99)),
+        min_size=100,
+        max_size=100,
+    )
+)
 def test_undo_redo_reset_restore_bitwise_over_random_steps(actions):
     model, data = make("rescat")
     bench = wb.Workbench(model, data)

@@ -43,9 +43,17 @@ def available_granularities() -> list[str]:
     return list(_REGISTRY)
 
 
-register_granularity(Granularity("weight", "single weights (unstructured), per layer or global",
-                                 ("linear", "conv", "lstm", "attention", "norm", "embedding"), False))
-register_granularity(Granularity("neuron", "output rows of a Linear layer, with everything coupled to them",
-                                 ("linear",), True))
-register_granularity(Granularity("filter", "output channels of a conv layer, with everything coupled to them",
-                                 ("conv",), True))
+register_granularity(
+    Granularity(
+        "weight",
+        "single weights (unstructured), per layer or global",
+        ("linear", "conv", "lstm", "attention", "norm", "embedding"),
+        False,
+    )
+)
+register_granularity(
+    Granularity("neuron", "output rows of a Linear layer, with everything coupled to them", ("linear",), True)
+)
+register_granularity(
+    Granularity("filter", "output channels of a conv layer, with everything coupled to them", ("conv",), True)
+)

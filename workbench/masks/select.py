@@ -60,9 +60,7 @@ def _check_entry(t: Target, lp: LayerPlan, what: str) -> None:
             why = f"it shares its weights with {t.tied_to!r}, which is pruned in its place"
         elif why is None:
             alt = [x for x in t.granularities if x != "weight"]
-            why = f"{g.name} applies to {'/'.join(g.kinds)} layers, not {t.kind}" + (
-                f"; use {alt[0]!r}" if alt else ""
-            )
+            why = f"{g.name} applies to {'/'.join(g.kinds)} layers, not {t.kind}" + (f"; use {alt[0]!r}" if alt else "")
         raise GranularityError(
             f"{what} {t.name!r} ({t.module_type}) cannot be pruned by {g.name!r}: {why}. "
             f"It supports: {', '.join(t.granularities) or 'nothing'}."
@@ -243,7 +241,5 @@ def select(
         cur = store.current(k)
         if cur is not None:
             new[k] = new[k] | cur.to(new[k].device)
-    layers = {
-        n: lp for n, lp in per_layer.items() if n not in structured or any(g in jobs for g in targets[n].groups)
-    }
+    layers = {n: lp for n, lp in per_layer.items() if n not in structured or any(g in jobs for g in targets[n].groups)}
     return Selection(new, layers, jobs, skipped)
