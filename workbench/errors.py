@@ -59,7 +59,7 @@ class WorkbenchWarning(UserWarning):
 def suggest(name: str, choices: Iterable[str], what: str = "name") -> str:
     """Return a ' Did you mean ...?' hint for a misspelt name, or a list of the valid choices.
 
-    >>> suggest("fetures.0", ["features.0", "features.3"])
+    >>> suggest("fetures.0", ["features.0", "classifier.1"])
     " Did you mean 'features.0'?"
     """
     choices = list(choices)

@@ -10,7 +10,7 @@ their old values (only the removed ones), so undo writes back exactly the bits t
 >>> before = lin.weight.detach().clone()
 >>> store = MaskStore(lin)
 >>> _ = store.apply_({"weight": lin.weight.abs() < lin.weight.abs().median()})
->>> store.undo_(); torch.equal(lin.weight, before)
+>>> _ = store.undo_(); torch.equal(lin.weight, before)
 True
 """
 
