@@ -11,6 +11,7 @@ so a layer is never emptied; ties are broken by position (stable sort), so exact
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 
@@ -25,7 +26,7 @@ from ..targets import Target, Targets
 from .granularity import get_granularity
 from .store import MaskStore
 
-__all__ = ["DEFAULT_KINDS", "Selection", "n_to_prune", "select"]
+__all__ = ["DEFAULT_KINDS", "Ranking", "Selection", "group_ranking", "n_to_prune", "select", "weight_ranking"]
 
 DEFAULT_KINDS = ("linear", "conv", "lstm", "attention")  # what a plan's default covers without `include`
 
@@ -129,32 +130,45 @@ def _scores(model: nn.Module, store: MaskStore, target: Target, param: str, crit
     return s
 
 
-def _lowest(scores: Tensor, ratio: float) -> Tensor:
-    """Bool mask of the round(ratio * n) lowest scores (stable: ties go by position)."""
-    flat = scores.reshape(-1)
-    k = n_to_prune(ratio, flat.numel())
-    out = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    if k:
-        out[torch.argsort(flat, stable=True)[:k]] = True
-    return out.view(scores.shape)
+@dataclass(frozen=True)
+class Ranking:
+    """The order in which a job's units go (lowest score first), scored once: `masks(ratio)` for any ratio.
+
+    A unit is a weight (unstructured) or a root channel of a coupled group (structured); `to_masks` turns
+    a boolean vector over units into parameter masks.
+    """
+
+    order: Tensor
+    n: int
+    to_masks: Callable[[Tensor], dict[str, Tensor]]
+
+    def masks(self, ratio: float) -> dict[str, Tensor]:
+        chosen = torch.zeros(self.n, dtype=torch.bool, device=self.order.device)
+        chosen[self.order[: n_to_prune(ratio, self.n)]] = True
+        return self.to_masks(chosen)
 
 
-def _weight_masks(model, store, pairs: list[tuple[Target, str]], lp: LayerPlan, seed: int) -> dict[str, Tensor]:
-    """Unstructured selection pooled over (target, param) pairs: one layer's tensors, or all (global)."""
-    scores = [_scores(model, store, t, p, lp.criterion, seed) for t, p in pairs]
-    flat = _lowest(torch.cat([s.reshape(-1).to(scores[0].device) for s in scores]), lp.ratio)
-    out, i = {}, 0
-    for (_, p), s in zip(pairs, scores):
-        out[p] = flat[i : i + s.numel()].view(s.shape).to(s.device)
-        i += s.numel()
-    return out
+def weight_ranking(model, store, pairs: list[tuple[Target, str]], criterion: str, seed: int) -> Ranking:
+    """Unstructured ranking pooled over (target, param) pairs: one layer's tensors, or all of them (global)."""
+    scores = [_scores(model, store, t, p, criterion, seed) for t, p in pairs]
+    flat = torch.cat([s.reshape(-1).to(scores[0].device) for s in scores])
+
+    def to_masks(chosen: Tensor) -> dict[str, Tensor]:
+        out, i = {}, 0
+        for (_, p), s in zip(pairs, scores):
+            out[p] = chosen[i : i + s.numel()].view(s.shape).to(s.device)
+            i += s.numel()
+        return out
+
+    return Ranking(torch.argsort(flat, stable=True), flat.numel(), to_masks)
 
 
-def _group_masks(model, store, grp: ChannelGroup, lp: LayerPlan, seed: int) -> dict[str, Tensor]:
+def group_ranking(model, store, grp: ChannelGroup, criterion: str, seed: int) -> Ranking:
+    """Ranking of a coupled group's root channels by mean element score over every producer's slice."""
     score = torch.zeros(grp.size, dtype=torch.float64)
     alive = torch.zeros(grp.size, dtype=torch.float64)
     count = torch.zeros(grp.size, dtype=torch.float64)
-    crit = get_criterion(lp.criterion)
+    crit = get_criterion(criterion)
     for m in grp.members:
         if not m.producer:
             continue
@@ -172,9 +186,8 @@ def _group_masks(model, store, grp: ChannelGroup, lp: LayerPlan, seed: int) -> d
     # mean score per weight: channels of a concat can have different numbers of producers behind them
     score = score / count.clamp(min=1)
     score[alive == 0] = -math.inf
-    pruned = _lowest(score, lp.ratio)
     shapes = {m.param: model.get_parameter(m.param).shape for m in grp.members}
-    return grp.masks(pruned, shapes)
+    return Ranking(torch.argsort(score, stable=True), grp.size, lambda chosen: grp.masks(chosen, shapes))
 
 
 def select(
@@ -231,12 +244,13 @@ def select(
 
     for name, lp in weight_layers.items():
         t = targets[name]
-        merge(_weight_masks(model, store, [(t, p) for p in t.param_names()], lp, seed))
+        merge(weight_ranking(model, store, [(t, p) for p in t.param_names()], lp.criterion, seed).masks(lp.ratio))
     if plan.scope == "global" and default:
-        merge(_weight_masks(model, store, [(t, p) for t in default for p in t.param_names()], plan.default, seed))
+        pairs = [(t, p) for t in default for p in t.param_names()]
+        merge(weight_ranking(model, store, pairs, plan.default.criterion, seed).masks(plan.default.ratio))
         per_layer.update({t.name: plan.default for t in default})
     for gid, lp in jobs.items():
-        merge(_group_masks(model, store, groups.groups[gid], lp, seed))  # type: ignore[union-attr]
+        merge(group_ranking(model, store, groups.groups[gid], lp.criterion, seed).masks(lp.ratio))  # type: ignore[union-attr]
     for k in list(new):
         cur = store.current(k)
         if cur is not None:
