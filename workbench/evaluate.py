@@ -70,8 +70,59 @@ def _split(batch: Any) -> tuple[Any, Tensor]:
     )
 
 
-def _call(model: nn.Module, x: Any) -> Tensor:
+def call(model: nn.Module, x: Any) -> Tensor:
     return model(*x) if isinstance(x, (list, tuple)) else model(**x) if isinstance(x, dict) else model(x)
+
+
+class Accumulator:
+    """Running loss, accuracy and per-class hits over batches of model outputs and labels."""
+
+    def __init__(self) -> None:
+        self.loss = 0.0
+        self.n = 0
+        self.hits: Tensor | None = None
+        self.counts: Tensor | None = None
+
+    def add(self, out: Any, y: Tensor) -> None:
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if not y.is_floating_point() and out.dim() == 2:
+            self.loss += F.cross_entropy(out.float(), y, reduction="sum").item()
+            if self.hits is None:
+                self.hits = torch.zeros(out.shape[1], dtype=torch.float64)
+                self.counts = torch.zeros(out.shape[1], dtype=torch.float64)
+            yc = y.cpu()
+            self.counts.index_add_(0, yc, torch.ones_like(yc, dtype=torch.float64))
+            self.hits.index_add_(0, yc, (out.argmax(1).cpu() == yc).double())
+        else:
+            self.loss += F.mse_loss(out.float(), y.float(), reduction="sum").item() / max(1, out[0].numel())
+        self.n += y.shape[0]
+
+    def result(self, metric: Metric) -> dict[str, Any]:
+        if self.n == 0:
+            raise DataError("evaluation data yielded no samples; pass a non-empty DataLoader of (inputs, labels)")
+        result: dict[str, Any] = {"loss": self.loss / self.n, "n": self.n}
+        if self.hits is not None:
+            result["accuracy"] = float(self.hits.sum()) / self.n
+            nan = torch.tensor(math.nan, dtype=torch.float64)
+            result["per_class"] = torch.where(self.counts > 0, self.hits / self.counts.clamp(min=1), nan).tolist()
+        if isinstance(metric, str):
+            if metric == "accuracy" and "accuracy" not in result:
+                raise DataError("metric 'accuracy' needs integer class labels and 2-D logits; use metric='loss' here")
+            result["metric"], result["metric_name"] = result[metric], metric
+        return result
+
+
+def check_metric(metric: Any) -> None:
+    if not (isinstance(metric, str) and metric in METRICS) and not callable(metric):
+        raise DataError(f"metric must be one of {METRICS} or a callable (model, data) -> float, got {metric!r}")
+
+
+def batches(data: Iterable, device: torch.device) -> Iterable[tuple[Any, Tensor]]:
+    """(inputs, labels) of each batch, moved to `device` (CPU batches only; see `to_device`)."""
+    for i, batch in enumerate(data):
+        x, y = _split(batch)
+        yield to_device(x, device, f"batch {i} inputs"), to_device(y, device, f"batch {i} labels")
 
 
 def evaluate(model: nn.Module, data: Iterable, metric: Metric = "accuracy") -> dict[str, Any]:
@@ -82,47 +133,14 @@ def evaluate(model: nn.Module, data: Iterable, metric: Metric = "accuracy") -> d
     NaN for classes absent from the data). The loss is cross-entropy for classification, else MSE.
     A callable metric gets ``(model, data)`` in eval mode (with autograd available) and returns a float.
     """
-    if not (isinstance(metric, str) and metric in METRICS) and not callable(metric):
-        raise DataError(f"metric must be one of {METRICS} or a callable (model, data) -> float, got {metric!r}")
-    device = model_device(model)
-    total_loss, n, correct = 0.0, 0, None
-    hits = counts = None
+    check_metric(metric)
+    acc = Accumulator()
     with eval_mode(model), torch.inference_mode():
-        for i, batch in enumerate(data):
-            x, y = _split(batch)
-            x = to_device(x, device, f"batch {i} inputs")
-            y = to_device(y, device, f"batch {i} labels")
-            out = _call(model, x)
-            if isinstance(out, (tuple, list)):
-                out = out[0]
-            if not y.is_floating_point() and out.dim() == 2:
-                total_loss += F.cross_entropy(out.float(), y, reduction="sum").item()
-                c = out.shape[1]
-                pred = out.argmax(1)
-                if hits is None:
-                    hits = torch.zeros(c, dtype=torch.float64)
-                    counts = torch.zeros(c, dtype=torch.float64)
-                yc = y.cpu()
-                counts.index_add_(0, yc, torch.ones_like(yc, dtype=torch.float64))
-                hits.index_add_(0, yc, (pred.cpu() == yc).double())
-            else:
-                total_loss += F.mse_loss(out.float(), y.float(), reduction="sum").item() / max(1, out[0].numel())
-            n += y.shape[0]
-    if n == 0:
-        raise DataError("evaluation data yielded no samples; pass a non-empty DataLoader of (inputs, labels)")
-    result: dict[str, Any] = {"loss": total_loss / n, "n": n}
-    if hits is not None:
-        correct = float(hits.sum())
-        result["accuracy"] = correct / n
-        with torch.no_grad():
-            per = torch.where(counts > 0, hits / counts.clamp(min=1), torch.tensor(math.nan, dtype=torch.float64))
-        result["per_class"] = per.tolist()
+        for x, y in batches(data, model_device(model)):
+            acc.add(call(model, x), y)
+    result = acc.result(metric)
     if callable(metric):
         with eval_mode(model):
             value = float(metric(model, data))
         result["metric"], result["metric_name"] = value, getattr(metric, "__name__", "metric")
-    else:
-        if metric == "accuracy" and "accuracy" not in result:
-            raise DataError("metric 'accuracy' needs integer class labels and 2-D logits; use metric='loss' here")
-        result["metric"], result["metric_name"] = result[metric], metric
     return result
