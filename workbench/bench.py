@@ -102,6 +102,7 @@ class Workbench:
         self.store = MaskStore(model)
         self._entries: list[HistoryEntry] = []
         self._dense: dict[str, Any] | None = None
+        self.last_sensitivity = None
 
     @staticmethod
     def _example(data: Iterable) -> Any:
@@ -210,6 +211,23 @@ class Workbench:
             now=now,
             steps=self.store.position,
         )
+
+    # analyses ----------------------------------------------------------------------------------
+    def sensitivity(
+        self,
+        ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        granularity: str = "weight",
+        criterion: str = "magnitude",
+        **kwargs: Any,
+    ):
+        """Metric change per layer (or coupled group) and ratio, each pruned alone; see
+        `workbench.analysis.sensitivity`. ``mode="estimate"`` predicts loss changes from one gradient pass.
+        The model is never written to. The last result is kept as `self.last_sensitivity`."""
+        from .analysis.sensitivity import sensitivity
+
+        result = sensitivity(self, ratios, granularity, criterion, **kwargs)
+        self.last_sensitivity = result
+        return result
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,174 @@
+import copy
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_bitwise, assert_plain, snapshot
+from zoo import make
+
+import workbench as wb
+from workbench.analysis.sensitivity import AnalysisError, SensitivityResult, rows_for
+from workbench.errors import DataError, GranularityError, TargetError, WorkbenchError
+from workbench.masks import n_to_prune
+
+RATIOS = (0.2, 0.5, 0.8)
+
+
+def distiller(model, data, layer_params, ratio, metric="accuracy"):
+    """The naive loop: deepcopy, rank the layer's weights by |w| from scratch, zero, evaluate."""
+    m = copy.deepcopy(model)
+    scores = torch.cat([m.get_parameter(p).detach().abs().reshape(-1) for p in layer_params])
+    k = n_to_prune(ratio, scores.numel())
+    chosen = torch.zeros(scores.numel(), dtype=torch.bool)
+    chosen[torch.argsort(scores, stable=True)[:k]] = True
+    i = 0
+    with torch.no_grad():
+        for p in layer_params:
+            w = m.get_parameter(p)
+            w.masked_fill_(chosen[i : i + w.numel()].view(w.shape), 0)
+            i += w.numel()
+    return wb.evaluate(m, data, metric)["metric"] - wb.evaluate(model, data, metric)["metric"]
+
+
+@pytest.mark.parametrize("arch", ["rescat", "lstm", "mha"])
+@pytest.mark.parametrize("metric", ["accuracy", "loss"])
+def test_exact_scan_equals_a_distiller_style_loop(arch, metric):
+    model, data = make(arch)
+    bench = wb.Workbench(model, data, metric=metric)
+    snap = snapshot(model)
+    s = bench.sensitivity(RATIOS, criterion="l1", progress=False)
+    assert s.values.shape == (len(s.layers), 3) and s.complete
+    for i, layer in enumerate(s.layers):
+        params = bench.targets[layer].param_names()
+        for j, r in enumerate(RATIOS):
+            assert s.values[i, j] == pytest.approx(distiller(model, data, params, r, metric), abs=1e-6)
+    assert_bitwise(model, snap)
+    assert_plain(model)
+
+
+def test_structured_rows_prune_whole_coupled_groups_and_match_the_loop():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data, metric="loss")
+    s = bench.sensitivity(RATIOS, granularity="filter", criterion="l1", progress=False)
+    # stem, a, b and dw share channels (residual add, concat, depthwise): one row, never one side alone
+    i = s.row("a")
+    assert set(s.members[i]) == {"stem.0", "a", "b", "dw"} and s.row("stem.0") == i
+    rows = rows_for(bench, "filter", "l1")
+    for j, r in enumerate(RATIOS):
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for k, mask in rows[i].ranking.masks(r).items():
+                m.get_parameter(k).masked_fill_(mask, 0)
+        want = wb.evaluate(m, data, "loss")["loss"] - wb.evaluate(model, data, "loss")["loss"]
+        assert s.values[i, j] == pytest.approx(want, abs=1e-6)
+    # it is the same as applying a plan to those layers, then undoing
+    plan = wb.Plan({p: wb.LayerPlan(0.5, "filter", "l1") for p in s.members[i]})
+    bench.apply(plan)
+    assert bench.current.metrics["loss"] - bench.history[0].metrics["loss"] == pytest.approx(s.values[i, 1], abs=1e-6)
+
+
+def test_suffix_engine_and_full_clones_agree_and_threads_do_not_change_numbers():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    a = bench.sensitivity(RATIOS, engine="suffix", progress=False)
+    b = bench.sensitivity(RATIOS, engine="full", progress=False)
+    with ThreadPoolExecutor(3) as pool:
+        c = bench.sensitivity(RATIOS, executor=pool, progress=False)
+    assert "suffix" in a.engine and "clones" in b.engine
+    np.testing.assert_allclose(a.values, b.values, atol=1e-6)
+    np.testing.assert_array_equal(a.values, c.values)
+
+
+def test_scan_on_an_already_pruned_model_measures_from_the_current_state():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data, metric="loss")
+    bench.apply(wb.Plan.uniform(0.5))
+    snap = snapshot(model)
+    s = bench.sensitivity((0.3, 0.5, 0.7), progress=False)
+    assert s.baseline == pytest.approx(bench.evaluate()["loss"])
+    assert np.all(s.values[:, :2] == 0)  # at or below the current sparsity nothing more goes
+    assert np.any(s.values[:, 2] != 0)
+    assert_bitwise(model, snap)
+
+
+def test_interrupting_returns_the_partial_result_and_the_model_is_unchanged():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    snap = snapshot(model)
+
+    def stop(done, total):
+        if done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.warns(UserWarning, match="interrupted"):
+        s = bench.sensitivity(RATIOS, progress=stop, executor=ThreadPoolExecutor(1))
+    assert not s.complete and np.isnan(s.values).any() and (~np.isnan(s.values)).sum() >= 5
+    assert_bitwise(model, snap)
+    assert_plain(model)
+
+
+def test_metric_returning_nan_names_the_point_and_keeps_the_partial_result():
+    model, data = make("rescat")
+    calls = []
+
+    def flaky(m, d):
+        calls.append(1)
+        return math.nan if len(calls) > 3 else 0.5
+
+    bench = wb.Workbench(model, data, metric=flaky)
+    snap = snapshot(model)
+    with pytest.raises(AnalysisError, match=r"returned nan for layer '.+' at ratio") as e:
+        bench.sensitivity(RATIOS, executor=ThreadPoolExecutor(1), progress=False)
+    assert isinstance(e.value.partial, SensitivityResult)
+    assert_bitwise(model, snap)
+
+
+def test_bad_input():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    with pytest.raises(WorkbenchError, match="at least one ratio"):
+        bench.sensitivity([])
+    with pytest.raises(WorkbenchError, match=r"\[0, 1\)"):
+        bench.sensitivity([0.5, 1.2])
+    with pytest.raises(TargetError, match="Did you mean"):
+        bench.sensitivity(layers=["stm.0"])
+    with pytest.raises(GranularityError, match="'g'.*grouped"):
+        bench.sensitivity(granularity="filter", layers=["g"])
+    with pytest.raises(DataError):
+        bench.sensitivity(data=[])
+
+
+def test_estimate_is_one_pass_in_loss_units_and_tracks_the_exact_scan():
+    from scipy.stats import spearmanr
+
+    model, data = wb.demo.load("digits-mlp")
+    bench = wb.Workbench(model, data, metric="loss")
+    snap = snapshot(model)
+    exact = bench.sensitivity(np.linspace(0.1, 0.9, 9), progress=False)
+    est = bench.sensitivity(np.linspace(0.1, 0.9, 9), mode="estimate")
+    est2 = bench.sensitivity(np.linspace(0.1, 0.9, 9), mode="estimate", second_order=True)
+    assert est.mode == "estimate" and est.metric_name == "loss (estimated)" and est.values.shape == exact.values.shape
+    assert spearmanr(exact.values.ravel(), est.values.ravel())[0] > 0.8
+    assert spearmanr(exact.values.ravel(), est2.values.ravel())[0] > 0.8
+    assert all(p.grad is None for p in model.parameters())  # gradients were not left on the model
+    assert_bitwise(model, snap)
+
+
+def test_result_is_plain_data():
+    model, data = make("mha")
+    s = wb.Workbench(model, data).sensitivity(RATIOS, progress=False)
+    back = SensitivityResult.from_dict(s.to_dict())
+    np.testing.assert_array_equal(back.values, s.values)
+    assert back.layers == s.layers and s.predict(s.layers[0], 0.0) == 0.0
+    assert s.predict(s.layers[0], 0.5) == pytest.approx(s.values[0, 1])
+
+
+def test_dask_executor_if_installed():
+    distributed = pytest.importorskip("dask.distributed")
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2) as client:
+        s = bench.sensitivity(RATIOS, executor=client.get_executor(), progress=False)
+    np.testing.assert_array_equal(s.values, bench.sensitivity(RATIOS, progress=False).values)

@@ -1,0 +1,145 @@
+"""Running a model with some parameters masked, without touching the live model.
+
+Analyses never write to the user's model: a pruned variant of a layer is a *structural clone* of that
+module whose parameters are the live ones (shared, not copied) except the masked tensors, which are new.
+So a scan cannot leave the model changed, even when interrupted, and points can run on several threads.
+
+`SuffixRunner` goes further: it traces the model once with torch.fx, caches every intermediate value of
+one dense pass over the data, and for a masked variant re-runs only the nodes downstream of the modules
+whose parameters changed. Models that fx cannot trace fall back to full forward passes of a clone.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+
+from ..evaluate import batches, call, eval_mode, model_device
+
+__all__ = ["SuffixRunner", "clone_with", "full_outputs", "masked_params"]
+
+
+def masked_params(model: nn.Module, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """New tensors for the masked parameters (zeros where the mask is True), by every name that refers to
+    them (tied weights included); all other parameters stay shared."""
+    by_id: dict[int, Tensor] = {}
+    for name, mask in masks.items():
+        p = model.get_parameter(name)
+        by_id[id(p)] = p.detach().masked_fill(mask.to(p.device), 0)
+    out = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in by_id:
+            out[name] = by_id[id(p)]
+    return out
+
+
+def clone_with(module: nn.Module, params: Mapping[str, Tensor]) -> nn.Module:
+    """A structural copy of `module` sharing every parameter and buffer, with `params` (names relative to
+    `module`) replaced by the given tensors. The original is not touched; copying costs no tensor data."""
+    memo: dict[int, Any] = {id(t): t for t in module.parameters()}
+    memo.update({id(t): t for t in module.buffers()})
+    clone = copy.deepcopy(module, memo)
+    for name, value in params.items():
+        owner, _, leaf = name.rpartition(".")
+        mod = clone.get_submodule(owner) if owner else clone
+        setattr(mod, leaf, nn.Parameter(value, requires_grad=False))
+    return clone
+
+
+class _Interpreter(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule, modules: Mapping[str, nn.Module], attrs: Mapping[str, Tensor]):
+        super().__init__(gm, garbage_collect_values=False)
+        self._modules = modules
+        self._attrs = attrs
+
+    def call_module(self, target, args, kwargs):
+        mod = self._modules.get(target)
+        return mod(*args, **kwargs) if mod is not None else super().call_module(target, args, kwargs)
+
+    def get_attr(self, target, args, kwargs):
+        value = self._attrs.get(target)
+        return value if value is not None else super().get_attr(target, args, kwargs)
+
+
+class SuffixRunner:
+    """Evaluate masked variants of `model` on fixed data, re-running only what the masks change.
+
+    Build raises if fx cannot trace the model; callers then fall back to `clone_with` + full forward.
+    """
+
+    def __init__(self, model: nn.Module, data: Iterable, max_bytes: int = 1 << 30):
+        self.model = model
+        self.gm = fx.symbolic_trace(model)
+        self.nodes = list(self.gm.graph.nodes)
+        self.output = next(n for n in self.nodes if n.op == "output")
+        self.leaves = {n.target for n in self.nodes if n.op == "call_module"}
+        self.attrs = {n.target for n in self.nodes if n.op == "get_attr"}
+        device = model_device(model)
+        self.cache: list[tuple[dict[fx.Node, Any], Tensor]] = []
+        total = 0
+        with eval_mode(model), torch.inference_mode():
+            for x, y in batches(data, device):
+                interp = _Interpreter(self.gm, {}, {})
+                interp.run(*(x if isinstance(x, (list, tuple)) else (x,)))
+                env = dict(interp.env)
+                total += sum(v.nbytes for v in env.values() if isinstance(v, Tensor))
+                if total > max_bytes:
+                    raise MemoryError(f"cached activations would exceed {max_bytes / 2**20:.0f} MiB")
+                self.cache.append((env, y))
+
+    def _leaf_of(self, param: str) -> str | None:
+        if param in self.attrs:
+            return None
+        best = None
+        for leaf in self.leaves:
+            if param.startswith(leaf + ".") and (best is None or len(leaf) > len(best)):
+                best = leaf
+        return best
+
+    def plan(self, params: Mapping[str, Tensor]) -> tuple[dict[str, nn.Module], dict[str, Tensor], list[fx.Node]]:
+        """Module overrides, attribute overrides and the nodes to re-run for masked parameter tensors."""
+        per_leaf: dict[str, dict[str, Tensor]] = {}
+        attrs: dict[str, Tensor] = {}
+        for name, value in params.items():
+            if name in self.attrs:
+                attrs[name] = value
+                continue
+            leaf = self._leaf_of(name)
+            if leaf is None:
+                raise LookupError(f"parameter {name!r} is not reached by any traced module call")
+            per_leaf.setdefault(leaf, {})[name[len(leaf) + 1 :]] = value
+        modules = {leaf: clone_with(self.gm.get_submodule(leaf), p).eval() for leaf, p in per_leaf.items()}
+        dirty: set[fx.Node] = set()
+        order = []
+        for n in self.nodes:
+            if n.op == "output":
+                continue
+            hit = (n.op == "call_module" and n.target in modules) or (n.op == "get_attr" and n.target in attrs)
+            if hit or any(a in dirty for a in n.all_input_nodes):
+                dirty.add(n)
+                order.append(n)
+        return modules, attrs, order
+
+    def outputs(self, params: Mapping[str, Tensor]) -> Iterable[tuple[Any, Tensor]]:
+        """(output, labels) per cached batch with `params` replacing the live tensors."""
+        modules, attrs, order = self.plan(params)
+        with torch.inference_mode():
+            for env, y in self.cache:
+                interp = _Interpreter(self.gm, modules, attrs)
+                interp.env = dict(env)
+                for n in order:
+                    interp.env[n] = interp.run_node(n)
+                yield fx.node.map_arg(self.output.args[0], lambda n: interp.env[n]), y  # noqa: B023
+
+
+def full_outputs(model: nn.Module, params: Mapping[str, Tensor], data: Iterable) -> Iterable[tuple[Any, Tensor]]:
+    """(output, labels) per batch of a structural clone of `model` with `params` replaced (no tracing)."""
+    clone = clone_with(model, params).eval()
+    with torch.inference_mode():
+        for x, y in batches(data, model_device(model)):
+            yield call(clone, x), y

@@ -1,0 +1,411 @@
+"""Per-layer sensitivity: how much the metric moves when one layer (or one coupled group) is pruned.
+
+Exact mode prunes one row at a time at each ratio and evaluates; the numbers equal a Distiller-style loop
+(deepcopy, prune one layer, evaluate) but cost far less: the model is never copied or changed (masked
+variants are structural clones sharing all other weights), each row is scored once for all ratios, and
+only the part of the network downstream of the pruned layer re-runs on cached activations (torch.fx;
+models it cannot trace fall back to full passes). Estimate mode predicts the loss change of every point
+from one forward/backward pass (first-order Taylor, optionally plus a diagonal-Fisher second-order term).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import DataError, GranularityError, WorkbenchError
+from ..evaluate import Accumulator, Metric, batches, check_metric, eval_mode, model_device
+from ..masks.granularity import get_granularity
+from ..masks.select import Ranking, group_ranking, weight_ranking
+from ._graph import SuffixRunner, clone_with, full_outputs, masked_params
+
+__all__ = ["AnalysisError", "Row", "SensitivityResult", "rows_for", "sensitivity"]
+
+
+class AnalysisError(WorkbenchError):
+    """An analysis failed at a named point; `partial` holds what was computed before."""
+
+    def __init__(self, message: str, partial: Any = None):
+        super().__init__(message)
+        self.partial = partial
+
+
+@dataclass(frozen=True)
+class Row:
+    """One unit of decision: a layer, or layers whose channels are coupled and must be pruned together."""
+
+    label: str
+    members: tuple[str, ...]
+    ranking: Ranking = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class SensitivityResult:
+    """`values[i, j]`: metric change (pruned minus baseline) when row `layers[i]` alone is pruned to
+    `ratios[j]`. In estimate mode the values are predicted loss changes. NaN: not computed (interrupted)."""
+
+    layers: tuple[str, ...]
+    members: tuple[tuple[str, ...], ...]
+    ratios: np.ndarray
+    values: np.ndarray
+    baseline: float
+    metric_name: str
+    higher_is_better: bool
+    granularity: str
+    criterion: str
+    mode: str
+    seconds: float = 0.0
+    complete: bool = True
+    engine: str = ""
+
+    @property
+    def units(self) -> str:
+        return f"Δ{self.metric_name}"
+
+    def row(self, layer: str) -> int:
+        for i, (label, members) in enumerate(zip(self.layers, self.members)):
+            if layer == label or layer in members:
+                return i
+        raise KeyError(f"{layer!r} is not in this sensitivity result; rows: {list(self.layers)}")
+
+    def predict(self, layer: str, ratio: float) -> float:
+        """The metric change at `ratio` for `layer`, linearly interpolated (0 at ratio 0)."""
+        i = self.row(layer)
+        xs = np.concatenate([[0.0], self.ratios])
+        ys = np.concatenate([[0.0], self.values[i]])
+        return float(np.interp(ratio, xs, ys))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": list(self.layers),
+            "members": [list(m) for m in self.members],
+            "ratios": self.ratios.tolist(),
+            "values": [[None if math.isnan(v) else v for v in row] for row in self.values.tolist()],
+            "baseline": self.baseline,
+            "metric_name": self.metric_name,
+            "higher_is_better": self.higher_is_better,
+            "granularity": self.granularity,
+            "criterion": self.criterion,
+            "mode": self.mode,
+            "seconds": self.seconds,
+            "complete": self.complete,
+            "engine": self.engine,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SensitivityResult:
+        d = dict(d)
+        d["layers"] = tuple(d["layers"])
+        d["members"] = tuple(tuple(m) for m in d["members"])
+        d["ratios"] = np.asarray(d["ratios"], dtype=float)
+        d["values"] = np.asarray([[math.nan if v is None else v for v in r] for r in d["values"]], dtype=float)
+        return cls(**d)
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.values, index=list(self.layers), columns=[f"{r:g}" for r in self.ratios])
+
+
+def rows_for(bench, granularity: str, criterion: str, layers: Sequence[str] | None = None) -> list[Row]:
+    """The rows a scan covers: targets (unstructured) or connected coupled groups (structured)."""
+    from ..masks.select import DEFAULT_KINDS
+
+    g = get_granularity(granularity)
+    targets = bench.targets
+    if layers is not None:
+        for name in layers:
+            t = targets[name]
+            if not t.supports(g.name):
+                why = t.unsupported.get(g.name) or f"{g.name} applies to {'/'.join(g.kinds)} layers"
+                raise GranularityError(f"layer {name!r} cannot be pruned by {g.name!r}: {why}")
+    chosen = [t for t in targets if (t.name in layers if layers is not None else t.kind in DEFAULT_KINDS)]
+    chosen = [t for t in chosen if t.supports(g.name)]
+    if not chosen:
+        raise GranularityError(f"no layer supports granularity {g.name!r}; see bench.targets")
+    rows: list[Row] = []
+    model, store, seed = bench.model, bench.store, bench.seed
+    if not g.structured:
+        for t in chosen:
+            pairs = [(t, p) for p in t.param_names()]
+            rows.append(Row(t.name, (t.name,), weight_ranking(model, store, pairs, criterion, seed)))
+        return rows
+    # structured: connected components of targets that share a coupled group
+    comp: dict[str, set[str]] = {}
+    for t in targets:
+        for gid in t.groups:
+            comp.setdefault(gid, set()).update(bench.groups.groups[gid].producers)
+    merged: list[tuple[set[str], set[str]]] = []  # (group ids, producers)
+    for gid, prods in comp.items():
+        hit = [m for m in merged if m[1] & prods]
+        new = ({gid}, set(prods))
+        for m in hit:
+            new[0].update(m[0])
+            new[1].update(m[1])
+            merged.remove(m)
+        merged.append(new)
+    wanted = {t.name for t in chosen}
+    order = {t.name: i for i, t in enumerate(targets)}
+    for gids, prods in sorted(merged, key=lambda m: min(order[p] for p in m[1])):
+        if not prods & wanted or not all(targets[p].supports(g.name) for p in prods):
+            continue
+        rankings = [group_ranking(model, store, bench.groups.groups[gid], criterion, seed) for gid in sorted(gids)]
+        members = tuple(sorted(prods, key=order.__getitem__))
+        rows.append(Row(members[0], members, _merged_ranking(rankings)))
+    if not rows:
+        raise GranularityError(f"no coupled group can be pruned by {g.name!r} with these layers")
+    return rows
+
+
+def _merged_ranking(rankings: list[Ranking]) -> Ranking:
+    if len(rankings) == 1:
+        return rankings[0]
+
+    class _Many(Ranking):
+        def masks(self, ratio: float) -> dict[str, Tensor]:
+            out: dict[str, Tensor] = {}
+            for r in rankings:
+                for k, v in r.masks(ratio).items():
+                    out[k] = v if k not in out else out[k] | v
+            return out
+
+    return _Many(rankings[0].order, rankings[0].n, rankings[0].to_masks)
+
+
+def _metric_value(outputs: Iterable, metric: Metric) -> float:
+    acc = Accumulator()
+    for out, y in outputs:
+        acc.add(out, y)
+    return acc.result(metric)["metric"]
+
+
+def sensitivity(
+    bench,
+    ratios: Iterable[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    granularity: str = "weight",
+    criterion: str = "magnitude",
+    *,
+    layers: Sequence[str] | None = None,
+    data: Iterable | None = None,
+    metric: Metric | None = None,
+    mode: str = "exact",
+    second_order: bool = False,
+    executor: Executor | None = None,
+    progress: Callable[[int, int], None] | bool | None = True,
+    engine: str = "auto",
+) -> SensitivityResult:
+    """Metric change per row (layer or coupled group) and ratio; see the module docstring."""
+    ratios_arr = np.asarray(list(ratios), dtype=float)
+    if ratios_arr.size == 0:
+        raise WorkbenchError("sensitivity needs at least one ratio, e.g. ratios=np.linspace(0.1, 0.9, 9)")
+    bad = [r for r in ratios_arr if not (0.0 <= r < 1.0)]
+    if bad:
+        raise WorkbenchError(f"sensitivity ratios must be in [0, 1), got {bad}")
+    if mode not in ("exact", "estimate"):
+        raise WorkbenchError(f"mode must be 'exact' or 'estimate', got {mode!r}")
+    data = data if data is not None else bench.calib
+    if data is None:
+        raise DataError("sensitivity needs data: pass data= or create the Workbench with data")
+    metric = metric if metric is not None else bench.metric
+    check_metric(metric)
+    from ..criteria import get_criterion
+
+    get_criterion(criterion)
+    t0 = time.perf_counter()
+    rows = rows_for(bench, granularity, criterion, layers)
+    if mode == "estimate":
+        return _estimate(bench, rows, ratios_arr, data, second_order, granularity, criterion, t0)
+    return _exact(bench, rows, ratios_arr, data, metric, granularity, criterion, executor, progress, engine, t0)
+
+
+def _exact(bench, rows, ratios, data, metric, granularity, criterion, executor, progress, engine, t0):
+    model = bench.model
+    values = np.full((len(rows), len(ratios)), np.nan)
+    metric_name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
+    higher = metric != "loss"
+    runner = None
+    with eval_mode(model):
+        if engine in ("auto", "suffix") and isinstance(metric, str):
+            try:
+                runner = SuffixRunner(model, data)
+            except Exception as e:  # fx cannot trace every model; the fallback is exact too
+                if engine == "suffix":
+                    raise WorkbenchError(f"the suffix engine cannot run this model: {e}") from e
+        baseline = _baseline(model, data, metric, runner)
+        if not math.isfinite(baseline):
+            raise AnalysisError(f"the metric is {baseline} on the unpruned model; it must be a finite number")
+
+        def point(i: int, j: int) -> float:
+            params = masked_params(model, rows[i].ranking.masks(float(ratios[j])))
+            if runner is not None:
+                value = _metric_value(runner.outputs(params), metric)
+            elif isinstance(metric, str):
+                value = _metric_value(full_outputs(model, params, data), metric)
+            else:
+                clone = clone_with(model, params).eval()
+                value = float(metric(clone, data))
+            if not math.isfinite(value):
+                raise AnalysisError(f"the metric returned {value} for layer {rows[i].label!r} at ratio {ratios[j]:g}")
+            return value - baseline
+
+        jobs = [(i, j) for i in range(len(rows)) for j in range(len(ratios))]
+        own = executor is None
+        pool = ThreadPoolExecutor(max_workers=max(1, min(4, torch.get_num_threads()))) if own else executor
+        bar = _bar(progress, len(jobs), f"sensitivity ({granularity}/{criterion})")
+        futures = {}
+        complete = True
+        try:
+            futures = {pool.submit(point, i, j): (i, j) for i, j in jobs}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.1, return_when="FIRST_COMPLETED")
+                for f in done:
+                    i, j = futures[f]
+                    values[i, j] = f.result()
+                    bar(1)
+        except KeyboardInterrupt:
+            complete = False
+            for f in futures:
+                f.cancel()
+            warnings.warn(
+                "sensitivity scan interrupted: returning the partial result (NaN = not computed)", stacklevel=3
+            )
+        except BaseException as e:
+            for f in futures:
+                f.cancel()
+            partial = _result(
+                rows, ratios, values, baseline, metric_name, higher, granularity, criterion, "exact", t0, False, ""
+            )
+            if isinstance(e, AnalysisError):
+                e.partial = partial
+                raise
+            raise AnalysisError(f"sensitivity scan failed: {type(e).__name__}: {e}", partial) from e
+        finally:
+            bar(0, close=True)
+            if own:
+                pool.shutdown(wait=True, cancel_futures=True)
+    eng = "suffix (torch.fx, cached activations)" if runner is not None else "full forward on structural clones"
+    return _result(
+        rows, ratios, values, baseline, metric_name, higher, granularity, criterion, "exact", t0, complete, eng
+    )
+
+
+def _baseline(model, data, metric, runner) -> float:
+    if runner is not None:
+        return _metric_value(((fx_out, y) for fx_out, y in runner.outputs({})), metric)
+    if isinstance(metric, str):
+        return _metric_value(full_outputs(model, {}, data), metric)
+    return float(metric(model, data))
+
+
+def _result(rows, ratios, values, baseline, metric_name, higher, granularity, criterion, mode, t0, complete, engine):
+    return SensitivityResult(
+        layers=tuple(r.label for r in rows),
+        members=tuple(r.members for r in rows),
+        ratios=ratios.copy(),
+        values=values.copy(),
+        baseline=float(baseline),
+        metric_name=metric_name,
+        higher_is_better=higher,
+        granularity=granularity,
+        criterion=criterion,
+        mode=mode,
+        seconds=time.perf_counter() - t0,
+        complete=complete,
+        engine=engine,
+    )
+
+
+def _bar(progress, total: int, desc: str):
+    """A callable `(n, close=False)`: advances a tqdm.auto bar and/or calls the user's callback."""
+    done = [0]
+    tq = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        tq = tqdm(total=total, desc=desc, leave=False)
+
+    def step(n: int, close: bool = False) -> None:
+        done[0] += n
+        if tq is not None:
+            tq.update(n)
+            if close:
+                tq.close()
+        if callable(progress) and n:
+            progress(done[0], total)
+
+    return step
+
+
+def _grads(model, params, x, y) -> list[Tensor]:
+    out = model(*x) if isinstance(x, (list, tuple)) else model(x)
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    if not y.is_floating_point() and out.dim() == 2:
+        loss = F.cross_entropy(out.float(), y, reduction="sum")
+    else:
+        loss = F.mse_loss(out.float(), y.float(), reduction="sum")
+    gs = torch.autograd.grad(loss, params, allow_unused=True)
+    return [torch.zeros_like(p, dtype=torch.float64) if g is None else g.double() for p, g in zip(params, gs)]
+
+
+def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t0) -> SensitivityResult:
+    """Predicted loss change per point from gradients (and squared gradients) of one pass over `data`."""
+    model = bench.model
+    names = sorted({n for r in rows for n in r.ranking.masks(float(ratios.max()))})
+    params = [model.get_parameter(n) for n in names]
+    device = model_device(model)
+    grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    fisher = [torch.zeros_like(p, dtype=torch.float64) for p in params] if second_order else None
+    n = 0
+    with eval_mode(model), torch.enable_grad():
+        for x, y in batches(data, device):
+            gs = _grads(model, params, x, y)  # torch.autograd.grad: no .grad is written on the model
+            for acc, g in zip(grads, gs):
+                acc += g
+            if fisher is not None:  # diagonal empirical Fisher from per-sample gradients
+                for s in range(y.shape[0]):
+                    xs = type(x)(v[s : s + 1] for v in x) if isinstance(x, (list, tuple)) else x[s : s + 1]
+                    for acc, g in zip(fisher, _grads(model, params, xs, y[s : s + 1])):
+                        acc += g * g
+            n += y.shape[0]
+    if n == 0:
+        raise DataError("sensitivity estimate: the data yielded no samples")
+    index = {name: i for i, name in enumerate(names)}
+    values = np.zeros((len(rows), len(ratios)))
+    with torch.no_grad():
+        for i, row in enumerate(rows):
+            for j, r in enumerate(ratios):
+                total = 0.0
+                for name, mask in row.ranking.masks(float(r)).items():
+                    k = index[name]
+                    w = params[k].double()
+                    cur = bench.store.current(name)
+                    new = mask if cur is None else mask & ~cur
+                    total += float((-grads[k] / n * w)[new].sum())  # L(w with w_i=0) - L(w) ≈ -g·w
+                    if fisher is not None:
+                        total += float((0.5 * fisher[k] / n * w * w)[new].sum())
+                values[i, j] = total
+    return _result(
+        rows,
+        ratios,
+        values,
+        0.0,
+        "loss (estimated)",
+        False,
+        granularity,
+        criterion,
+        "estimate",
+        t0,
+        True,
+        "first-order Taylor" + (" + diagonal Fisher" if second_order else ""),
+    )
