@@ -389,15 +389,6 @@ def test_transformer_structure_and_hooks_fire():
     assert seen == [torch.Size([8, 16, 32])]
 
 
-@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:DeprecationWarning")
-@pytest.mark.parametrize("name", NAMES)
-def test_torchscript(name):
-    model, data = demo.load(name, pretrained=False)
-    with torch.no_grad():
-        scripted = torch.jit.script(model)
-        torch.testing.assert_close(scripted(data.example), model(data.example))
-
-
 @pytest.mark.filterwarnings("ignore:The tensor attributes self.lstm._flat_weights:UserWarning")
 @pytest.mark.parametrize("name", NAMES)
 def test_torch_export(name):

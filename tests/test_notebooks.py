@@ -1,0 +1,108 @@
+"""Every notebook in notebooks/ runs top to bottom on this interpreter, fast, and says what it should.
+
+The kernel is this interpreter (`sys.executable`, i.e. `.venv/bin/python` under `make test`): a `python3`
+kernelspec pointing at it is written into a temporary Jupyter path, so a user-level or system-wide `python3`
+kernelspec cannot swap in another Python. Notebooks write a JSON summary to `$WORKBENCH_NB_SUMMARY` in their
+last code cell; the tests read it back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+MAX_SECONDS = 60.0
+
+
+@pytest.fixture(scope="module")
+def kernel_env(tmp_path_factory: pytest.TempPathFactory):
+    """A `python3` kernelspec for `sys.executable` on a private JUPYTER_PATH; the kernel inherits the env."""
+    from ipykernel.kernelspec import install
+
+    prefix = tmp_path_factory.mktemp("jupyter")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+    mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    mp.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend renders the charts
+    install(kernel_name="python3", prefix=str(prefix), display_name="workbench test kernel")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def demo_cached():
+    """Train (or load) the demo models the notebooks use here, so a notebook's time is its own."""
+    import workbench as wb
+
+    wb.demo.load("digits-cnn")
+
+
+def _run(path: Path) -> tuple[nbformat.NotebookNode, float]:
+    from jupyter_client.kernelspec import KernelSpecManager
+    from nbclient import NotebookClient
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    assert Path(spec.argv[0]).resolve() == Path(sys.executable).resolve(), spec.argv
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute()  # raises CellExecutionError on the first failing cell
+    return nb, time.perf_counter() - start
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ has no .ipynb files"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_env, demo_cached):
+    summary_path = tmp_path / "summary.json"
+    monkeypatch.setenv("WORKBENCH_NB_SUMMARY", str(summary_path))
+    nb, seconds = _run(path)
+    print(f"{path.name}: {seconds:.1f} s")
+    assert seconds < MAX_SECONDS, f"{path.name} took {seconds:.1f} s (limit {MAX_SECONDS:.0f} s)"
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors, errors
+    assert summary_path.exists(), f"{path.name} did not write its summary to $WORKBENCH_NB_SUMMARY"
+    summary = json.loads(summary_path.read_text())
+    if path.name == "00_tour.ipynb":
+        _check_tour(nb, summary)
+
+
+def _check_tour(nb: nbformat.NotebookNode, s: dict) -> None:
+    assert s["dense_accuracy"] >= 0.95
+    for key in ("accuracy_after_uniform", "accuracy_after_global", "accuracy_after_undo"):
+        assert isinstance(s[key], float) and 0.0 <= s[key] <= 1.0, (key, s[key])
+    assert s["undo_bitwise"] is True
+    assert s["redo_bitwise"] is True
+    assert s["reset_bitwise"] is True
+    assert s["restored_bitwise"] is True
+    assert math.isclose(s["accuracy_after_undo"], s["accuracy_after_uniform"])
+    assert math.isclose(s["accuracy_after_reset"], s["dense_accuracy"])
+    assert 0.5 <= s["sparsity_after_uniform"] < s["sparsity_after_global"]
+    assert s["sparsity_after_global"] == pytest.approx(0.8, abs=0.01)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    text = "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "Removing 50% of the filters cost" in text
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 1, "the tour draws one chart (per-layer sparsity)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_committed_clean(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{path.name} cell {i} has outputs: clear them before committing"
+            assert cell.execution_count is None, f"{path.name} cell {i} has an execution count"
