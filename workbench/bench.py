@@ -103,6 +103,7 @@ class Workbench:
         self._entries: list[HistoryEntry] = []
         self._dense: dict[str, Any] | None = None
         self.last_sensitivity = None
+        self.last_allocation = None
 
     @staticmethod
     def _example(data: Iterable) -> Any:
@@ -127,7 +128,7 @@ class Workbench:
     # pruning -----------------------------------------------------------------------------------
     def preview(self, plan: Plan):
         """The masks `plan` would apply (a `Selection`), without changing the model."""
-        return select(self.model, self.targets, self.groups, plan, self.store, seed=self.seed)
+        return select(self.model, self.targets, self.groups, plan, self.store, seed=self.seed, data=self.calib)
 
     def apply(self, plan: Plan, *, label: str | None = None, evaluate: bool = True) -> HistoryEntry:
         """Prune in place as `plan` says and record a history step; returns its entry.
@@ -228,6 +229,47 @@ class Workbench:
         result = sensitivity(self, ratios, granularity, criterion, **kwargs)
         self.last_sensitivity = result
         return result
+
+    def entropy(self, **kwargs: Any):
+        """Per-unit activation entropy on `calib` and per-layer weight entropy (`workbench.analysis.entropy`)."""
+        from .analysis.entropy import entropy
+
+        return entropy(self, **kwargs)
+
+    def connectivity(self, layer: str):
+        """Surviving connections of `layer` now vs dense, with dead units (`workbench.analysis.connectivity`)."""
+        from .analysis.connectivity import connectivity
+
+        return connectivity(self, layer)
+
+    def paths(self):
+        """Surviving input-to-output path counts per layer (log10), now vs dense."""
+        from .analysis.connectivity import paths
+
+        return paths(self)
+
+    def profile(self, **kwargs: Any):
+        """Per layer: params, non-zeros, dense/effective FLOPs, latency, memory (`workbench.analysis.profile`)."""
+        from .analysis.profile import profile
+
+        return profile(self, **kwargs)
+
+    def allocate(
+        self,
+        budget: float,
+        target: str = "flops",
+        granularity: str = "weight",
+        criterion: str = "magnitude",
+        sens=None,
+        ratios=None,
+    ) -> Plan:
+        """A plan removing `budget` (a share in (0, 1)) of `target` ("flops", "params" or "sparsity") at the
+        least predicted metric loss, from the sensitivity curves (scanned if `sens` is not given). Details of
+        the choice are kept in `self.last_allocation`."""
+        from .analysis.allocate import allocate
+
+        self.last_allocation = allocate(self, budget, target, granularity, criterion, sens, ratios)
+        return self.last_allocation.plan
 
     def __repr__(self) -> str:
         return (

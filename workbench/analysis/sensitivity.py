@@ -134,11 +134,11 @@ def rows_for(bench, granularity: str, criterion: str, layers: Sequence[str] | No
     if not chosen:
         raise GranularityError(f"no layer supports granularity {g.name!r}; see bench.targets")
     rows: list[Row] = []
-    model, store, seed = bench.model, bench.store, bench.seed
+    model, store, seed, data, cache = bench.model, bench.store, bench.seed, bench.calib, {}
     if not g.structured:
         for t in chosen:
             pairs = [(t, p) for p in t.param_names()]
-            rows.append(Row(t.name, (t.name,), weight_ranking(model, store, pairs, criterion, seed)))
+            rows.append(Row(t.name, (t.name,), weight_ranking(model, store, pairs, criterion, seed, data, cache)))
         return rows
     # structured: connected components of targets that share a coupled group
     comp: dict[str, set[str]] = {}
@@ -159,7 +159,9 @@ def rows_for(bench, granularity: str, criterion: str, layers: Sequence[str] | No
     for gids, prods in sorted(merged, key=lambda m: min(order[p] for p in m[1])):
         if not prods & wanted or not all(targets[p].supports(g.name) for p in prods):
             continue
-        rankings = [group_ranking(model, store, bench.groups.groups[gid], criterion, seed) for gid in sorted(gids)]
+        rankings = [
+            group_ranking(model, store, bench.groups.groups[gid], criterion, seed, data, cache) for gid in sorted(gids)
+        ]
         members = tuple(sorted(prods, key=order.__getitem__))
         rows.append(Row(members[0], members, _merged_ranking(rankings)))
     if not rows:

@@ -5,6 +5,7 @@
 True
 """
 
+from . import activation as _activation  # noqa: F401  (registers entropy, apoz)
 from . import magnitude as _magnitude  # noqa: F401  (registers the built-ins)
 from ._registry import Criterion, ScoreContext, available, get_criterion, register_criterion
 

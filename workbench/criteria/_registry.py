@@ -18,8 +18,10 @@ __all__ = ["Criterion", "ScoreContext", "available", "get_criterion", "register_
 class ScoreContext:
     """What a criterion may look at besides the weight itself.
 
-    `param` is the full parameter name (``"features.0.weight"``); `model` the live model, for criteria
-    that need data or gradients (later issues); `seed` makes random criteria reproducible.
+    `param` is the full parameter name (``"features.0.weight"``); `target` the layer's name; `model` the
+    live model and `data` calibration batches, for criteria that need activations or gradients; `seed`
+    makes random criteria reproducible; `cache` is shared by all contexts of one selection, so a criterion
+    computes its statistics once per plan (never store tensors of the model there across plans).
     """
 
     param: str
@@ -27,7 +29,8 @@ class ScoreContext:
     module: nn.Module | None = None
     model: nn.Module | None = None
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    data: Any = None
+    cache: dict[str, Any] = field(default_factory=dict)
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         """A generator seeded from `seed` and the parameter name: independent of scoring order."""

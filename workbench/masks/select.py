@@ -120,9 +120,9 @@ def _finite(model: nn.Module, names: list[str]) -> None:
             )
 
 
-def _scores(model: nn.Module, store: MaskStore, target: Target, param: str, criterion: str, seed: int) -> Tensor:
+def _scores(model: nn.Module, store: MaskStore, target: Target, param: str, criterion: str, seed: int, env) -> Tensor:
     p = model.get_parameter(param)
-    ctx = ScoreContext(param, target.name, model.get_submodule(target.name), model, seed)
+    ctx = ScoreContext(param, target.name, model.get_submodule(target.name), model, seed, *env)
     s = get_criterion(criterion).score(p, ctx).float()
     cur = store.current(param)
     if cur is not None:
@@ -148,9 +148,12 @@ class Ranking:
         return self.to_masks(chosen)
 
 
-def weight_ranking(model, store, pairs: list[tuple[Target, str]], criterion: str, seed: int) -> Ranking:
+def weight_ranking(
+    model, store, pairs: list[tuple[Target, str]], criterion: str, seed: int, data=None, cache=None
+) -> Ranking:
     """Unstructured ranking pooled over (target, param) pairs: one layer's tensors, or all of them (global)."""
-    scores = [_scores(model, store, t, p, criterion, seed) for t, p in pairs]
+    env = (data, {} if cache is None else cache)
+    scores = [_scores(model, store, t, p, criterion, seed, env) for t, p in pairs]
     flat = torch.cat([s.reshape(-1).to(scores[0].device) for s in scores])
 
     def to_masks(chosen: Tensor) -> dict[str, Tensor]:
@@ -163,18 +166,19 @@ def weight_ranking(model, store, pairs: list[tuple[Target, str]], criterion: str
     return Ranking(torch.argsort(flat, stable=True), flat.numel(), to_masks)
 
 
-def group_ranking(model, store, grp: ChannelGroup, criterion: str, seed: int) -> Ranking:
+def group_ranking(model, store, grp: ChannelGroup, criterion: str, seed: int, data=None, cache=None) -> Ranking:
     """Ranking of a coupled group's root channels by mean element score over every producer's slice."""
     score = torch.zeros(grp.size, dtype=torch.float64)
     alive = torch.zeros(grp.size, dtype=torch.float64)
     count = torch.zeros(grp.size, dtype=torch.float64)
     crit = get_criterion(criterion)
+    cache = {} if cache is None else cache
     for m in grp.members:
         if not m.producer:
             continue
         p = model.get_parameter(m.param)
         tname = m.param.rsplit(".", 1)[0] if "." in m.param else ""
-        ctx = ScoreContext(m.param, tname, model.get_submodule(tname), model, seed)
+        ctx = ScoreContext(m.param, tname, model.get_submodule(tname), model, seed, data, cache)
         s = crit.score(p, ctx).double().movedim(m.dim, 0).reshape(p.shape[m.dim], -1).sum(1).cpu()
         score.index_add_(0, m.root, s[m.index])
         count.index_add_(0, m.root, torch.full((m.index.numel(),), p.numel() / p.shape[m.dim], dtype=torch.float64))
@@ -198,6 +202,7 @@ def select(
     store: MaskStore,
     *,
     seed: int = 0,
+    data=None,
 ) -> Selection:
     """Resolve `plan` on `model` and return the masks it asks for; the model is not changed."""
     if not isinstance(plan, Plan):
@@ -237,6 +242,7 @@ def select(
     _finite(model, list(dict.fromkeys(touched)))
 
     new: dict[str, Tensor] = {}
+    cache: dict = {}  # shared by every criterion call of this selection
 
     def merge(masks: dict[str, Tensor]) -> None:
         for k, v in masks.items():
@@ -244,13 +250,17 @@ def select(
 
     for name, lp in weight_layers.items():
         t = targets[name]
-        merge(weight_ranking(model, store, [(t, p) for p in t.param_names()], lp.criterion, seed).masks(lp.ratio))
+        merge(
+            weight_ranking(model, store, [(t, p) for p in t.param_names()], lp.criterion, seed, data, cache).masks(
+                lp.ratio
+            )
+        )
     if plan.scope == "global" and default:
         pairs = [(t, p) for t in default for p in t.param_names()]
-        merge(weight_ranking(model, store, pairs, plan.default.criterion, seed).masks(plan.default.ratio))
+        merge(weight_ranking(model, store, pairs, plan.default.criterion, seed, data, cache).masks(plan.default.ratio))
         per_layer.update({t.name: plan.default for t in default})
     for gid, lp in jobs.items():
-        merge(group_ranking(model, store, groups.groups[gid], lp.criterion, seed).masks(lp.ratio))  # type: ignore[union-attr]
+        merge(group_ranking(model, store, groups.groups[gid], lp.criterion, seed, data, cache).masks(lp.ratio))  # type: ignore[union-attr]
     for k in list(new):
         cur = store.current(k)
         if cur is not None:
