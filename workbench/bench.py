@@ -104,6 +104,8 @@ class Workbench:
         self._dense: dict[str, Any] | None = None
         self.last_sensitivity = None
         self.last_allocation = None
+        self.ui_state: dict[str, Any] = {}  # plain data the dashboard keeps across re-opening
+        self._dashboard = None
 
     @staticmethod
     def _example(data: Iterable) -> Any:
@@ -270,6 +272,15 @@ class Workbench:
 
         self.last_allocation = allocate(self, budget, target, granularity, criterion, sens, ratios)
         return self.last_allocation.plan
+
+    def show(self, *, new: bool = False, **kwargs: Any):
+        """The interactive dashboard for this bench (ipywidgets). Showing it again returns the same dashboard, so
+        its state survives closing the output; ``new=True`` builds a fresh one."""
+        from .ui import Dashboard
+
+        if new or self._dashboard is None:
+            self._dashboard = Dashboard(self, **kwargs)
+        return self._dashboard
 
     def __repr__(self) -> str:
         return (

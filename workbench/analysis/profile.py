@@ -111,8 +111,11 @@ def _nbytes(out: Any) -> int:
     return 0
 
 
-def profile(bench, *, batch_size: int = 64, repeats: int = 20, layers: Sequence[str] | None = None) -> ProfileResult:
-    """Measure the model as it is now; see the module docstring. The model is not changed."""
+def profile(
+    bench, *, batch_size: int = 64, repeats: int = 20, layers: Sequence[str] | None = None, per_layer: bool = True
+) -> ProfileResult:
+    """Measure the model as it is now; see the module docstring. The model is not changed.
+    ``per_layer=False`` skips the per-layer timings (NaN), for a quick FLOPs + end-to-end reading."""
     model = bench.model
     if bench.example_inputs is None:
         raise DataError("profile needs example inputs: create the Workbench with data or example_inputs")
@@ -168,7 +171,7 @@ def profile(bench, *, batch_size: int = 64, repeats: int = 20, layers: Sequence[
                 m(*a, **k)
                 sync()
 
-            lat.append(_median_ms(run_layer, repeats))
+            lat.append(_median_ms(run_layer, repeats) if per_layer else np.nan)
             act.append(_nbytes(o))
     params, nonzeros, pbytes, kinds, fd = [], [], [], [], []
     with torch.no_grad():

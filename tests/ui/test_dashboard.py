@@ -1,0 +1,238 @@
+"""Headless dashboard tests: widgets driven by setting values and clicking, synchronously."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from conftest import assert_bitwise, assert_plain, snapshot
+from zoo import make
+
+import workbench as wb
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("matplotlib")
+
+SYNC = {"threaded": False, "scheduler": lambda delay, fn: fn()}
+
+
+def dash(bench):
+    return bench.show(new=True, **SYNC)
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    model, data = wb.demo.load("digits-cnn")
+    return model, data
+
+
+def test_building_the_dashboard_changes_nothing_and_shows_every_part(cnn):
+    model, data = cnn
+    snap = snapshot(model)
+    bench = wb.Workbench(model, data)
+    d = dash(bench)
+    box = d.widget()
+    assert box is d.widget()  # built once
+    assert set(d.tabs) >= {"sensitivity", "entropy", "connectivity", "profile", "export"}
+    assert set(d.editor.rows) == {t.name for t in bench.targets}
+    assert "accuracy" in d.header.metric.value and "MFLOPs" in d.header.text.value
+    assert_bitwise(model, snap)
+    assert_plain(model)
+
+
+def test_slider_preview_apply_undo_redo_reset_and_history(cnn):
+    model, data = cnn
+    snap = snapshot(model)
+    bench = wb.Workbench(model, data)
+    d = dash(bench)
+    row = d.editor.rows["features.3"]
+    row.slider.value = 0.5
+    p = d.editor.last_preview
+    assert p.params_removed == wb.masks.n_to_prune(0.5, 4608) and "parameters kept" in d.editor.preview_label.value
+    assert d.editor.plan() == wb.Plan({"features.3": wb.LayerPlan(0.5, "weight", "magnitude")})
+    assert_bitwise(model, snap)  # the preview never touches the model
+    metric_before = d.header.metric.value
+    d.actions.apply_button.click()
+    assert bench.store.position == 1 and int(bench.store.current("features.3.weight").sum()) == 2304
+    assert d.header.metric.value != metric_before or "0." in d.header.metric.value
+    assert len(d.actions.history.options) == 2 and d.actions.history.value == 1
+    d.actions.undo_button.click()
+    assert bench.store.position == 0
+    assert_bitwise(model, snap)
+    d.actions.redo_button.click()
+    assert bench.store.position == 1
+    d.actions.history.value = 0  # clicking the dense entry goes back to it
+    assert bench.store.position == 0
+    assert_bitwise(model, snap)
+    d.actions.history.value = 1
+    assert bench.store.position == 1
+    d.actions.reset_button.click()
+    assert_bitwise(model, snap)
+    assert_plain(model)
+
+
+def test_structured_sliders_move_coupled_layers_together():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    d = dash(bench)
+    a = d.editor.rows["a"]
+    a.granularity.value = "filter"
+    a.slider.value = 0.5
+    for name in ("stem.0", "b", "dw"):  # coupled by the residual add, the concat and the depthwise conv
+        r = d.editor.rows[name]
+        assert r.slider.value == 0.5 and r.granularity.value == "filter", name
+    d.actions.apply_button.click()
+    assert bench.store.position == 1 and "error" not in d.log.widget.value
+
+
+def test_uniform_global_allocate_and_json(cnn):
+    model, data = cnn
+    bench = wb.Workbench(model, data)
+    d = dash(bench)
+    d.editor.uniform_ratio.value = 0.3
+    d.editor.uniform_button.click()
+    assert d.editor.rows["features.0"].slider.value == 0.3 and d.editor.rows["features.1"].slider.value == 0
+    d.editor.uniform_ratio.value = 1.7  # out of range: clamped with a message
+    d.editor.uniform_button.click()
+    assert d.editor.rows["features.0"].slider.value == 0.99 and any("clamped" in m for _, m in d.log.lines)
+    d.editor.uniform_ratio.value = 0.6
+    d.editor.global_button.click()
+    shares = {n: r.slider.value for n, r in d.editor.rows.items() if r.slider.value > 0}
+    assert len(set(np.round(list(shares.values()), 3))) > 1  # one threshold, different shares per layer
+    d.actions.apply_button.click()
+    assert bench.report(evaluate=False).sparsity == pytest.approx(0.6, abs=0.01)
+    bench.reset()
+    d.editor.budget.value = 0.5
+    d.editor.budget_target.value = "flops"
+    d.editor.rows["features.0"].slider.value = 0.0
+    d.editor.allocate_button.click()
+    assert bench.last_allocation.achieved >= 0.5 and any(r.slider.value > 0 for r in d.editor.rows.values())
+    d.editor.save_button.click()
+    saved = json.loads(d.editor.json.value)
+    d.editor.uniform_ratio.value = 0.1
+    d.editor.uniform_button.click()
+    d.editor.json.value = json.dumps(saved)
+    d.editor.load_button.click()
+    assert d.editor.plan().to_dict() == wb.Plan.from_dict(saved).to_dict()
+    d.editor.json.value = '{"layers": {"nope": 0.5}}'
+    d.editor.load_button.click()
+    assert "nope" in d.log.last
+
+
+def test_sensitivity_scan_heatmap_and_cell_click(cnn):
+    model, data = cnn
+    bench = wb.Workbench(model, data)
+    d = dash(bench)
+    s = d.tabs["sensitivity"]
+    assert s.image.layout.display == "none"
+    s.mode.value = "estimate"
+    s.scan_button.click()
+    assert bench.last_sensitivity is not None and bench.last_sensitivity.mode == "estimate"
+    assert s.image.value[:4] == b"\x89PNG"
+    d.editor.rows["features.3"].slider.value = 0.4
+    assert d.editor.last_preview.predicted is not None and "predicted" in d.editor.preview_label.value
+    _, table = s.grid.children
+    first_row = table.children[0]
+    layer = first_row.children[0].value
+    first_row.children[3].click()  # third ratio
+    assert d.editor.rows[layer].slider.value == pytest.approx(bench.last_sensitivity.ratios[2])
+
+
+def test_entropy_connectivity_profile_panels_render(cnn):
+    model, data = cnn
+    bench = wb.Workbench(model, data)
+    d = dash(bench)
+    e = d.tabs["entropy"]
+    e.button.click()
+    assert e.image.value[:4] == b"\x89PNG" and e.layer.options
+    c = d.tabs["connectivity"]
+    d.select("connectivity")
+    before = c.image.value
+    c.layer.value = "features.3"
+    assert c.image.value[:4] == b"\x89PNG" and c.image.value != before
+    assert c.summary.value.startswith("100.0% of connections survive")
+    d.editor.rows["features.3"].slider.value = 0.8
+    d.actions.apply_button.click()  # a kernel is a connection: it goes only when all 9 of its weights go
+    conn = bench.connectivity("features.3")
+    assert c.summary.value.startswith(f"{conn.surviving:.1%} of connections survive") and conn.surviving < 1
+    d.select("profile")
+    prof = d.tabs["profile"]
+    assert prof.image.value[:4] == b"\x89PNG"
+    prof.button.click()  # per-layer latency on demand
+    assert prof.metric.value == "latency" and not np.isnan(d.last_profile.latency_ms).all()
+
+
+def test_bad_plans_show_an_error_and_leave_the_model_alone():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    d = dash(bench)
+    snap = snapshot(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with __import__("torch").no_grad():
+            model.b.weight[0, 0, 0, 0] = float("nan")
+    snap = snapshot(model)
+    d.editor.rows["b"].slider.value = 0.5
+    d.actions.apply_button.click()
+    assert "contains NaN" in d.log.last and bench.store.position == 0
+    assert_bitwise(model, snap)
+
+
+def test_reopening_keeps_state_and_two_dashboards_do_not_share(cnn):
+    model, data = cnn
+    b1 = wb.Workbench(model, data)
+    m2, d2 = make("rescat")
+    b2 = wb.Workbench(m2, d2)
+    d1 = b1.show(**SYNC)
+    d1.editor.rows["features.0"].slider.value = 0.4
+    assert b1.show() is d1 and b1.show().editor.rows["features.0"].slider.value == 0.4
+    fresh = b1.show(new=True, **SYNC)  # even a new dashboard reads the plan from the bench's ui_state
+    assert fresh.editor.rows["features.0"].slider.value == 0.4
+    other = b2.show(**SYNC)
+    assert all(r.slider.value == 0 for r in other.editor.rows.values())
+
+
+def test_registered_panels_appear_and_a_broken_one_is_reported():
+    from workbench.ui import Panel, panels, register_panel
+
+    class Hello(Panel):
+        title = "Hello"
+
+        def widget(self):
+            import ipywidgets as W
+
+            return W.Label("hello")
+
+    class Broken(Panel):
+        def __init__(self, dashboard):
+            raise RuntimeError("boom")
+
+    register_panel("hello-test", Hello, overwrite=True)
+    register_panel("broken-test", Broken, overwrite=True)
+    try:
+        model, data = make("rescat")
+        d = dash(wb.Workbench(model, data))
+        assert "hello-test" in d.tabs and "broken-test" not in d.tabs
+        assert "boom" in d.log.widget.value
+        d.widget()
+    finally:
+        from workbench.ui import dashboard
+
+        dashboard._PANELS.pop("hello-test")
+        dashboard._PANELS.pop("broken-test")
+    assert "hello-test" not in panels()
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "digits-resnet", "digits-lstm", "digits-transformer"])
+def test_dashboard_on_every_demo_model(demo_models, name):
+    model, data = demo_models[name]
+    bench = wb.Workbench(model, data)
+    snap = snapshot(model)
+    d = dash(bench)
+    first = next(iter(d.editor.rows.values()))
+    first.slider.value = 0.5
+    d.actions.apply_button.click()
+    assert bench.store.position == 1, d.log.widget.value
+    d.actions.undo_button.click()
+    assert_bitwise(model, snap)
+    d.widget()

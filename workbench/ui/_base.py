@@ -1,0 +1,187 @@
+"""What every panel shares: a busy runner (background thread, Stop flag, disabled buttons), a debouncer with
+an injectable scheduler, a log, and rendering matplotlib figures to PNG without pyplot (no figure leaks)."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import io
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as W
+
+__all__ = ["Busy", "Debouncer", "Log", "Panel", "render_png"]
+
+
+def render_png(draw: Callable[[Any], Any], size: tuple[float, float] = (6.0, 3.5), ncols: int = 1) -> bytes:
+    """PNG bytes of a new `matplotlib.figure.Figure` (not pyplot: nothing is left open) drawn by
+    `draw(ax)` (or `draw(axes)` with several columns)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=96, layout="constrained")
+    axes = fig.subplots(1, ncols)
+    draw(axes)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+class Log:
+    """An append-only message panel; errors never escape into a dead widget, they land here."""
+
+    def __init__(self, max_lines: int = 50):
+        self.lines: list[tuple[str, str]] = []
+        self.max_lines = max_lines
+        self.widget = W.HTML(layout=W.Layout(max_height="140px", overflow="auto", width="100%"))
+        self.widget.add_class("wb-log")
+
+    def __call__(self, message: str, level: str = "info") -> None:
+        self.lines.append((level, message))
+        del self.lines[: -self.max_lines]
+        colors = {"error": "var(--jp-error-color1, #c62828)", "warn": "var(--jp-warn-color1, #b26a00)"}
+
+        def fmt(level_: str, text: str) -> str:
+            c = colors.get(level_)
+            return f"<span style='color:{c}'>{html.escape(text)}</span>" if c else html.escape(text)
+
+        self.widget.value = "<br>".join(fmt(lv, m) for lv, m in self.lines[-12:])
+
+    def error(self, e: BaseException) -> None:
+        self(f"{type(e).__name__}: {e}", "error")
+
+    @property
+    def last(self) -> str:
+        return self.lines[-1][1] if self.lines else ""
+
+
+class Busy:
+    """Runs long work off the kernel's main thread (so Stop can be clicked), with a progress bar, a Stop
+    button and every registered button disabled meanwhile. Tests pass ``threaded=False``."""
+
+    def __init__(self, log: Log, threaded: bool = True):
+        self.log = log
+        self.threaded = threaded
+        self.buttons: list[W.Button] = []
+        self.progress = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="220px", visibility="hidden"))
+        self.label = W.Label("")
+        self.stop_button = W.Button(
+            description="Stop", icon="stop", button_style="warning", layout=W.Layout(visibility="hidden", width="80px")
+        )
+        self.stop_button.on_click(lambda _: self.stop())
+        self.widget = W.HBox([self.progress, self.stop_button, self.label])
+        self._stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.running = False
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.label.value = "stopping..."
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def tick(self, done: int, total: int) -> None:
+        """A `progress=` callback for analyses: updates the bar, raises KeyboardInterrupt once Stop is hit."""
+        self.progress.max = max(total, 1)
+        self.progress.value = done
+        if self._stop.is_set():
+            raise KeyboardInterrupt
+
+    def run(self, what: str, work: Callable[[], Any], done: Callable[[Any], None] | None = None) -> None:
+        if self.running:
+            self.log(f"busy with another task; {what} ignored", "warn")
+            return
+        self.running = True
+        self._stop.clear()
+        for b in self.buttons:
+            b.disabled = True
+        self.progress.value = 0
+        self.progress.layout.visibility = "visible"
+        self.stop_button.layout.visibility = "visible"
+        self.label.value = what + "..."
+        t0 = time.perf_counter()
+
+        def body() -> None:
+            try:
+                result = work()
+                if done is not None:
+                    done(result)
+                self.log(f"{what}: done in {time.perf_counter() - t0:.2f} s")
+            except KeyboardInterrupt:
+                self.log(f"{what}: stopped", "warn")
+            except Exception as e:  # an error is shown, never a frozen dashboard
+                self.log.error(e)
+                self.last_traceback = traceback.format_exc()
+            finally:
+                self.running = False
+                for b in self.buttons:
+                    b.disabled = False
+                self.progress.layout.visibility = "hidden"
+                self.stop_button.layout.visibility = "hidden"
+                self.label.value = ""
+
+        if self.threaded:
+            self.thread = threading.Thread(target=body, name=f"workbench: {what}", daemon=True)
+            self.thread.start()
+        else:
+            body()
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+
+class Debouncer:
+    """Calls the last scheduled function `delay` seconds after the last call. The scheduler is injectable:
+    `scheduler(delay, fn)`; tests use ``lambda d, f: f()`` to run synchronously."""
+
+    def __init__(self, delay: float = 0.05, scheduler: Callable[[float, Callable[[], None]], Any] | None = None):
+        self.delay = delay
+        self.scheduler = scheduler or _loop_scheduler
+        self._token = 0
+
+    def __call__(self, fn: Callable[[], None]) -> None:
+        self._token += 1
+        token = self._token
+
+        def fire() -> None:
+            if token == self._token:
+                fn()
+
+        self.scheduler(self.delay, fire)
+
+
+def _loop_scheduler(delay: float, fn: Callable[[], None]) -> None:
+    try:
+        asyncio.get_running_loop().call_later(delay, fn)
+    except RuntimeError:  # no running loop (plain Python): run now
+        fn()
+
+
+class Panel:
+    """A part of the dashboard: holds widgets and a reference to the bench; `widget()` returns its box.
+    `refresh()` is called after every change of the model (apply, undo, redo, reset, goto)."""
+
+    title = "panel"
+
+    def __init__(self, dashboard):
+        self.dashboard = dashboard
+        self.bench = dashboard.bench
+        self.log = dashboard.log
+        self.busy = dashboard.busy
+
+    def widget(self) -> W.Widget:
+        raise NotImplementedError
+
+    def refresh(self) -> None:
+        pass
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget())

@@ -1,0 +1,375 @@
+"""The dashboard's built-in panels: header, actions + history, sensitivity, entropy, connectivity, profile,
+export. Each composes `workbench.viz` plots rendered to PNG image widgets, re-rendered in place."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+
+from ..criteria import available as criteria_available
+from ..masks.granularity import available_granularities
+from ._base import Panel, render_png
+
+__all__ = [
+    "ActionsPanel",
+    "ConnectivityPanel",
+    "EntropyPanel",
+    "ExportPanel",
+    "Header",
+    "ProfilePanel",
+    "SensitivityPanel",
+]
+
+
+def _image() -> W.Image:
+    img = W.Image(format="png", layout=W.Layout(max_width="720px"))
+    img.add_class("wb-plot")
+    return img
+
+
+class Header(Panel):
+    title = "Header"
+
+    def __init__(self, dashboard):
+        super().__init__(dashboard)
+        self.text = W.HTML()
+        self.text.add_class("wb-header")
+        self.metric = W.HTML()
+        self.metric.add_class("wb-metric")
+        self.bar = W.FloatProgress(value=0, min=0, max=1, description="sparsity", layout=W.Layout(width="360px"))
+        self.refresh()
+
+    def widget(self) -> W.Widget:
+        return W.VBox([W.HBox([self.text, self.metric]), self.bar])
+
+    def refresh(self) -> None:
+        b = self.bench
+        now = b.current.metrics
+        dense = b.history[0].metrics
+        name = b.metric if isinstance(b.metric, str) else getattr(b.metric, "__name__", "metric")
+        if now is None and b.data is not None:
+            now = b.evaluate()
+        if now is not None and dense is not None:
+            self.metric.value = (
+                f"&nbsp;&nbsp;<b>{name}</b> now <b class='wb-metric-now'>{now['metric']:.4f}</b> "
+                f"vs dense {dense['metric']:.4f} ({now['metric'] - dense['metric']:+.4f})"
+            )
+        elif now is not None:
+            self.metric.value = f"&nbsp;&nbsp;<b>{name}</b> now <b class='wb-metric-now'>{now['metric']:.4f}</b>"
+        rep = b.report(evaluate=False)
+        d = self.dashboard
+        flops = d.flops_effective()
+        self.text.value = (
+            f"<b>{html.escape(b.name)}</b> — {rep.model_params:,} parameters, {rep.nonzeros:,} of {rep.params:,} "
+            f"prunable weights non-zero, {flops / 1e6:.2f} of {d.flops_total / 1e6:.2f} MFLOPs effective, "
+            f"{d.latency_ms:.2f} ms/batch of {d.batch_size} (measured)"
+        )
+        self.bar.value = rep.sparsity
+        self.bar.description = f"sparsity {rep.sparsity:.0%}"
+
+
+class ActionsPanel(Panel):
+    title = "Actions"
+
+    def __init__(self, dashboard):
+        super().__init__(dashboard)
+        self.apply_button = W.Button(description="Apply", button_style="primary", icon="check")
+        self.undo_button = W.Button(description="Undo", icon="undo")
+        self.redo_button = W.Button(description="Redo", icon="repeat")
+        self.reset_button = W.Button(description="Reset", icon="refresh")
+        for b, fn in (
+            (self.apply_button, self.apply),
+            (self.undo_button, self.undo),
+            (self.redo_button, self.redo),
+            (self.reset_button, self.reset),
+        ):
+            b.on_click(lambda _, fn=fn: fn())
+            b.add_class("wb-" + b.description.lower())
+        self.busy.buttons += [self.apply_button, self.undo_button, self.redo_button, self.reset_button]
+        self.history = W.Select(options=[], rows=6, layout=W.Layout(width="100%"))
+        self.history.add_class("wb-history")
+        self._updating = False
+        self.history.observe(self._picked, names="value")
+        self.refresh()
+
+    def widget(self) -> W.Widget:
+        buttons = W.HBox([self.apply_button, self.undo_button, self.redo_button, self.reset_button])
+        return W.VBox([buttons, W.HTML("<b>history</b> (click an entry to go back or forward to it)"), self.history])
+
+    def _done(self, _: Any = None) -> None:
+        self.dashboard.refresh()
+
+    def apply(self) -> None:
+        plan = self.dashboard.editor.plan()
+        if not plan.layers:
+            self.log("the plan is empty: move a slider first", "warn")
+            return
+        self.busy.run(
+            "apply + evaluate", lambda: self.bench.apply(plan, label=f"{len(plan.layers)} layers"), self._done
+        )
+
+    def undo(self) -> None:
+        self.busy.run("undo", self.bench.undo, self._done)
+
+    def redo(self) -> None:
+        self.busy.run("redo", self.bench.redo, self._done)
+
+    def reset(self) -> None:
+        self.busy.run("reset", self.bench.reset, self._done)
+
+    def _picked(self, change) -> None:
+        if self._updating or change["new"] is None or change["new"] == self.bench.store.position:
+            return
+        self.busy.run(f"go to step {change['new']}", lambda: self.bench.goto(change["new"]), self._done)
+
+    def refresh(self) -> None:
+        opts = []
+        for e in self.bench.history:
+            metric = "—" if e.metric is None else f"{e.metric:.4f}"
+            mark = "▶ " if e.index == self.bench.store.position else ("  " if e.active else "↷ ")
+            opts.append((f"{mark}{e.index}  {e.label[:48]:<48}  metric {metric}  sparsity {e.sparsity:.1%}", e.index))
+        self._updating = True
+        try:
+            self.history.options = opts
+            self.history.value = self.bench.store.position
+        finally:
+            self._updating = False
+        self.undo_button.disabled = self.bench.store.position == 0
+        self.redo_button.disabled = self.bench.store.position >= len(self.bench.store.steps)
+
+
+class SensitivityPanel(Panel):
+    title = "Sensitivity"
+
+    def __init__(self, dashboard):
+        super().__init__(dashboard)
+        grans = [g for g in available_granularities() if any(g in t.granularities for t in self.bench.targets)]
+        self.granularity = W.Dropdown(options=grans, value="weight", description="granularity")
+        self.criterion = W.Dropdown(options=criteria_available(), value="magnitude", description="criterion")
+        self.mode = W.ToggleButtons(options=["estimate", "exact"], value="estimate")
+        self.scan_button = W.Button(description="Scan", icon="play")
+        self.scan_button.on_click(lambda _: self.scan())
+        self.busy.buttons.append(self.scan_button)
+        self.image = _image()
+        self.grid = W.VBox()
+        self.refresh()
+
+    def widget(self) -> W.Widget:
+        note = W.HTML("click a cell to set that layer's slider to the cell's ratio")
+        return W.VBox(
+            [W.HBox([self.granularity, self.criterion, self.mode, self.scan_button]), self.image, note, self.grid]
+        )
+
+    def scan(self) -> None:
+        g, c, mode = self.granularity.value, self.criterion.value, self.mode.value
+        ratios = np.round(np.linspace(0.1, 0.9, 9), 2)
+
+        def work():
+            return self.bench.sensitivity(
+                ratios, g, c, mode=mode, progress=self.busy.tick, executor=self.dashboard.executor
+            )
+
+        def done(sens) -> None:
+            self.refresh()
+            self.dashboard.editor.update_preview()
+
+        self.busy.run(f"{mode} sensitivity scan", work, done)
+
+    def refresh(self) -> None:
+        sens = self.bench.last_sensitivity
+        if sens is None:
+            self.image.layout.display = "none"
+            self.grid.children = ()
+            return
+        from ..viz import plot_sensitivity
+
+        self.image.layout.display = ""
+        self.image.value = render_png(
+            lambda ax: plot_sensitivity(sens, ax=ax), size=(7.0, max(2.5, 0.22 * len(sens.layers) + 1.2))
+        )
+        self.grid.children = self._cells(sens)
+
+    def _cells(self, sens):
+        """A clickable table of the scan: layers x ratios, each cell coloured by its value."""
+        import matplotlib as mpl
+
+        vals = sens.values
+        lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
+        norm = mpl.colors.TwoSlopeNorm(vcenter=0.0, vmin=-lim or -1, vmax=lim or 1)
+        cmap = mpl.colormaps["RdBu" if sens.higher_is_better else "RdBu_r"]
+        rows = []
+        for i, layer in enumerate(sens.layers):
+            cells = [W.Label(layer, layout=W.Layout(width="180px"))]
+            for j, r in enumerate(sens.ratios):
+                v = vals[i, j]
+                b = W.Button(
+                    description="—" if np.isnan(v) else f"{v:+.3f}",
+                    layout=W.Layout(width="62px"),
+                    tooltip=f"{layer} at {r:.0%}",
+                )
+                b.style.button_color = "#cccccc" if np.isnan(v) else mpl.colors.to_hex(cmap(norm(v)))
+                b.style.font_size = "10px"
+                b.add_class("wb-cell")
+                b.on_click(lambda _, layer=layer, r=float(r): self.dashboard.editor.set_ratio(layer, r))
+                cells.append(b)
+            rows.append(W.HBox(cells))
+        header = W.HBox(
+            [W.Label("", layout=W.Layout(width="180px"))]
+            + [W.Label(f"{r:.0%}", layout=W.Layout(width="62px")) for r in sens.ratios]
+        )
+        return (header, W.VBox(rows, layout=W.Layout(max_height="260px", overflow="auto")))
+
+
+class EntropyPanel(Panel):
+    title = "Entropy"
+
+    def __init__(self, dashboard):
+        super().__init__(dashboard)
+        self.button = W.Button(description="Compute", icon="play")
+        self.button.on_click(lambda _: self.compute())
+        self.busy.buttons.append(self.button)
+        self.layer = W.Dropdown(options=[], description="units of")
+        self.layer.observe(lambda _: self._units(), names="value")
+        self.image = _image()
+        self.units = _image()
+        self.result = None
+
+    def widget(self) -> W.Widget:
+        return W.VBox([W.HBox([self.button, self.layer]), self.image, self.units])
+
+    def compute(self) -> None:
+        def done(ent) -> None:
+            self.result = ent
+            self.refresh_plots()
+
+        self.busy.run("entropy", self.bench.entropy, done)
+
+    def refresh_plots(self) -> None:
+        from ..viz import plot_entropy
+
+        ent = self.result
+        self.image.value = render_png(
+            lambda ax: plot_entropy(ent, ax=ax), size=(7.0, max(2.5, 0.25 * len(ent.layers) + 1))
+        )
+        self.layer.options = list(ent.layers)
+        self._units()
+
+    def _units(self) -> None:
+        if self.result is None or not self.layer.value:
+            return
+        from ..viz import plot_unit_entropy
+
+        self.units.value = render_png(lambda ax: plot_unit_entropy(self.result, self.layer.value, ax=ax), size=(7, 2.5))
+
+    def refresh(self) -> None:
+        if self.result is not None:  # activations change with the weights: recompute what is shown
+            self.compute()
+
+
+class ConnectivityPanel(Panel):
+    title = "Connectivity"
+
+    def __init__(self, dashboard):
+        super().__init__(dashboard)
+        names = [t.name for t in self.bench.targets if not t.tied_to]
+        default = next((t.name for t in self.bench.targets if t.kind in ("conv", "linear")), names[0])
+        self.layer = W.Dropdown(options=names, value=default, description="layer")
+        self.layer.observe(lambda _: self.refresh(), names="value")
+        self.image = _image()
+        self.summary = W.HTML()
+        self.refresh()
+
+    def widget(self) -> W.Widget:
+        return W.VBox([self.layer, self.summary, self.image])
+
+    def refresh(self) -> None:
+        from ..viz import plot_connectivity_pair
+
+        conn = self.bench.connectivity(self.layer.value)
+        self.summary.value = (
+            f"{conn.surviving:.1%} of connections survive; dead outputs {int(conn.dead_out.sum())}"
+            f", dead inputs {int(conn.dead_in.sum())}"
+        )
+        self.image.value = render_png(lambda axes: plot_connectivity_pair(conn, axes=axes), size=(8, 3.2), ncols=2)
+
+
+class ProfilePanel(Panel):
+    title = "Profile"
+
+    def __init__(self, dashboard):
+        super().__init__(dashboard)
+        self.metric = W.ToggleButtons(options=["flops", "params", "latency"], value="flops")
+        self.metric.observe(lambda _: self.draw(), names="value")
+        self.button = W.Button(
+            description="Measure latency", icon="clock-o", tooltip="time every layer (median of 10 runs)"
+        )
+        self.button.on_click(lambda _: self.measure())
+        self.busy.buttons.append(self.button)
+        self.image = _image()
+        self.draw()
+
+    def widget(self) -> W.Widget:
+        return W.VBox([W.HBox([self.metric, self.button]), self.image])
+
+    def measure(self) -> None:
+        def done(prof) -> None:
+            self.dashboard.last_profile = prof
+            self.metric.value = "latency"
+            self.draw()
+
+        self.busy.run("profiling", lambda: self.bench.profile(batch_size=self.dashboard.batch_size, repeats=10), done)
+
+    def refresh(self) -> None:
+        self.draw()
+
+    def draw(self) -> None:
+        from ..viz import plot_profile
+
+        prof = self.dashboard.last_profile
+        if prof is None:
+            return
+        if self.metric.value == "latency" and np.isnan(prof.latency_ms).all():
+            self.image.layout.display = "none"
+            return
+        self.image.layout.display = ""
+        self.image.value = render_png(
+            lambda ax: plot_profile(prof, ax=ax, metric=self.metric.value),
+            size=(7.0, max(2.5, 0.25 * len(prof.layers) + 1)),
+        )
+
+
+class ExportPanel(Panel):
+    title = "Export"
+
+    def __init__(self, dashboard):
+        super().__init__(dashboard)
+        self.folder = W.Text(value="out", description="folder")
+        self.button = W.Button(description="Compile + export", icon="download")
+        self.button.on_click(lambda _: self.export())
+        self.busy.buttons.append(self.button)
+        self.report = W.HTML()
+
+    def widget(self) -> W.Widget:
+        return W.VBox([W.HBox([self.folder, self.button]), self.report])
+
+    def export(self) -> None:
+        try:
+            from .. import sparse
+        except ImportError:
+            self.log("the sparse core (workbench.sparse: compile and export) is not available in this version", "warn")
+            return
+        folder = self.folder.value
+
+        def work():
+            fast, rep = sparse.compile(self.bench, backend="auto")
+            files = sparse.export(fast, folder, example_inputs=self.bench.example_inputs)
+            return rep, files
+
+        def done(result) -> None:
+            rep, files = result
+            self.report.value = f"<pre>{html.escape(str(rep))}\n\n{html.escape(str(files))}</pre>"
+
+        self.busy.run("compile + export", work, done)
