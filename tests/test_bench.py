@@ -231,3 +231,15 @@ def test_torch_compile_still_works_on_a_pruned_model():
     x = data[0][0]
     compiled = torch.compile(model, backend="aot_eager")
     torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_import_workbench_needs_no_display_libraries():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, workbench as wb; m, d = wb.demo.load('digits-mlp', pretrained=False); "
+        "b = wb.Workbench(m, d); b.apply(wb.Plan.uniform(0.5)); "
+        "bad = [k for k in sys.modules if k.split('.')[0] in ('matplotlib', 'ipywidgets')]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,11 +1,11 @@
 """workbench: a Jupyter-native workbench for pruning live PyTorch models.
 
 >>> import workbench as wb
->>> sorted(wb.criteria.available())[:3]
-['l1', 'l2', 'magnitude']
+>>> {'l1', 'l2', 'magnitude'} <= set(wb.criteria.available())
+True
 """
 
-from . import criteria, demo, errors, masks
+from . import criteria, demo, errors, masks, sparse
 from .bench import HistoryEntry, Workbench
 from .errors import (
     CriterionError,
@@ -23,6 +23,17 @@ from .report import Report
 from .targets import Target, Targets, find_targets
 
 __version__ = "0.1.0"
+
+_LAZY = ("analysis", "sparse", "ui", "viz")  # imported on first use: the core needs no matplotlib/ipywidgets
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
 
 __all__ = [
     "CriterionError",
@@ -46,4 +57,5 @@ __all__ = [
     "evaluate",
     "find_targets",
     "masks",
+    "sparse",
 ]
