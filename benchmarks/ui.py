@@ -1,0 +1,105 @@
+"""Dashboard responsiveness: time from a ratio-slider change to the updated preview, and apply + evaluate.
+
+The preview never runs the model (cached rankings, mask counting), so it should answer well inside 100 ms on
+the demo ResNet and on a 60-layer model; Apply runs the plan on the live model and re-evaluates (goal < 1 s
+on the demo). The dashboard is built headless with a synchronous scheduler, so a slider's `.value` change runs
+the same code path as a browser event, end to end (sync of coupled sliders, plan, preview, label).
+
+Baseline measured in the same run: `bench.preview(plan)` (a full selection from scratch, which is what a
+preview without the cache would cost).
+
+Run: ``.venv/bin/python -m benchmarks.ui`` (about a minute on 2 cores).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import workbench as wb
+
+THREADS = 2
+REPEATS = 15
+
+
+class Deep(nn.Module):
+    """60 prunable layers: 30 conv3x3 + BatchNorm blocks on 8x8 digits, a Linear head."""
+
+    def __init__(self, blocks: int = 29, width: int = 16):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+        for _ in range(blocks):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def _median_ms(fn, repeats: int = REPEATS) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def _case(name: str, model: nn.Module, data) -> tuple:
+    bench = wb.Workbench(model, data)
+    dash = bench.show(threaded=False, scheduler=lambda delay, fn: fn())
+    rows = [r for r in dash.editor.rows.values() if r.target.kind in ("conv", "linear")]
+    values = iter([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8] * 100)
+    row = rows[len(rows) // 2]
+
+    def slide() -> None:
+        row.slider.value = next(values)
+        assert "parameters kept" in dash.editor.preview_label.value
+
+    for r in rows:  # a realistic plan: every layer has a ratio
+        r.slider.value = 0.5
+    preview_ms = _median_ms(slide)
+    plan = dash.editor.plan()
+    baseline_ms = _median_ms(lambda: bench.preview(plan))
+
+    def apply_undo() -> None:
+        bench.apply(plan)
+        bench.undo()
+
+    apply_ms = _median_ms(apply_undo, 5) / 2  # undo is cheap; half the pair is an upper bound for apply alone
+    return name, len(bench.targets), preview_ms, baseline_ms, apply_ms
+
+
+def main() -> None:
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    resnet, data = wb.demo.load("digits-resnet")
+    deep = Deep().eval()
+    cases = [_case("digits-resnet", resnet, data), _case("deep CNN (60 layers)", deep, data)]
+    print(f"dashboard responsiveness; torch {torch.__version__}, {THREADS} threads, median of {REPEATS}")
+    print("baseline: bench.preview(plan), a full selection from scratch on every event")
+    head = ("case", "targets", "slider->preview ms", "baseline ms", "baseline/ours", "apply+evaluate ms")
+    rows = [head] + [(n, str(t), f"{p:.2f}", f"{b:.2f}", f"{b / p:.1f}x", f"{a:.0f}") for n, t, p, b, a in cases]
+    w = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for i, r in enumerate(rows):
+        print(" | ".join(c.ljust(w[j]) for j, c in enumerate(r)))
+        if i == 0:
+            print("-+-".join("-" * x for x in w))
+    for n, _, p, _, a in cases:
+        print(
+            f"{n}: preview {'meets' if p < 100 else 'MISSES'} the 100 ms goal ({p:.1f} ms)"
+            + (
+                f"; apply+evaluate {'meets' if a < 1000 else 'MISSES'} the 1 s goal ({a:.0f} ms)"
+                if n.startswith("digits")
+                else ""
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
