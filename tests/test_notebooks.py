@@ -94,8 +94,13 @@ def _check_tour(nb: nbformat.NotebookNode, s: dict) -> None:
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     text = "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "Removing 50% of the filters cost" in text
+    assert s["sensitivity_rows"] == 3  # the digits CNN's three conv layers, filter granularity
+    assert s["allocation_flops_removed"] == pytest.approx(0.5, abs=0.01)
+    for key in ("accuracy_after_allocation", "accuracy_uniform_same_flops"):
+        assert isinstance(s[key], float) and 0.0 <= s[key] <= 1.0, (key, s[key])
+    assert "At the same FLOPs" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 1, "the tour draws one chart (per-layer sparsity)"
+    assert len(images) == 5, "the tour draws five charts: sparsity, sensitivity, entropy, connectivity, allocation"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

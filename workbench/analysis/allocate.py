@@ -37,6 +37,7 @@ class Allocation:
     target: str
     budget: float
     removed_total: float = 0.0
+    units: str = ""  # of `predicted`, e.g. "Δloss"
 
     @property
     def achieved(self) -> float:
@@ -199,4 +200,5 @@ def allocate(
         target,
         budget,
         base + actual(chosen),
+        sens.units,
     )
