@@ -16,7 +16,7 @@ NO_BROWSER := $(if $(CI),--no-browser,$(if $(DISPLAY)$(WAYLAND_DISPLAY),,--no-br
 # Jupyter refuses to run as root unless told; containers, CI and this project's machines run as root.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help venv lab demo test lint bench clean
+.PHONY: help venv lab demo test lint bench clean browser
 
 help:
 	@echo "make lab    create .venv if needed and open JupyterLab on notebooks/00_tour.ipynb"
@@ -41,7 +41,12 @@ lab: venv
 demo: venv
 	$(PY) -m workbench demo
 
-test: venv
+# The browser test drives Debian's Chromium (never a browser Playwright downloads). Installed here when we are root;
+# where it cannot be installed the browser test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || echo "chromium could not be installed: the browser test will be skipped"
+
+test: venv browser
 	@rc=0; \
 	$(MAKE) --no-print-directory lint && $(PY) -m pytest -q || rc=$$?; \
 	echo "make test: wall time $$(( $$(date +%s) - $(START) )) s (exit $$rc)"; \

@@ -56,8 +56,9 @@ def test_slider_preview_apply_undo_redo_reset_and_history(cnn):
     assert bench.store.position == 1 and int(bench.store.current("features.3.weight").sum()) == 2304
     assert d.header.metric.value != metric_before or "0." in d.header.metric.value
     assert len(d.actions.history.options) == 2 and d.actions.history.value == 1
+    assert not d.actions.undo_button.disabled and d.actions.redo_button.disabled
     d.actions.undo_button.click()
-    assert bench.store.position == 0
+    assert bench.store.position == 0 and d.actions.undo_button.disabled and not d.actions.redo_button.disabled
     assert_bitwise(model, snap)
     d.actions.redo_button.click()
     assert bench.store.position == 1

@@ -76,6 +76,7 @@ class Busy:
         self._stop = threading.Event()
         self.thread: threading.Thread | None = None
         self.running = False
+        self.on_idle: list[Callable[[], None]] = []  # re-derive button states (e.g. Undo) once work ends
 
     def stop(self) -> None:
         self._stop.set()
@@ -118,9 +119,11 @@ class Busy:
                 self.log.error(e)
                 self.last_traceback = traceback.format_exc()
             finally:
-                self.running = False
                 for b in self.buttons:
                     b.disabled = False
+                for fn in self.on_idle:
+                    fn()
+                self.running = False
                 self.progress.layout.visibility = "hidden"
                 self.stop_button.layout.visibility = "hidden"
                 self.label.value = ""

@@ -93,6 +93,7 @@ class ActionsPanel(Panel):
         self.history.add_class("wb-history")
         self._updating = False
         self.history.observe(self._picked, names="value")
+        self.busy.on_idle.append(self._buttons)
         self.refresh()
 
     def widget(self) -> W.Widget:
@@ -137,6 +138,9 @@ class ActionsPanel(Panel):
             self.history.value = self.bench.store.position
         finally:
             self._updating = False
+        self._buttons()
+
+    def _buttons(self) -> None:
         self.undo_button.disabled = self.bench.store.position == 0
         self.redo_button.disabled = self.bench.store.position >= len(self.bench.store.steps)
 

@@ -1,0 +1,171 @@
+"""The dashboard in a real browser: JupyterLab on loopback, Debian's Chromium driven by Playwright.
+
+Runs the tour notebook (from a temporary copy, so autosave cannot write outputs into the repo), waits for the
+dashboard, moves a ratio slider with the keyboard, applies, checks the metric changed and the heatmap is
+there, undoes and checks the metric came back. Screenshots land in tests/artifacts/ on success and failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed and could not be installed (make test installs it as root)")
+    pytest.importorskip("playwright")
+    work = tmp_path_factory.mktemp("lab")
+    shutil.copytree(ROOT / "notebooks", work / "notebooks")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(work / "config"),
+        "PYTHONPATH": str(ROOT),
+    }
+    jupyter = [sys.executable, "-m", "jupyterlab"]
+    subprocess.run(
+        [*jupyter[:2], "jupyter", "labextension", "disable", "@jupyterlab/apputils-extension:announcements"],
+        env=env,
+        capture_output=True,
+    )
+    log = open(work / "lab.log", "w")
+    proc = subprocess.Popen(
+        [
+            *jupyter,
+            "--no-browser",
+            "--allow-root",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ServerApp.token=",
+            "--ServerApp.password=",
+            "--ServerApp.disable_check_xsrf=True",
+            f"--notebook-dir={work / 'notebooks'}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url + "/api/status", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("jupyter lab exited:\n" + (work / "lab.log").read_text()) from None
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("jupyter lab did not answer in 120 s:\n" + (work / "lab.log").read_text())
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_tour_dashboard_in_chromium(lab):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(f"{lab}/lab/tree/00_tour.ipynb")
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+            select = page.locator(".jp-Dialog button.jp-mod-accept")  # a kernel picker, if JupyterLab asks
+            try:
+                select.click(timeout=5_000)
+            except Exception:
+                pass
+            page.wait_for_function(
+                "() => { const e = document.querySelector('.jp-Notebook-ExecutionIndicator');"
+                " return (e && e.getAttribute('data-status') === 'idle')"
+                " || document.body.textContent.includes('Kernel status: Idle'); }",
+                timeout=90_000,
+            )
+            page.click("text=Run", timeout=10_000)
+            page.click("text=Run All Cells", timeout=10_000)
+            dashboard = page.wait_for_selector(".wb-dashboard", timeout=180_000)
+            dashboard.scroll_into_view_if_needed()
+            page.wait_for_selector(".wb-dashboard .wb-metric-now", timeout=60_000)
+            page.wait_for_selector(".wb-dashboard img", timeout=60_000)
+            dense = page.inner_text(".wb-dashboard .wb-metric-now")
+            page.screenshot(path=str(ARTIFACTS / "dashboard-loaded.png"), full_page=False)
+
+            handle = page.locator(".wb-dashboard .wb-ratio .noUi-handle").first
+            handle.scroll_into_view_if_needed()
+            handle.focus()
+            for _ in range(10):  # 10 steps of 0.05: ratio 0.5 on the first layer
+                page.keyboard.press("ArrowRight")
+            page.wait_for_function(
+                "() => document.querySelector('.wb-dashboard .wb-preview').innerText.includes('kept')"
+            )
+            preview = page.inner_text(".wb-dashboard .wb-preview")
+            page.click(".wb-dashboard .wb-apply")
+            page.wait_for_function(
+                "(dense) => { const e = document.querySelector('.wb-dashboard .wb-metric-now');"
+                " return e && e.innerText !== dense; }",
+                arg=dense,
+                timeout=60_000,
+            )
+            pruned = page.inner_text(".wb-dashboard .wb-metric-now")
+            assert page.locator(".wb-dashboard img").count() >= 1  # the heatmap and plots are images
+            assert "↷" not in page.inner_text(".wb-dashboard .wb-history")
+            page.screenshot(path=str(ARTIFACTS / "dashboard-applied.png"), full_page=False)
+
+            page.wait_for_selector(".wb-dashboard .wb-apply:not([disabled])", timeout=60_000)  # apply finished
+            page.click(".wb-dashboard .wb-undo")
+            page.wait_for_function(
+                "(dense) => document.querySelector('.wb-dashboard .wb-metric-now').innerText === dense",
+                arg=dense,
+                timeout=60_000,
+            )
+            page.screenshot(path=str(ARTIFACTS / "dashboard-undone.png"), full_page=False)
+            assert pruned != dense and "parameters kept" in preview
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "dashboard-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
