@@ -99,8 +99,16 @@ def _check_tour(nb: nbformat.NotebookNode, s: dict) -> None:
     for key in ("accuracy_after_allocation", "accuracy_uniform_same_flops"):
         assert isinstance(s[key], float) and 0.0 <= s[key] <= 1.0, (key, s[key])
     assert "At the same FLOPs" in text
+    assert "the average hides who pays" in text and "PGD is the stronger attack" in text  # digits-cnn, seed 0
+    assert s["effects_eps0_equals_evaluate"] is True and s["effects_per_class_consistent"] is True
+    assert s["effects_restored_bitwise"] is True and -1 <= s["effects_spearman_mean"] <= 1
+    pgd, fgsm, clean = s["effects_pgd_fgsm_clean"]
+    assert pgd <= fgsm <= clean
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 5, "the tour draws five charts: sparsity, sensitivity, entropy, connectivity, allocation"
+    assert len(images) == 9, (
+        "the tour draws nine charts: sparsity, sensitivity, entropy, connectivity, allocation, and the effects: "
+        "attributions, robustness, bias, flipped samples"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

@@ -19,12 +19,19 @@ from .errors import (
 )
 from .evaluate import evaluate
 from .plan import LayerPlan, Plan
+from .quantize import QuantProfile, quantize, quantize_profile
 from .report import Report
 from .targets import Target, Targets, find_targets
 
 __version__ = "0.1.0"
 
-_LAZY = ("analysis", "sparse", "ui", "viz")  # imported on first use: the core needs no matplotlib/ipywidgets
+_LAZY = (
+    "analysis",
+    "sparse",
+    "training",
+    "ui",
+    "viz",
+)  # imported on first use: the core needs no matplotlib/ipywidgets
 
 
 def __getattr__(name: str):
@@ -44,6 +51,7 @@ __all__ = [
     "ModelError",
     "Plan",
     "PlanError",
+    "QuantProfile",
     "Report",
     "Target",
     "TargetError",
@@ -57,5 +65,8 @@ __all__ = [
     "evaluate",
     "find_targets",
     "masks",
+    "quantize",
+    "quantize_profile",
     "sparse",
+    "training",
 ]

@@ -38,6 +38,9 @@ class HistoryEntry:
     `plan` is the applied plan as a dict, `layers` the resolved per-target plans, `metrics` the
     evaluation right after the step (None if not evaluated), `sparsity` over all targets, `active`
     whether the state is at or before the current position (False: undone, can be redone).
+    `kind` is ``"prune"`` for `apply`, else the training procedure that made the step (``"finetune"``,
+    ``"gradual"``, ``"iterative"``, ``"lottery"``, ``"admm"``, ``"synflow"``; see `workbench.training`): such steps also
+    change unpruned weights, and undo/redo restore those bitwise too.
     """
 
     index: int
@@ -49,6 +52,7 @@ class HistoryEntry:
     removed: int
     seconds: float
     active: bool
+    kind: str = "prune"
 
     @property
     def metric(self) -> float | None:
@@ -165,24 +169,129 @@ class Workbench:
         )
         return self.current
 
+    def apply_masks(
+        self,
+        masks: dict[str, Tensor],
+        *,
+        label: str,
+        plan: Plan | dict[str, Any] | None = None,
+        kind: str = "prune",
+        weights: Any = None,
+        evaluate: bool = True,
+    ) -> HistoryEntry:
+        """Record masks you computed (True = pruned, by full parameter name) as one history step, like `apply`.
+
+        `weights` is for training procedures (`workbench.training`): a swap holding the values of the other
+        tensors the step changed; the step is recorded on the state before it, then the swap puts the trained
+        values in, and undo/redo exchange them again, bitwise.
+
+        >>> import torch, workbench as wb
+        >>> bench = wb.Workbench(torch.nn.Linear(4, 2), [(torch.randn(8, 4), torch.randint(0, 2, (8,)))])
+        >>> mask = torch.zeros(2, 4, dtype=torch.bool); mask[0] = True
+        >>> bench.apply_masks({"weight": mask}, label="row 0").removed
+        4
+        """
+        t0 = time.perf_counter()
+        if evaluate:
+            self._dense_metrics()
+        plan_dict = plan.to_dict() if isinstance(plan, Plan) else plan
+        step = self.store.apply_(masks, {"plan": plan_dict, "kind": kind, "weights": weights})
+        try:
+            if weights is not None:
+                weights.swap_(self.model)
+            metrics = self.evaluate() if evaluate and self.data is not None else None
+        except BaseException:
+            self._undo_one()
+            del self.store._steps[self.store.position :]
+            raise
+        del self._entries[self.store.position - 1 :]
+        self._entries.append(
+            HistoryEntry(
+                index=self.store.position,
+                label=label,
+                plan=plan_dict,
+                layers={},
+                metrics=metrics,
+                sparsity=self.report(evaluate=False).sparsity,
+                removed=step.removed,
+                seconds=time.perf_counter() - t0,
+                active=True,
+                kind=kind,
+            )
+        )
+        return self.current
+
+    def finetune(
+        self,
+        epochs: int = 3,
+        *,
+        lr: float = 1e-3,
+        optimizer: Any = "adamw",
+        teacher: Any = None,
+        T: float = 4.0,
+        alpha: float = 0.5,
+        data: Iterable | None = None,
+        progress: Any = True,
+        **kwargs: Any,
+    ):
+        """Train the pruned model with its masks enforced (pruned weights stay exactly zero), optionally distilling
+        from a teacher (``"before"``: the state before the last pruning step, a history index, or a module); one
+        history step (``kind="finetune"``) that undo reverses bitwise. Returns a `TrainingResult` with loss, metric
+        and learning rate per epoch. More options (``schedule``, ``weight_decay``, ``seed``): see
+        `workbench.training.finetune`."""
+        from .training.finetune import finetune
+
+        return finetune(
+            self,
+            epochs,
+            lr=lr,
+            optimizer=optimizer,
+            teacher=teacher,
+            T=T,
+            alpha=alpha,
+            data=data,
+            progress=progress,
+            **kwargs,
+        )
+
+    # undo/redo: a training step (`apply_masks(weights=...)`) also swaps the weights it changed ------------------
+    def _undo_one(self) -> None:
+        if self.store.position:
+            swap = self.store.steps[self.store.position - 1].info.get("weights")
+            if swap is not None:
+                swap.swap_(self.model)
+        self.store.undo_()
+
+    def _redo_one(self) -> None:
+        self.store.redo_()
+        swap = self.store.steps[self.store.position - 1].info.get("weights")
+        if swap is not None:
+            swap.swap_(self.model)
+
     def undo(self) -> HistoryEntry:
         """Restore the state before the last applied step, bitwise."""
-        self.store.undo_()
+        self._undo_one()
         return self.current
 
     def redo(self) -> HistoryEntry:
         """Re-apply the step undone last."""
-        self.store.redo_()
+        self._redo_one()
         return self.current
 
     def reset(self) -> HistoryEntry:
         """Back to the dense model, bitwise; the steps stay in the history and can be redone."""
-        self.store.reset_()
+        while self.store.position:
+            self._undo_one()
         return self.current
 
     def goto(self, index: int) -> HistoryEntry:
         """Undo or redo until history entry `index` (0 = dense) is the current state."""
-        self.store.goto_(index)
+        if not 0 <= index <= len(self.store.steps):
+            self.store.goto_(index)  # raises the store's error for an index out of range
+        while self.store.position > index:
+            self._undo_one()
+        while self.store.position < index:
+            self._redo_one()
         return self.current
 
     @property
@@ -272,6 +381,36 @@ class Workbench:
 
         self.last_allocation = allocate(self, budget, target, granularity, criterion, sens, ratios)
         return self.last_allocation.plan
+
+    # effects of pruning: two history states compared on the live model (transactions, no copies) -------------
+    def attributions(self, method: str = "integrated_gradients", samples: int = 16, **kwargs: Any):
+        """Attributions (captum) of `samples` samples before vs after, with their similarity; by default the state
+        before the current step vs now (``before=``/``after=`` name history entries). See
+        `workbench.analysis.attributions`."""
+        from .analysis.attributions import attributions
+
+        return attributions(self, method, samples, **kwargs)
+
+    def robustness(self, attacks=("fgsm", "pgd", "noise"), eps=(0.0, 0.05, 0.1, 0.2), **kwargs: Any):
+        """Accuracy under attack (FGSM, PGD, Gaussian noise) vs eps, before vs after; see
+        `workbench.analysis.robustness`."""
+        from .analysis.robustness import robustness
+
+        return robustness(self, attacks, eps, **kwargs)
+
+    def bias(self, **kwargs: Any):
+        """Per-class accuracy, confusion, flipped samples and train/val gap before vs after, and optionally overall
+        vs worst-class accuracy over plans (``plans=``); see `workbench.analysis.bias`."""
+        from .analysis.bias import bias
+
+        return bias(self, **kwargs)
+
+    def compare_states(self, a: int = 0, b: int = -1, **kwargs: Any):
+        """Metrics, sparsity and prediction agreement of history entries `a` and `b` (negative: from the end of
+        the history); the model is visited in each state and restored bitwise. See `workbench.analysis.bias`."""
+        from .analysis.bias import compare_states
+
+        return compare_states(self, a, b, **kwargs)
 
     def show(self, *, new: bool = False, **kwargs: Any):
         """The interactive dashboard for this bench (ipywidgets). Showing it again returns the same dashboard, so

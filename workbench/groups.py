@@ -8,8 +8,22 @@ physical shrink would remove, and marks groups we cannot mask exactly as unsuppo
 
 Why not trust every group Torch-Pruning returns: it treats any operator it does not know as
 element-wise, so channels that flow through an LSTM (traced as ``MkldnnRnnLayerBackward0`` in eval
-mode) or attention are silently coupled to the wrong layers (tests/test_groups.py shows it). We accept
-only groups whose operators are on a list of channel-wise ops and whose modules we know how to mask.
+mode) or attention are silently coupled to the wrong layers (tests/masks/test_units.py shows it: the
+Linear before an LSTM gets coupled to the Linear after it, and pruning that group breaks the model). We
+accept only groups whose operators are on a list of channel-wise ops and whose modules we know how to mask.
+
+Two units get rules of our own instead (no tracing needed):
+
+- **heads** of an `nn.MultiheadAttention` (``unit="head"``): head h is rows ``h*d:(h+1)*d`` of each of the
+  q, k and v projections (and their biases, and ``bias_k``/``bias_v``) and columns ``h*d:(h+1)*d`` of
+  ``out_proj``. Zeroing them makes the head's queries and keys zero (uniform attention) over zero values, so
+  the head adds exactly nothing: the masked module computes what the module without that head computes.
+- **hidden units** of an `nn.LSTM` / `nn.GRU` / `nn.RNN` layer (``unit="lstm-unit"``, one group per layer
+  and direction): unit j is row ``g*H + j`` of every gate of ``weight_ih``/``weight_hh`` and the biases, plus
+  the columns that read it (``weight_hh`` of its layer, ``weight_ih`` of the next layer). Its gate inputs are
+  then zero, so with the default zero initial state its cell and hidden state stay exactly zero. Layers
+  after the recurrent module that read the unit are not traced: their weights are left as they are
+  (they read zeros).
 """
 
 from __future__ import annotations
@@ -58,6 +72,7 @@ class ChannelGroup:
     producers: tuple[str, ...]
     members: tuple[Member, ...]
     reason: str = ""  # non-empty: this group cannot be masked exactly, and why
+    unit: str = "channel"  # "channel" (filters/neurons, removable by Torch-Pruning), "head" or "lstm-unit"
 
     @property
     def supported(self) -> bool:
@@ -83,7 +98,8 @@ class GroupAnalysis:
 
     groups: dict[str, ChannelGroup] = field(default_factory=dict)
     by_module: dict[str, list[str]] = field(default_factory=dict)
-    error: str = ""  # tracing failed as a whole: no structured pruning on this model, and why
+    error: str = ""  # tracing failed as a whole: no filter/neuron pruning on this model, and why (heads and
+    # recurrent units have rules of their own and stay available)
 
 
 def _op_name(node) -> str:
@@ -102,18 +118,25 @@ def analyze_groups(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) 
     names = {mod: name for name, mod in model.named_modules()}
     modes = {mod: mod.training for mod in model.modules()}
     inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
+    analysis = GroupAnalysis()
+    for name, mod in model.named_modules():  # our own rules, no tracing: attention heads, recurrent hidden units
+        own = _head_groups(name, mod) if isinstance(mod, nn.MultiheadAttention) else []
+        own += _rnn_groups(name, mod) if isinstance(mod, nn.RNNBase) else []
+        for g in own:
+            analysis.groups[g.id] = g
+            analysis.by_module.setdefault(name, []).append(g.id)
     try:
         with torch.enable_grad():
             dg = tp.DependencyGraph().build_dependency(
                 model, example_inputs=inputs, forward_fn=lambda m, x: m(*x), verbose=False
             )
     except Exception as e:
-        return GroupAnalysis(error=f"tracing the model with Torch-Pruning failed ({type(e).__name__}: {e})")
+        analysis.error = f"tracing the model with Torch-Pruning failed ({type(e).__name__}: {e})"
+        return analysis
     finally:
         for mod, flag in modes.items():
             mod.training = flag
     params = {p: n for n, p in model.named_parameters()}
-    analysis = GroupAnalysis()
     seen: set[nn.Module] = set()
     for mod in list(dg.module2node):
         if not isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)) or mod in seen or mod not in names:
@@ -205,3 +228,67 @@ def _members(target, names, params, node, out: bool, idx: Tensor, root: Tensor) 
     if isinstance(target, nn.PReLU) and target.num_parameters > 1:
         return [Member(f"{pre}weight", 0, idx, root)]
     return f"it reaches {type(target).__name__} {mname!r}, which has no structured rule yet"
+
+
+def _head_groups(name: str, mha: nn.MultiheadAttention) -> list[ChannelGroup]:
+    """One group whose units are the heads of `mha` (see the module docstring)."""
+    pre = f"{name}." if name else ""
+    e, h = mha.embed_dim, mha.num_heads
+    d = e // h
+    gid = f"{name}:heads"
+    if h < 2:
+        return [ChannelGroup(gid, h, (name,), (), "it has a single head: removing it would empty the layer", "head")]
+    head = torch.arange(e) // d
+    rows = torch.arange(e)
+    members: list[Member] = []
+    if mha.in_proj_weight is not None:
+        members.append(Member(f"{pre}in_proj_weight", 0, torch.arange(3 * e), head.repeat(3), producer=True))
+    else:
+        for p in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            members.append(Member(f"{pre}{p}", 0, rows, head, producer=True))
+    if mha.in_proj_bias is not None:
+        members.append(Member(f"{pre}in_proj_bias", 0, torch.arange(3 * e), head.repeat(3)))
+    for p in ("bias_k", "bias_v"):
+        if getattr(mha, p, None) is not None:
+            members.append(Member(f"{pre}{p}", 2, rows, head))
+    members.append(Member(f"{pre}out_proj.weight", 1, rows, head, producer=True))
+    return [ChannelGroup(gid, h, (name,), tuple(members), "", "head")]
+
+
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def _rnn_groups(name: str, rnn: nn.RNNBase) -> list[ChannelGroup]:
+    """One group per layer and direction of `rnn`, whose units are its hidden units."""
+    pre = f"{name}." if name else ""
+    gates, hsz = _GATES.get(rnn.mode, 0), rnn.hidden_size
+    dirs = ["", "_reverse"] if rnn.bidirectional else [""]
+    out = []
+    for layer in range(rnn.num_layers):
+        for di, sfx in enumerate(dirs):
+            gid = f"{name}:l{layer}{sfx}"
+            if not gates or getattr(rnn, "proj_size", 0):
+                why = (
+                    "LSTMs with proj_size > 0 are not supported yet"
+                    if gates
+                    else f"unknown recurrent mode {rnn.mode!r}"
+                )
+                out.append(ChannelGroup(gid, hsz, (name,), (), why, "lstm-unit"))
+                continue
+            unit = torch.arange(gates * hsz) % hsz
+            rows, cols = torch.arange(gates * hsz), torch.arange(hsz)
+            members = [
+                Member(f"{pre}weight_ih_l{layer}{sfx}", 0, rows, unit, producer=True),
+                Member(f"{pre}weight_hh_l{layer}{sfx}", 0, rows, unit, producer=True),
+            ]
+            if rnn.bias:
+                members += [
+                    Member(f"{pre}bias_ih_l{layer}{sfx}", 0, rows, unit),
+                    Member(f"{pre}bias_hh_l{layer}{sfx}", 0, rows, unit),
+                ]
+            members.append(Member(f"{pre}weight_hh_l{layer}{sfx}", 1, cols, cols))  # the recurrence reads it
+            if layer + 1 < rnn.num_layers:  # the next layer reads it, in both of its directions
+                for nxt in dirs:
+                    members.append(Member(f"{pre}weight_ih_l{layer + 1}{nxt}", 1, cols + di * hsz, cols))
+            out.append(ChannelGroup(gid, hsz, (name,), tuple(members), "", "lstm-unit"))
+    return out

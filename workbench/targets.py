@@ -8,6 +8,8 @@ groups, which come from tracing the model once on example inputs (`workbench.gro
 
 from __future__ import annotations
 
+import math
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,10 +19,65 @@ from torch import nn
 from .errors import ModelError, TargetError, WorkbenchWarning, suggest
 from .groups import GroupAnalysis
 
-__all__ = ["KINDS", "Target", "Targets", "find_targets"]
+__all__ = ["KINDS", "PATTERN_EXAMPLES", "Target", "Targets", "find_targets", "parse_pattern", "pattern_fit"]
 
 KINDS = ("linear", "conv", "lstm", "attention", "norm", "embedding")
-STRUCTURED = {"linear": "neuron", "conv": "filter"}  # structured granularity by target kind (this issue)
+STRUCTURED = {"linear": "neuron", "conv": "filter", "attention": "head", "lstm": "lstm-unit"}  # by target kind
+# patterned granularities listed in `Target.patterns` when they fit; any other "N:M" / "blockRxC" is checked on demand
+PATTERN_EXAMPLES = ("2:4", "block4x4", "block16x16", "block32x32")
+_NM = re.compile(r"^(\d+):(\d+)$")
+_BLOCK = re.compile(r"^block(\d+)x(\d+)$")
+
+
+def parse_pattern(name: object) -> tuple[str, int, int] | None:
+    """``("N:M", n, m)`` or ``("block", rows, cols)`` for a patterned granularity name, else None.
+
+    >>> parse_pattern("2:4"), parse_pattern("block16x8"), parse_pattern("filter")
+    (('N:M', 2, 4), ('block', 16, 8), None)
+    """
+    if not isinstance(name, str):
+        return None
+    m = _NM.match(name)
+    if m:
+        return "N:M", int(m.group(1)), int(m.group(2))
+    m = _BLOCK.match(name)
+    if m:
+        return "block", int(m.group(1)), int(m.group(2))
+    return None
+
+
+def pattern_fit(name: str, kind: str, module_type: str, shape: Sequence[int]) -> str:
+    """Why a layer cannot take the patterned granularity `name` ("" if it can).
+
+    N:M groups M consecutive weights along the input dimension (dim 1 of a Linear or Conv weight; for a
+    conv, at each kernel position), so M must divide it. Blocks tile the weight seen as 2-D
+    (out x in*kh*kw), so R must divide the rows and C the columns.
+
+    >>> pattern_fit("2:4", "linear", "Linear", (8, 16))
+    ''
+    >>> pattern_fit("2:4", "linear", "Linear", (8, 10))
+    'its input dimension (10) is not a multiple of 4: pad the layer to a multiple of 4 inputs or exclude it from the plan'
+    """
+    p = parse_pattern(name)
+    if p is None:
+        return f"{name!r} is not an N:M or blockRxC granularity"
+    if kind not in ("linear", "conv") or module_type.startswith("ConvTranspose") or len(shape) < 2:
+        return f"{name} applies to the weights of Linear and (non-transposed) Conv layers, not {module_type}"
+    family, a, b = p
+    if family == "N:M":
+        if shape[1] % b:
+            return (
+                f"its input dimension ({shape[1]}) is not a multiple of {b}: pad the layer to a multiple of {b} "
+                "inputs or exclude it from the plan"
+            )
+        return ""
+    rows, cols = shape[0], math.prod(shape[1:])
+    if rows % a or cols % b:
+        return (
+            f"its weight seen as {rows}x{cols} (out x in*kernel) is not tiled by {a}x{b} blocks: pick a block size "
+            "dividing both, pad the layer or exclude it from the plan"
+        )
+    return ""
 
 
 @dataclass(frozen=True)
@@ -43,13 +100,20 @@ class Target:
     groups: tuple[str, ...] = ()
     unsupported: dict[str, str] = field(default_factory=dict, compare=False)
     tied_to: str | None = None
+    patterns: tuple[str, ...] = ()  # N:M and block granularities of PATTERN_EXAMPLES that fit its shape
 
     def param_names(self) -> list[str]:
         """Full parameter names, e.g. ``["features.0.weight"]``."""
         return [f"{self.name}.{p}" if self.name else p for p in self.params]
 
     def supports(self, granularity: str) -> bool:
-        return granularity in self.granularities
+        """Whether this layer can be pruned by `granularity`; any ``"N:M"`` / ``"blockRxC"`` is checked
+        against its shape (`pattern_fit` says why not)."""
+        if granularity in self.granularities or granularity in self.patterns:
+            return True
+        if self.tied_to or parse_pattern(granularity) is None:
+            return False
+        return not pattern_fit(granularity, self.kind, self.module_type, self.shape)
 
     def to_dict(self) -> dict:
         return {
@@ -63,6 +127,7 @@ class Target:
             "groups": list(self.groups),
             "unsupported": dict(self.unsupported),
             "tied_to": self.tied_to,
+            "patterns": list(self.patterns),
         }
 
 
@@ -103,7 +168,8 @@ class Targets(Sequence[Target]):
         rows = [("name", "kind", "shape", "params", "granularities", "group")]
         for t in self._list:
             group = ",".join(t.groups) if t.groups else ("tied to " + t.tied_to if t.tied_to else "-")
-            rows.append((t.name, t.kind, "x".join(map(str, t.shape)), f"{t.numel:,}", " ".join(t.granularities), group))
+            grans = " ".join(t.granularities + t.patterns)
+            rows.append((t.name, t.kind, "x".join(map(str, t.shape)), f"{t.numel:,}", grans, group))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -123,7 +189,7 @@ class Targets(Sequence[Target]):
                     t.kind,
                     "x".join(map(str, t.shape)),
                     f"{t.numel:,}",
-                    " ".join(t.granularities),
+                    " ".join(t.granularities + t.patterns),
                     ",".join(t.groups) or "-",
                 )
             )
@@ -184,7 +250,7 @@ def find_targets(model: nn.Module, groups: GroupAnalysis | None = None) -> Targe
         if structured and not tied:
             if groups is None:
                 unsupported[structured] = "no example input was given to trace coupled channels"
-            elif groups.error:
+            elif groups.error and kind not in ("attention", "lstm"):  # heads/units need no tracing
                 unsupported[structured] = groups.error
             else:
                 gids = tuple(groups.by_module.get(name, ()))
@@ -195,6 +261,10 @@ def find_targets(model: nn.Module, groups: GroupAnalysis | None = None) -> Targe
                     unsupported[structured] = bad[0]
                 else:
                     granularities.append(structured)
+        shape = tuple(tensors[0].shape)
+        patterns = (
+            () if tied else tuple(p for p in PATTERN_EXAMPLES if not pattern_fit(p, kind, type(module).__name__, shape))
+        )
         out.append(
             Target(
                 name=name,
@@ -207,6 +277,7 @@ def find_targets(model: nn.Module, groups: GroupAnalysis | None = None) -> Targe
                 groups=gids,
                 unsupported=unsupported,
                 tied_to=tied[0] if tied else None,
+                patterns=patterns,
             )
         )
     if not out:

@@ -1,23 +1,71 @@
-"""The granularity registry: the units pruning removes (a weight, a neuron, a filter, ...)."""
+"""The granularity registry: the units pruning removes (a weight, a neuron, a filter, an N:M group, a block, ...).
+
+Fixed names (``weight``, ``neuron``, ``filter``) are registered; patterned names are parsed on demand:
+
+- ``"N:M"`` (``"2:4"``, ``"1:4"``, any ``0 < N < M``): in every group of M consecutive weights along the input
+  dimension keep the N highest-scoring ones (`workbench.masks.nm`). The pattern fixes the sparsity at
+  ``1 - N/M``, so a plan's ratio must be exactly that (``Plan.uniform(0.5, granularity="2:4")``).
+- ``"blockRxC"`` (``"block4x4"``, ``"block16x16"``, ...): R x C tiles of the weight seen as 2-D
+  (out x in*kh*kw), ranked by the sum of their element scores (`workbench.masks.block`); the ratio is the
+  share of blocks pruned.
+
+>>> get_granularity("2:4").fixed_ratio
+0.5
+>>> get_granularity("block4x8").shape
+(4, 8)
+>>> get_granularity("filter").structured
+True
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..errors import GranularityError, suggest
+from ..targets import parse_pattern
 
-__all__ = ["Granularity", "available_granularities", "get_granularity", "register_granularity"]
+__all__ = [
+    "PATTERN_FAMILIES",
+    "Granularity",
+    "available_granularities",
+    "get_granularity",
+    "register_granularity",
+]
+
+PATTERN_FAMILIES = ("N:M", "block")
+_EXAMPLES = ("2:4", "1:4", "block4x4", "block16x16", "block32x32")
 
 
 @dataclass(frozen=True)
 class Granularity:
     """A unit of pruning. `kinds`: target kinds it applies to; `structured`: it removes whole coupled
-    channel groups (so a physical shrink is possible) rather than single weights."""
+    channel groups (so a physical shrink is possible) rather than single weights. `family` is the name for
+    fixed granularities and ``"N:M"`` or ``"block"`` for patterned ones, whose numbers are in `shape`
+    (``(N, M)`` or ``(R, C)``)."""
 
     name: str
     summary: str
     kinds: tuple[str, ...]
     structured: bool
+    family: str = ""
+    shape: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.family:
+            object.__setattr__(self, "family", self.name)
+
+    @property
+    def patterned(self) -> bool:
+        return self.family in PATTERN_FAMILIES
+
+    @property
+    def fixed_ratio(self) -> float | None:
+        """The sparsity an N:M pattern fixes (``1 - N/M``); None for other granularities."""
+        if self.family != "N:M":
+            return None
+        n, m = self.shape
+        return 1.0 - n / m
 
 
 _REGISTRY: dict[str, Granularity] = {}
@@ -30,17 +78,49 @@ def register_granularity(g: Granularity, *, overwrite: bool = False) -> Granular
     return g
 
 
+@lru_cache(maxsize=256)
+def _patterned(name: str) -> Granularity | None:
+    p = parse_pattern(name)
+    if p is None:
+        return None
+    family, a, b = p
+    if family == "N:M":
+        if not 0 < a < b:
+            raise GranularityError(
+                f"granularity {name!r}: N:M keeps N of every M weights and needs 0 < N < M, e.g. '2:4' or '1:4'"
+            )
+        summary = f"keep {a} of every {b} consecutive input weights (sparsity {1 - a / b:g})"
+    else:
+        if a < 1 or b < 1:
+            raise GranularityError(f"granularity {name!r}: block sizes must be positive, e.g. 'block4x4'")
+        summary = f"{a}x{b} blocks of the 2-D weight (out x in*kernel), ranked by summed score"
+    return Granularity(name, summary, ("linear", "conv"), False, family, (a, b))
+
+
 def get_granularity(name: str) -> Granularity:
-    try:
+    """The granularity called `name`: a registered one, or a parsed ``"N:M"`` / ``"blockRxC"``.
+
+    >>> get_granularity("1:4").summary
+    'keep 1 of every 4 consecutive input weights (sparsity 0.75)'
+    """
+    if isinstance(name, str) and name in _REGISTRY:
         return _REGISTRY[name]
-    except (KeyError, TypeError):
+    g = _patterned(name) if isinstance(name, str) else None
+    if g is None:
         raise GranularityError(
-            f"unknown granularity {name!r}.{suggest(str(name), available_granularities(), 'granularity')}"
-        ) from None
+            f"unknown granularity {name!r}.{suggest(str(name), available_granularities(), 'granularity')} "
+            "Patterned ones: 'N:M' (e.g. '2:4') and 'blockRxC' (e.g. 'block4x4')."
+        )
+    return g
 
 
 def available_granularities() -> list[str]:
-    return list(_REGISTRY)
+    """Registered names plus examples of the patterned families (any ``N:M`` / ``blockRxC`` works).
+
+    >>> available_granularities()[:3]
+    ['weight', 'neuron', 'filter']
+    """
+    return list(_REGISTRY) + [e for e in _EXAMPLES if e not in _REGISTRY]
 
 
 register_granularity(
@@ -56,4 +136,20 @@ register_granularity(
 )
 register_granularity(
     Granularity("filter", "output channels of a conv layer, with everything coupled to them", ("conv",), True)
+)
+register_granularity(
+    Granularity(
+        "head",
+        "whole heads of a MultiheadAttention: their q/k/v rows and out_proj columns",
+        ("attention",),
+        True,
+    )
+)
+register_granularity(
+    Granularity(
+        "lstm-unit",
+        "hidden units of an LSTM/GRU/RNN layer: the unit's row in every gate and the weights reading it",
+        ("lstm",),
+        True,
+    )
 )

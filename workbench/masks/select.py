@@ -6,6 +6,10 @@ Everything here is read-only on the model: it returns boolean masks (True = remo
 Ratios are sparsities after the step: already-pruned weights (or whole units) count towards them and
 are always kept pruned (their score is -inf). ``k = round(ratio * n)`` elements go, at most ``n - 1``,
 so a layer is never emptied; ties are broken by position (stable sort), so exactly k go.
+
+Patterned granularities: ``"N:M"`` fixes the sparsity (``1 - N/M``), so its ratio must be exactly that
+(`workbench.masks.nm`); ``"blockRxC"`` prunes ``round(ratio * n_blocks)`` blocks (`workbench.masks.block`).
+Both are per layer only (a global plan with them is an error).
 """
 
 from __future__ import annotations
@@ -22,11 +26,25 @@ from ..criteria import ScoreContext, get_criterion
 from ..errors import GranularityError, ModelError, PlanError, suggest
 from ..groups import ChannelGroup, GroupAnalysis
 from ..plan import LayerPlan, Plan
-from ..targets import Target, Targets
-from .granularity import get_granularity
+from ..targets import Target, Targets, pattern_fit
+from .block import block_scores, expand_blocks
+from .granularity import Granularity, get_granularity
+from .nm import nm_mask
 from .store import MaskStore
+from .topk import lowest_k
 
-__all__ = ["DEFAULT_KINDS", "Ranking", "Selection", "group_ranking", "n_to_prune", "select", "weight_ranking"]
+__all__ = [
+    "DEFAULT_KINDS",
+    "Ranking",
+    "Selection",
+    "block_ranking",
+    "group_ranking",
+    "n_to_prune",
+    "nm_masks",
+    "select",
+    "weight_masks",
+    "weight_ranking",
+]
 
 DEFAULT_KINDS = ("linear", "conv", "lstm", "attention")  # what a plan's default covers without `include`
 
@@ -52,6 +70,17 @@ class Selection:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
+def _check_fixed_ratio(g: Granularity, ratio: float, where: str) -> None:
+    fixed = g.fixed_ratio
+    if fixed is not None and abs(ratio - fixed) > 1e-6:
+        n, m = g.shape
+        raise PlanError(
+            f"{where}: granularity {g.name!r} keeps {n} of every {m} weights, so its sparsity is fixed at {fixed:g}; "
+            f"got ratio {ratio:g}. Use ratio={fixed:g} (e.g. Plan.uniform({fixed:g}, granularity={g.name!r})), "
+            "or another N:M for another sparsity ('1:4' = 0.75, '2:8' = 0.75, '1:2' = 0.5)."
+        )
+
+
 def _check_entry(t: Target, lp: LayerPlan, what: str) -> None:
     g = get_granularity(lp.granularity)
     get_criterion(lp.criterion)
@@ -59,12 +88,14 @@ def _check_entry(t: Target, lp: LayerPlan, what: str) -> None:
         why = t.unsupported.get(g.name)
         if t.tied_to:
             why = f"it shares its weights with {t.tied_to!r}, which is pruned in its place"
+        elif why is None and g.patterned:
+            why = pattern_fit(g.name, t.kind, t.module_type, t.shape)
         elif why is None:
             alt = [x for x in t.granularities if x != "weight"]
             why = f"{g.name} applies to {'/'.join(g.kinds)} layers, not {t.kind}" + (f"; use {alt[0]!r}" if alt else "")
         raise GranularityError(
             f"{what} {t.name!r} ({t.module_type}) cannot be pruned by {g.name!r}: {why}. "
-            f"It supports: {', '.join(t.granularities) or 'nothing'}."
+            f"It supports: {', '.join(t.granularities + t.patterns) or 'nothing'}."
         )
 
 
@@ -73,6 +104,7 @@ def _resolve(plan: Plan, targets: Targets) -> tuple[dict[str, LayerPlan], list[T
     for name, lp in plan.layers.items():
         t = targets[name]
         _check_entry(t, lp, "layer")
+        _check_fixed_ratio(get_granularity(lp.granularity), lp.ratio, f"layer {name!r}")
         explicit[name] = lp
     default: list[Target] = []
     skipped: dict[str, str] = {}
@@ -80,11 +112,12 @@ def _resolve(plan: Plan, targets: Targets) -> tuple[dict[str, LayerPlan], list[T
         return explicit, default, skipped
     g = get_granularity(plan.default.granularity)
     get_criterion(plan.default.criterion)
-    if plan.scope == "global" and g.structured:
+    if plan.scope == "global" and (g.structured or g.patterned):
         raise PlanError(
             f"a global plan ranks single weights across layers; granularity {g.name!r} is not supported globally "
-            "yet. Use Plan.uniform for structured pruning, or Plan.global_(..., granularity='weight')."
+            "yet. Use Plan.uniform for structured and N:M/block pruning, or Plan.global_(..., granularity='weight')."
         )
+    _check_fixed_ratio(g, plan.default.ratio, "the plan's default")
     for pat in (plan.include or ()) + plan.exclude:
         if not any(fnmatch(n, pat) for n in targets.names):
             raise PlanError(f"plan pattern {pat!r} matches no target.{suggest(pat, targets.names, 'target')}")
@@ -113,7 +146,7 @@ def _resolve(plan: Plan, targets: Targets) -> tuple[dict[str, LayerPlan], list[T
 def _finite(model: nn.Module, names: list[str]) -> None:
     for n in names:
         p = model.get_parameter(n)
-        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+        if p.is_floating_point() and p.numel() and not all(map(math.isfinite, p.detach().aminmax())):
             raise ModelError(
                 f"{n!r} contains NaN or inf, so its weights cannot be ranked; fix or re-initialise that layer "
                 "(or exclude it from the plan) before pruning. Nothing was changed."
@@ -164,6 +197,49 @@ def weight_ranking(
         return out
 
     return Ranking(torch.argsort(flat, stable=True), flat.numel(), to_masks)
+
+
+def block_ranking(
+    model, store, target: Target, param: str, shape: tuple[int, int], criterion: str, seed: int, data=None, cache=None
+) -> Ranking:
+    """Ranking of the R x C blocks of one weight (seen as out x in*kernel) by summed element score."""
+    r, c = shape
+    p = model.get_parameter(param)
+    env = (data, {} if cache is None else cache)
+    ctx = ScoreContext(param, target.name, model.get_submodule(target.name), model, seed, *env)
+    scores = get_criterion(criterion).score(p, ctx).float()
+    cur = store.current(param)
+    grid = block_scores(scores, r, c, None if cur is None else cur.to(scores.device))
+    return Ranking(
+        torch.argsort(grid.reshape(-1), stable=True),
+        grid.numel(),
+        lambda chosen: {param: expand_blocks(chosen.view(grid.shape), r, c, p.shape).to(p.device)},
+    )
+
+
+def nm_masks(
+    model, store, target: Target, param: str, shape: tuple[int, int], criterion: str, seed: int, data=None, cache=None
+) -> dict[str, Tensor]:
+    """N:M masks of one weight: the ``M - N`` lowest-scoring weights of every group of M along dim 1."""
+    n, m = shape
+    env = (data, {} if cache is None else cache)
+    s = _scores(model, store, target, param, criterion, seed, env)  # already-pruned: -inf, so they go first
+    cur = store.current(param)
+    return {param: nm_mask(s, n, m, None if cur is None else cur.to(s.device))}
+
+
+def weight_masks(
+    model, store, pairs: list[tuple[Target, str]], criterion: str, ratio: float, seed: int, data=None, cache=None
+) -> dict[str, Tensor]:
+    """Unstructured masks pooled over (target, param) pairs at one ratio: the same masks as
+    ``weight_ranking(...).masks(ratio)`` (ties by position), found by a radix select over the tensors
+    (`workbench.masks.topk`) instead of one argsort of all scores concatenated, so a global plan on a large
+    model needs about one byte per weight on top of the model (plus the store's undo data)."""
+    env = (data, {} if cache is None else cache)
+    fns = [lambda t=t, p=p: _scores(model, store, t, p, criterion, seed, env) for t, p in pairs]
+    n = sum(model.get_parameter(p).numel() for _, p in pairs)
+    masks = lowest_k(fns, n_to_prune(ratio, n))
+    return {p: m for (_, p), m in zip(pairs, masks)}
 
 
 def group_ranking(model, store, grp: ChannelGroup, criterion: str, seed: int, data=None, cache=None) -> Ranking:
@@ -250,14 +326,19 @@ def select(
 
     for name, lp in weight_layers.items():
         t = targets[name]
-        merge(
-            weight_ranking(model, store, [(t, p) for p in t.param_names()], lp.criterion, seed, data, cache).masks(
-                lp.ratio
-            )
-        )
+        g = get_granularity(lp.granularity)
+        if g.family == "N:M":
+            for p in t.param_names():
+                merge(nm_masks(model, store, t, p, g.shape, lp.criterion, seed, data, cache))  # type: ignore[arg-type]
+        elif g.family == "block":
+            for p in t.param_names():
+                merge(block_ranking(model, store, t, p, g.shape, lp.criterion, seed, data, cache).masks(lp.ratio))  # type: ignore[arg-type]
+        else:
+            pairs = [(t, p) for p in t.param_names()]
+            merge(weight_masks(model, store, pairs, lp.criterion, lp.ratio, seed, data, cache))
     if plan.scope == "global" and default:
         pairs = [(t, p) for t in default for p in t.param_names()]
-        merge(weight_ranking(model, store, pairs, plan.default.criterion, seed, data, cache).masks(plan.default.ratio))
+        merge(weight_masks(model, store, pairs, plan.default.criterion, plan.default.ratio, seed, data, cache))
         per_layer.update({t.name: plan.default for t in default})
     for gid, lp in jobs.items():
         merge(group_ranking(model, store, groups.groups[gid], lp.criterion, seed, data, cache).masks(lp.ratio))  # type: ignore[union-attr]

@@ -31,6 +31,10 @@ _BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
 
 def _pack(mask: Tensor) -> Tensor:
+    if mask.device.type == "cpu":  # numpy's packbits is one fast pass; the same little-endian bit order
+        import numpy as np
+
+        return torch.from_numpy(np.packbits(mask.reshape(-1).numpy(), bitorder="little"))
     flat = mask.reshape(-1).to(torch.uint8)
     pad = (-flat.numel()) % 8
     if pad:
@@ -148,7 +152,7 @@ class MaskStore:
                 new = new & ~cur
             if not bool(new.any()):
                 continue
-            deltas[name] = _Delta(_pack(new), p.detach()[new].clone(), p.shape)
+            deltas[name] = _Delta(_pack(new), p.detach()[new], p.shape)  # boolean indexing copies
             p.detach().masked_fill_(new, 0)
             self._current[name] = new if cur is None else cur | new
         del self._steps[self._position :]

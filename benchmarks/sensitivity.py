@@ -1,0 +1,282 @@
+"""Sensitivity scans: the workbench's exact scan against a Distiller-style loop, and what each optimisation buys.
+
+A Distiller-style scan deep-copies the model for every (layer, ratio) point, prunes that one layer in the copy
+and runs a full evaluation. The workbench's exact scan gives the same curves without copying or changing the
+model: each row is ranked once for all ratios, masked variants share every other weight, points run on a thread
+pool, and only the part of the network downstream of the pruned layer re-runs on cached torch.fx activations.
+Estimate mode predicts the loss change of every point from one gradient pass (optionally with a diagonal-Fisher
+second-order term); its time is compared with the exact scan's, and its values with the exact scan run with
+``metric="loss"`` (same units) by Spearman rank correlation over all points.
+
+Every ratio is reported only after its two sides were checked to give the same curves (``assert_allclose``,
+atol 1e-6); estimates cannot be equal, so their rows report the rank correlation instead.
+
+Run: ``.venv/bin/python -m benchmarks.sensitivity`` (about two minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from torch import nn
+
+import workbench as wb
+from workbench.analysis.sensitivity import SensitivityResult, rows_for
+from workbench.masks import n_to_prune
+
+THREADS = 2
+RATIOS = np.linspace(0.1, 0.9, 9)
+CRITERION = "l1"
+DEEP_DEPTH, DEEP_WIDTH, DEEP_EPOCHS = 20, 32, 5
+SPEEDUP_GOAL, ESTIMATE_GOAL, SPEARMAN_GOAL = 2.5, 50.0, 0.9
+
+
+@dataclass
+class Case:
+    name: str
+    sizes: str
+    model: nn.Module
+    data: object  # the demo DemoData; scans and the baseline use data.calib
+    granularity: str
+    repeats: int  # interleaved timed rounds per side, after a warm-up; the first round's results are checked
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _deep_cnn(data) -> nn.Module:
+    """A plain CNN, DEEP_DEPTH x (conv3x3 + BN + ReLU) at DEEP_WIDTH channels and a Linear head, trained
+    DEEP_EPOCHS epochs on the digits training split (Adam, lr 1e-3, seed 0; about 5 s on 2 cores).
+    One epoch leaves it at chance level (eval-mode BN statistics lag), which would make every accuracy curve 0."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        layers: list[nn.Module] = []
+        c = 1
+        for _ in range(DEEP_DEPTH):
+            layers += [nn.Conv2d(c, DEEP_WIDTH, 3, padding=1, bias=False), nn.BatchNorm2d(DEEP_WIDTH), nn.ReLU()]
+            c = DEEP_WIDTH
+        model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(DEEP_WIDTH, 10))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        model.train()
+        for _ in range(DEEP_EPOCHS):
+            for x, y in data.train:
+                opt.zero_grad()
+                nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+    return model.eval()
+
+
+def _sizes(model: nn.Module, data, granularity: str) -> str:
+    bench = wb.Workbench(model, data)
+    rows = rows_for(bench, granularity, CRITERION)
+    n = sum(len(x) for x, _ in data.calib)
+    return f"{_params(model):,} params, {len(rows)} rows x {len(RATIOS)} ratios, calib {n}x1x8x8"
+
+
+def _cases() -> list[Case]:
+    resnet, data = wb.demo.load("digits-resnet")
+    t0 = time.perf_counter()
+    deep = _deep_cnn(data)
+    print(f"deep CNN: trained {DEEP_EPOCHS} epochs in {time.perf_counter() - t0:.1f} s")
+    name = f"plain CNN {DEEP_DEPTH}x{DEEP_WIDTH}"
+    return [
+        Case("digits-resnet", _sizes(resnet, data, "weight"), resnet, data, "weight", 5),
+        Case("digits-resnet", _sizes(resnet, data, "filter"), resnet, data, "filter", 5),
+        Case(name, _sizes(deep, data, "weight"), deep, data, "weight", 3),
+    ]
+
+
+def _distiller(model: nn.Module, data, granularity: str, bench: wb.Workbench) -> SensitivityResult:
+    """Distiller-style scan: for every layer (or coupled row) and ratio, deepcopy the model, prune that layer
+    alone in the copy, evaluate the copy in full, subtract the unpruned accuracy.
+
+    `weight`: each conv/linear weight ranked by |w| from scratch (stable argsort, ties by position), the first
+    `n_to_prune(ratio, n)` zeroed. `filter`: the coupled rows of `rows_for` and each row's
+    `ranking.masks(ratio)`, zeroed in the copy (a coupled group's channels must go together; `rows_for` runs
+    inside the timed loop, as it does inside the exact scan)."""
+    base = wb.evaluate(model, data.calib, "accuracy")["metric"]
+    if granularity == "weight":
+        names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        members = tuple((n,) for n in names)
+    else:
+        rows = rows_for(bench, granularity, CRITERION)
+        names, members = [r.label for r in rows], tuple(r.members for r in rows)
+    values = np.zeros((len(names), len(RATIOS)))
+    for i, name in enumerate(names):
+        for j, ratio in enumerate(RATIOS):
+            pruned = copy.deepcopy(model)
+            with torch.no_grad():
+                if granularity == "weight":
+                    w = pruned.get_submodule(name).weight
+                    order = torch.argsort(w.abs().flatten(), stable=True)
+                    w.view(-1)[order[: n_to_prune(float(ratio), w.numel())]] = 0
+                else:
+                    for pname, mask in rows[i].ranking.masks(float(ratio)).items():
+                        pruned.get_parameter(pname).masked_fill_(mask, 0)
+            values[i, j] = wb.evaluate(pruned, data.calib, "accuracy")["metric"] - base
+    return SensitivityResult(
+        tuple(names), members, RATIOS.copy(), values, base, "accuracy", True, granularity, CRITERION, "exact"
+    )
+
+
+def _sides(case: Case) -> tuple[wb.Workbench, dict[str, Callable[[], SensitivityResult]]]:
+    bench = wb.Workbench(case.model, case.data)
+    g = case.granularity
+
+    def scan(**kw) -> SensitivityResult:
+        return bench.sensitivity(RATIOS, granularity=g, criterion=CRITERION, progress=False, **kw)
+
+    def one_worker() -> SensitivityResult:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return scan(executor=pool)
+
+    return bench, {
+        "distiller": lambda: _distiller(case.model, case.data, g, bench),
+        "ours": scan,
+        "one-worker": one_worker,
+        "full": lambda: scan(engine="full"),
+        "estimate": lambda: scan(mode="estimate"),
+        "estimate-2nd": lambda: scan(mode="estimate", second_order=True),
+    }
+
+
+def _warm_up(case: Case, bench: wb.Workbench) -> None:
+    """Cheap first calls of every code path (fx tracing, thread pool, autograd), so no timed run pays them."""
+    wb.evaluate(copy.deepcopy(case.model), case.data.calib, "accuracy")
+    first = rows_for(bench, case.granularity, CRITERION)[0].label
+    for kw in ({}, {"engine": "full"}, {"mode": "estimate"}, {"mode": "estimate", "second_order": True}):
+        bench.sensitivity(
+            RATIOS[:1], granularity=case.granularity, criterion=CRITERION, layers=[first], progress=False, **kw
+        )
+
+
+def _check(case: Case, res: dict[str, SensitivityResult]) -> dict[str, float]:
+    """Same curves before any ratio: Distiller == ours == one worker == full engine. Estimates cannot be equal:
+    their Spearman rank correlation over all points with the exact scan run with metric="loss" (same units)."""
+    ours, dist = res["ours"], res["distiller"]
+    where = f"{case.name} {case.granularity}"
+    assert ours.metric_name == "accuracy" and ours.complete, f"{where}: unexpected scan {ours.metric_name}"
+    assert ours.layers == dist.layers, f"{where}: rows differ: {ours.layers} vs {dist.layers}"
+    assert ours.members == dist.members, f"{where}: row members differ"
+    assert abs(ours.baseline - dist.baseline) < 1e-9, f"{where}: baselines differ"
+    np.testing.assert_allclose(ours.values, dist.values, atol=1e-6, err_msg=f"{where}: ours vs Distiller")
+    for k in ("one-worker", "full"):
+        np.testing.assert_allclose(res[k].values, ours.values, atol=1e-6, err_msg=f"{where}: {k} vs default")
+    assert res["full"].engine.startswith("full") and ours.engine.startswith("suffix"), (
+        f"{where}: engines {ours.engine!r} / {res['full'].engine!r}"
+    )
+    exact = res["exact-loss"].values.ravel()
+    assert res["exact-loss"].metric_name == "loss" and np.isfinite(exact).all(), f"{where}: exact loss scan"
+    return {k: float(spearmanr(res[k].values.ravel(), exact).statistic) for k in ("estimate", "estimate-2nd")}
+
+
+def _run(case: Case) -> tuple[dict[str, float], dict[str, float]]:
+    """Warm up, then `repeats` interleaved timed rounds (the order rotates each round); the first round's
+    results are checked before the others run. Returns the median seconds per side and the Spearman values."""
+    bench, sides = _sides(case)
+    _warm_up(case, bench)
+    samples: dict[str, list[float]] = {k: [] for k in sides}
+    names = list(sides)
+    rho: dict[str, float] = {}
+    for r in range(case.repeats):
+        results = {}
+        for k in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            results[k] = sides[k]()
+            samples[k].append(time.perf_counter() - t0)
+        if r == 0:
+            results["exact-loss"] = bench.sensitivity(
+                RATIOS, granularity=case.granularity, criterion=CRITERION, metric="loss", progress=False
+            )
+            rho = _check(case, results)
+    return {k: statistics.median(v) for k, v in samples.items()}, rho
+
+
+def main() -> int:
+    torch.set_num_threads(THREADS)
+    start = time.perf_counter()
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(
+            f"warning: the machine is busy (load average {load:.1f} before starting); with {THREADS} threads on "
+            f"{os.cpu_count()} CPUs other processes distort these timings: rerun when it is idle"
+        )
+    runs = []
+    for case in _cases():
+        secs, rho = _run(case)
+        runs.append((case, secs, rho))
+    header = ("case", "sizes", "baseline", "ours", "baseline s", "ours s", "ratio", "check")
+    table = [header]
+    for case, s, rho in runs:
+        name = f"{case.name} {case.granularity}/{CRITERION}"
+        same = "same curves"
+        pairs = (
+            (name, case.sizes, "Distiller loop", "exact scan", "distiller", "ours", same),
+            ("", "", "exact, 1 worker", "exact, 2 workers", "one-worker", "ours", same),
+            ("", "", "exact, engine=full", "exact, fx suffix", "full", "ours", same),
+            ("", "", "exact scan", "estimate, 1st order", "ours", "estimate", f"Spearman {rho['estimate']:.3f}"),
+            (
+                "",
+                "",
+                "exact scan",
+                "estimate, 2nd order",
+                "ours",
+                "estimate-2nd",
+                f"Spearman {rho['estimate-2nd']:.3f}",
+            ),
+        )
+        for c, sz, bl, ou, kb, ko, chk in pairs:
+            table.append((c, sz, bl, ou, f"{s[kb]:.3f}", f"{s[ko]:.3f}", f"{s[kb] / s[ko]:.1f}x", chk))
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    print(
+        f"sensitivity scans, {len(RATIOS)} ratios 0.1..0.9, criterion {CRITERION}, digits calib data; torch "
+        f"{torch.__version__}, torch.set_num_threads({THREADS}); median of 5 (digits-resnet) / 3 (plain CNN) "
+        f"interleaved runs after a warm-up; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"
+    )
+    print(
+        "curves checked first: Distiller loop == exact scan == 1 worker == engine=full (assert_allclose atol 1e-6); "
+        "estimates: Spearman rank correlation over all points with the exact scan run with metric='loss'"
+    )
+    left = {0, 1, 2, 3, 7}
+    for i, r in enumerate(table):
+        print(
+            " | ".join(c.ljust(w) if j in left else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True)))
+        )
+        if i == 0:
+            print("-+-".join("-" * w for w in widths))
+
+    def verdict(got: list[tuple[str, float]], goal: float, fmt: str) -> str:
+        met = sum(v >= goal for _, v in got)
+        word = "met" if met == len(got) else "NOT met" if met == 0 else f"met in {met} of {len(got)} cases"
+        return f"{word} (" + "; ".join(f"{n} {fmt.format(v)} {'met' if v >= goal else 'not met'}" for n, v in got) + ")"
+
+    print()
+    for label, key, base, goal in (
+        ("Distiller/exact", "ours", "distiller", SPEEDUP_GOAL),
+        ("exact/estimate 1st order", "estimate", "ours", ESTIMATE_GOAL),
+        ("exact/estimate 2nd order", "estimate-2nd", "ours", ESTIMATE_GOAL),
+    ):
+        got = [(f"{c.name} {c.granularity}", s[base] / s[key]) for c, s, _ in runs]
+        print(f"goal {label} >= {goal:g}x: {verdict(got, goal, '{:.1f}x')}")
+    for label, key in (("1st order", "estimate"), ("2nd order", "estimate-2nd")):
+        got = [(f"{c.name} {c.granularity}", rho[key]) for c, _, rho in runs]
+        print(
+            f"goal Spearman(estimate {label}, exact loss) >= {SPEARMAN_GOAL:g}: {verdict(got, SPEARMAN_GOAL, '{:.3f}')}"
+        )
+    print(f"total {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Accuracy, generalization and bias before vs after (workbench/analysis/bias.py)."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_bitwise, assert_plain, snapshot
+
+import workbench as wb
+from workbench.analysis.states import StateError
+
+
+@pytest.fixture(scope="module")
+def cnn_bias():
+    model, data = wb.demo.load("digits-cnn")
+    bench = wb.Workbench(model, data)
+    bench.apply(wb.Plan.global_(0.7))
+    bench.apply(wb.Plan.global_(0.85))
+    bench.undo()  # a redo branch that must survive
+    gen = data.train.generator.get_state()
+    snap = snapshot(model)
+    b = bench.bias(plans=(0.3, 0.6, 0.9), classes=data.classes)
+    assert_bitwise(model, snap)
+    assert_plain(model)
+    assert (bench.store.position, len(bench.store.steps)) == (1, 2)
+    assert torch.equal(gen, data.train.generator.get_state())  # the training order is not consumed
+    yield bench, b
+    bench.reset()
+
+
+def test_per_class_numbers_add_up_to_the_overall_accuracy(cnn_bias):
+    bench, b = cnn_bias
+    assert b.counts.sum() == 360 and b.confusion_after.sum(1).tolist() == b.counts.tolist()
+    for per, overall in ((b.per_class_before, b.accuracy_before), (b.per_class_after, b.accuracy_after)):
+        assert float((per * b.counts).sum() / b.counts.sum()) == pytest.approx(overall, abs=1e-12)
+    assert b.accuracy_after == pytest.approx(bench.evaluate()["accuracy"], abs=1e-12)
+    assert b.accuracy_before == pytest.approx(bench.history[0].metrics["accuracy"], abs=1e-12)
+    assert np.allclose(b.per_class_after, bench.evaluate()["per_class"])
+    assert (b.confusion_delta.sum(1) == 0).all()
+    assert b.delta[b.hurt[0]] == np.nanmin(b.delta)
+
+
+def test_pruning_identified_exemplars(cnn_bias):
+    _, b = cnn_bias
+    flipped_right = int(np.sum(np.diag(b.confusion_before))) - int(np.sum(np.diag(b.confusion_after)))
+    assert b.forgotten - b.learned == flipped_right
+    assert b.n_flipped >= b.forgotten + b.learned and len(b.exemplar_inputs) == min(32, b.n_flipped)
+    assert b.exemplar_inputs.shape[1:] == (1, 8, 8)
+    assert (b.exemplar_before != b.exemplar_after).all()
+    right_to_wrong = (b.exemplar_before == b.exemplar_labels) & (b.exemplar_after != b.exemplar_labels)
+    k = int(right_to_wrong.sum())
+    assert right_to_wrong[:k].all()  # what pruning forgot comes first
+
+
+def test_generalization_gap_and_curve(cnn_bias):
+    _, b = cnn_bias
+    assert 0 <= b.train_before <= 1 and 0 <= b.train_after <= 1
+    assert b.gap_before == pytest.approx(b.train_before - b.accuracy_before)
+    assert np.all(np.diff(b.curve_sparsity) > 0) and b.curve_sparsity[-1] == pytest.approx(0.9, abs=0.01)
+    assert np.all(b.curve_worst <= b.curve_overall) and b.curve_overall[-1] < b.curve_overall[0]
+    assert len(b.curve_labels) == 3 and set(b.to_dict()) >= {"hurt", "curve_worst", "gap_after"}
+
+
+def test_bias_on_any_two_entries_and_bad_input(cnn_bias):
+    bench, _ = cnn_bias
+    snap = snapshot(bench.model)
+    b = bench.bias(before=1, after=2, train=None)
+    assert (b.before, b.after, b.before_label) == (1, 2, "step 1") and b.curve_sparsity.size == 0
+    with pytest.raises(StateError):
+        bench.bias(after=3)
+    with pytest.raises(wb.errors.WorkbenchError, match="plans"):
+        bench.bias(plans=["half"])
+
+    def stop(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bench.bias(before=2, after=0, progress=stop)
+    assert (bench.store.position, len(bench.store.steps)) == (1, 2)
+    assert_bitwise(bench.model, snap)

@@ -1,0 +1,148 @@
+"""Robustness before vs after (workbench/analysis/robustness.py): attacks, noise, the robust_accuracy metric."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_bitwise, assert_plain, snapshot
+from zoo import make
+
+import workbench as wb
+from workbench.analysis.robustness import AttackError, available_attacks, robust_accuracy
+from workbench.errors import WorkbenchWarning
+
+EPS = (0.0, 0.05, 0.1)
+
+
+@pytest.fixture(scope="module")
+def cnn_rob():
+    """One robustness run on the demo CNN (dense vs 50% magnitude), shared by the tests that only read it."""
+    model, data = wb.demo.load("digits-cnn")
+    bench = wb.Workbench(model, data)
+    bench.apply(wb.Plan.uniform(0.5))
+    snap = snapshot(model)
+    rob = bench.robustness(("fgsm", "pgd", "noise"), EPS, samples=128, seed=0)
+    assert_bitwise(model, snap)
+    assert_plain(model)
+    yield bench, rob
+    bench.reset()
+
+
+def test_eps_zero_is_the_clean_accuracy_of_evaluate(cnn_rob):
+    bench, _ = cnn_rob
+    rob = bench.robustness(("fgsm", "noise"), (0.0,))  # all 360 validation samples
+    assert rob.n == 360
+    assert rob.accuracy[1, :, 0].tolist() == [bench.evaluate()["accuracy"]] * 2
+    assert rob.accuracy[0, :, 0].tolist() == [bench.history[0].metrics["accuracy"]] * 2
+    assert (rob.flip_rate == 0).all()
+
+
+def test_pgd_is_at_most_fgsm_is_at_most_clean(cnn_rob):
+    _, rob = cnn_rob
+    fgsm, pgd, noise = rob.accuracy[:, 0], rob.accuracy[:, 1], rob.accuracy[:, 2]
+    for s in (0, 1):
+        assert np.all(pgd[s] <= fgsm[s] + 1e-9), (pgd[s], fgsm[s])
+        assert np.all(fgsm[s] <= rob.clean_accuracy[s] + 1e-9)
+        assert np.all(np.diff(fgsm[s]) <= 0) and np.all(np.diff(pgd[s]) <= 0)  # stronger with eps
+        assert fgsm[s, -1] < rob.clean_accuracy[s]
+    assert rob.value("pgd", 0.1, "before") == pgd[0, 2]
+    assert noise[0, 0] == rob.clean_accuracy[0]
+
+
+def test_fixed_seeds_give_the_same_numbers(cnn_rob):
+    bench, rob = cnn_rob
+    again = bench.robustness(("pgd", "noise"), EPS, samples=128, seed=0)
+    assert np.array_equal(again.accuracy, rob.accuracy[:, 1:]) and np.array_equal(again.flip_rate, rob.flip_rate[:, 1:])
+    other = bench.robustness(("noise",), (0.3,), samples=128, seed=1)
+    first = bench.robustness(("noise",), (0.3,), samples=128, seed=0)
+    assert not np.array_equal(other.flip_rate, first.flip_rate) or other.accuracy.tolist() != first.accuracy.tolist()
+
+
+def test_perturbed_inputs_stay_in_the_data_range():
+    from workbench.analysis.robustness import _ATTACKS, Settings
+
+    x = torch.rand(16, 1, 8, 8)
+    y = torch.randint(0, 10, (16,))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    forward = model
+    s = Settings(0.0, 1.0, steps=3)
+    for name in ("fgsm", "pgd", "noise"):
+        xa = _ATTACKS[name].fn(forward, x.clone(), y, 0.3, s, torch.Generator().manual_seed(0))
+        assert xa.min() >= 0 and xa.max() <= 1, name
+        if name != "noise":
+            assert (xa - x).abs().max() <= 0.3 + 1e-6, name
+
+
+def test_bad_robustness_input(cnn_rob):
+    bench, _ = cnn_rob
+    snap = snapshot(bench.model)
+    with pytest.raises(AttackError, match=r"eps must be >= 0.*-0.1"):
+        bench.robustness(eps=(0, -0.1))
+    with pytest.raises(AttackError, match="pgd"):
+        bench.robustness(attacks=("pgdd",))
+    with pytest.warns(WorkbenchWarning, match="holds only 360"):
+        rob = bench.robustness(("noise",), (0.1,), samples=5000)
+    assert rob.n == 360
+    assert_bitwise(bench.model, snap)
+
+
+def test_integer_token_inputs_name_the_attacks_that_apply():
+    model, data = make("tied")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WorkbenchWarning)
+        bench = wb.Workbench(model, data)
+    bench.apply(wb.Plan.uniform(0.5))
+    snap = snapshot(model)
+    with pytest.raises(AttackError, match=r"\['fgsm', 'pgd', 'noise'\].*substitute.*attributions"):
+        bench.robustness()
+    rob = bench.robustness(("substitute",), (0.0, 0.5, 1.0))
+    assert available_attacks("int") == ["substitute"] and rob.flip_rate[:, 0, 0].tolist() == [0, 0]
+    assert_bitwise(model, snap)
+
+
+def test_an_attack_stopped_midway_leaves_the_model_as_it_was(cnn_rob):
+    bench, _ = cnn_rob
+    bench.apply(wb.Plan.global_(0.7))
+    bench.undo()
+    pos, steps, snap = bench.store.position, len(bench.store.steps), snapshot(bench.model)
+
+    def stop(done, total):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bench.robustness(("pgd",), EPS, samples=64, before=2, after=0, progress=stop)
+    assert (bench.store.position, len(bench.store.steps)) == (pos, steps)
+    assert_bitwise(bench.model, snap)
+    assert_plain(bench.model)
+
+
+def test_robust_accuracy_as_a_sensitivity_metric(cnn_rob):
+    bench, _ = cnn_rob
+    snap = snapshot(bench.model)
+    metric = robust_accuracy("fgsm", 0.1, samples=64)
+    assert metric.__name__ == "robust_accuracy(fgsm, eps=0.1)"
+    clean = robust_accuracy("fgsm", 0.0, samples=64)(bench.model, bench.calib)
+    attacked = metric(bench.model, bench.calib)  # the scan's baseline, on its data (calib)
+    assert 0 <= attacked < clean
+    sens = bench.sensitivity((0.5,), layers=["features.3"], metric=metric, progress=False)
+    assert sens.metric_name == "robust_accuracy(fgsm, eps=0.1)" and np.isfinite(sens.values).all()
+    assert sens.baseline == pytest.approx(attacked)
+    assert_bitwise(bench.model, snap)
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "digits-resnet", "digits-lstm", "digits-transformer"])
+def test_robustness_on_every_demo_model(demo_models, name):
+    model, data = demo_models[name]
+    bench = wb.Workbench(model, data)
+    try:
+        bench.apply(wb.Plan.uniform(0.5))
+        snap = snapshot(model)
+        rob = bench.robustness(("fgsm", "noise"), (0.0, 0.1), samples=32)
+        assert rob.accuracy.shape == (2, 2, 2) and rob.x_range == (0.0, 1.0)
+        assert np.all(rob.accuracy[:, 0, 1] <= rob.clean_accuracy)
+        assert_bitwise(model, snap)
+        assert_plain(model)
+    finally:
+        bench.reset()

@@ -1,0 +1,53 @@
+"""compare_timing: every arm at equal sparsity and epochs, the bench back where it started, a table and curves."""
+
+import pytest
+import torch
+from conftest import assert_bitwise, snapshot
+from test_schedules import mlp_bench
+
+import workbench as wb
+from workbench.masks import n_to_prune
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_arm_at_equal_sparsity_and_epochs_and_the_bench_ends_where_it_started():
+    model, bench = mlp_bench()
+    start = snapshot(model)
+    res = wb.training.compare_timing(bench, 0.8, epochs=4, methods=wb.training.compare.METHODS, rounds=2, steps=3)
+    assert_bitwise(model, start)
+    assert bench.store.position == 0
+    rows = {r["method"]: r for r in res.rows}
+    assert list(rows) == ["dense", "pre", "during", "post", "post-iterative"]
+    total = 8 * 32 + 32 * 3
+    for m, r in rows.items():
+        assert r["epochs"] == 4, m
+        assert r["sparsity"] == (0.0 if m == "dense" else n_to_prune(0.8, total) / total), m
+        c = res.curves[m]
+        assert len(c["epoch"]) == len(c["metric"]) == len(c["sparsity"]) and c["epoch"][-1] == 4
+    assert rows["pre"]["pruned_metric"] is not None and rows["dense"]["pruned_metric"] is None
+    text = res.table()
+    assert "post-iterative" in text and "80.1%" in text  # n_to_prune(0.8, 352) / 352
+    assert res.to_dict()["rows"][0]["method"] == "dense"
+
+
+def test_plot_and_bad_methods():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _, bench = mlp_bench()
+    res = wb.training.compare_timing(bench, 0.5, epochs=2, methods=("during", "post"), steps=2)
+    fig, ax = plt.subplots()
+    lines = wb.training.plot_timing(res, ax)
+    assert [ln.get_label() for ln in lines] == ["during", "post"]
+    plt.close(fig)
+    with pytest.raises(wb.training.TrainingError, match="methods must be chosen from"):
+        wb.training.compare_timing(bench, 0.5, methods=("later",))

@@ -1,0 +1,207 @@
+"""States without copies: evaluate an earlier (or undone) history entry of the live model, then come back.
+
+"Before" and "after" are history entries (0 = dense, i = after step i). To look at entry `i` the workbench moves its
+mask store there with the same exact undo/redo it uses for `bench.goto`, runs the analysis, and moves back in a
+``finally``: a *transaction* on the live model, restored bitwise also when the analysis raises or is interrupted.
+No copy of the model is kept; the history (including steps that could be redone) is left exactly as it was.
+
+>>> import torch, workbench as wb
+>>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+>>> bench = wb.Workbench(model, [(torch.randn(32, 8), torch.randint(0, 3, (32,)))])
+>>> _ = bench.apply(wb.Plan.uniform(0.5))
+>>> with at(bench, 0):
+...     float((model[0].weight == 0).float().mean())   # dense inside the transaction
+0.0
+>>> bench.store.position, round(float((model[0].weight == 0).float().mean()), 2)
+(1, 0.5)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import DataError, WorkbenchError, WorkbenchWarning
+from ..evaluate import batches, call, model_device
+
+__all__ = ["StateError", "at", "default_pair", "label_of", "logits", "resolve", "take"]
+
+
+class StateError(WorkbenchError, IndexError):
+    """A history index that does not exist, or a comparison that needs a step that was never applied."""
+
+
+def resolve(bench, index: int | None) -> int:
+    """The history entry `index` as a position in ``0..len(history)-1``. Negative indices count from the end of
+    `bench.history` (-1 = the latest entry); None means the current state."""
+    n = len(bench.store.steps) + 1
+    if index is None:
+        return bench.store.position
+    if isinstance(index, bool) or not hasattr(index, "__index__"):
+        raise StateError(f"a history index must be an int (0 = dense, -1 = latest entry), got {index!r}")
+    i = index.__index__()
+    j = i + n if i < 0 else i
+    if not 0 <= j < n:
+        raise StateError(
+            f"history entry {i} does not exist: this bench has entries 0..{n - 1} (0 = dense, -1 = latest, "
+            f"current = {bench.store.position}); see bench.history"
+        )
+    return j
+
+
+def default_pair(bench, before: int | None = None, after: int | None = None) -> tuple[int, int]:
+    """The two states a comparison looks at: by default the state before the current step vs now."""
+    if before is None and after is None and bench.store.position == 0:
+        raise StateError(
+            "nothing to compare: no pruning step is applied yet. Apply a plan first (bench.apply(plan)), or name "
+            "the two states, e.g. before=0, after=1 (see bench.history)"
+        )
+    a = resolve(bench, after) if after is not None else bench.store.position
+    b = resolve(bench, before) if before is not None else max(a - 1, 0)
+    return b, a
+
+
+def label_of(bench, index: int) -> str:
+    """A short name of a history entry for plots: 'dense' or 'step i'."""
+    return "dense" if index == 0 else f"step {index}"
+
+
+@contextmanager
+def _no_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back while the store moves, and raise it once the move is complete."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    hit: list[int] = []
+    try:
+        old = signal.signal(signal.SIGINT, lambda sig, frame: hit.append(sig))
+    except ValueError:  # not allowed here (e.g. an embedded interpreter)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
+        if hit:
+            raise KeyboardInterrupt
+
+
+def _touched(store, lo: int, hi: int) -> dict[str, Tensor]:
+    """Union of the elements the steps ``lo..hi-1`` zero, by parameter name."""
+    out: dict[str, Tensor] = {}
+    for step in store.steps[lo:hi]:
+        for name, d in step.deltas.items():
+            m = d.mask()
+            out[name] = m if name not in out else out[name] | m
+    return out
+
+
+def _goto(bench, position: int) -> None:
+    """Move to `position` one step at a time, the way the bench undoes and redoes (steps made by training also swap
+    their trained weights); the store's own moves where the bench has no step-wise movers."""
+    undo, redo = getattr(bench, "_undo_one", None), getattr(bench, "_redo_one", None)
+    if undo is None or redo is None:
+        bench.store.goto_(position)
+        return
+    while bench.store.position > position:
+        undo()
+    while bench.store.position < position:
+        redo()
+
+
+@contextmanager
+def at(bench, index: int | None) -> Iterator[int]:
+    """Temporarily put the live model in history entry `index` (a transaction); yields the resolved index.
+
+    The store moves with the bench's exact undo/redo (never dropping a step that could be redone) and moves back in
+    a ``finally``. The values of every element the move
+    touches are also kept (only those, never the model) and written back afterwards, so the model is restored
+    bitwise even if its weights were edited outside the workbench since the steps were recorded. Ctrl-C is held
+    back while the store moves and raised right after.
+    """
+    store = bench.store
+    target = resolve(bench, index)
+    start = store.position
+    if target == start:
+        yield target
+        return
+    lo, hi = min(start, target), max(start, target)
+    saved: dict[str, tuple[Tensor, Tensor]] = {}
+    with torch.no_grad():
+        for name, mask in _touched(store, lo, hi).items():
+            p = store._param(name)
+            m = mask.to(p.device)
+            saved[name] = (m, p.detach()[m].clone())
+    moved = False
+    try:
+        with _no_interrupt():
+            moved = True
+            _goto(bench, target)
+        yield target
+    finally:
+        if moved:
+            with _no_interrupt(), torch.no_grad():
+                _goto(bench, start)
+                for name, (m, values) in saved.items():
+                    store._param(name).detach().masked_scatter_(m, values)
+
+
+# helpers the effect analyses share --------------------------------------------------------------------------
+def logits(model: nn.Module, x: Any) -> Tensor:
+    """The model's output for `x` (the first element when it returns a tuple)."""
+    out = call(model, x)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def take(data: Iterable, samples: int | None, device: torch.device, what: str = "samples") -> tuple[Tensor, Tensor]:
+    """The first `samples` inputs and labels of `data` as two tensors (all of them when None). Asking for more
+    than the data holds clamps to its size with a warning."""
+    if samples is not None and (isinstance(samples, bool) or int(samples) != samples or samples < 1):
+        raise DataError(f"{what} must be a positive integer, got {samples!r}")
+    xs, ys, n = [], [], 0
+    for i, (x, y) in enumerate(batches(data, device)):
+        if not isinstance(x, Tensor):
+            raise DataError(
+                f"batch {i} has inputs of type {type(x).__name__}; the effect analyses need one input tensor per "
+                "batch (wrap a multi-input model so it takes a single tensor)"
+            )
+        xs.append(x)
+        ys.append(y)
+        n += x.shape[0]
+        if samples is not None and n >= samples:
+            break
+    if n == 0:
+        raise DataError("the data yielded no samples; pass a non-empty DataLoader of (inputs, labels)")
+    x, y = torch.cat(xs), torch.cat(ys)
+    if samples is not None and samples > n:
+        warnings.warn(f"{what}={samples} but the data holds only {n}; using all {n}", WorkbenchWarning, stacklevel=3)
+    return (x, y) if samples is None else (x[:samples], y[:samples])
+
+
+def grad_context(model: nn.Module):
+    """A context for input gradients: cuDNN's RNN backward refuses eval mode, so it is switched off on CUDA."""
+    if model_device(model).type == "cuda":
+        return torch.backends.cudnn.flags(enabled=False)
+    return contextlib.nullcontext()
+
+
+def data_range(data: Iterable, device: torch.device) -> tuple[float, float]:
+    """(min, max) of the inputs of `data` (one pass), or its declared `x_range`."""
+    declared = getattr(data, "x_range", None)
+    if declared is not None:
+        return float(declared[0]), float(declared[1])
+    lo, hi = float("inf"), float("-inf")
+    for x, _ in batches(data, device):
+        if isinstance(x, Tensor) and x.numel() and x.dtype != torch.bool:
+            lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+    if lo > hi:
+        raise DataError("cannot derive the input range from the data (no input tensors); pass x_range=(lo, hi)")
+    return lo, hi

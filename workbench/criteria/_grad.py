@@ -1,0 +1,180 @@
+"""Gradient statistics for data-driven criteria, computed without writing to the model.
+
+Every statistic is computed once per selection (kept in `ScoreContext.cache`) for every floating parameter of the
+model, keyed by the parameter's identity, so tied weights and every coupled group read the same numbers. The
+model runs through `torch.func.functional_call` on *detached leaves* that share the live storage: autograd never
+writes a `.grad`, and the live parameters are not part of any graph. Every submodule is in eval mode meanwhile
+(BatchNorm uses its running statistics and does not update them; dropout is off) and gets its own flag back.
+
+The loss is cross-entropy for integer labels and 2-D logits, else the squared error summed over a sample's
+outputs; statistics are means over samples, so they do not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import CriterionError
+from ..evaluate import batches, eval_mode, model_device
+from ._registry import ScoreContext
+
+__all__ = ["forward", "gradient_stat", "leaves", "loss_sum", "need_data"]
+
+KINDS = ("mean", "first", "fisher", "hg")
+
+
+def need_data(ctx: ScoreContext, name: str) -> None:
+    """Raise a CriterionError naming the criterion and the fix when `ctx` has no model or data."""
+    if ctx.model is None or ctx.data is None:
+        raise CriterionError(
+            f"criterion {name!r} needs calibration data to score {ctx.target!r}: create the Workbench with data "
+            "(Workbench(model, data) or calib=...)"
+        )
+
+
+def leaves(model: nn.Module) -> dict[str, Tensor]:
+    """Detached leaves sharing the storage of every floating parameter (tied ones once), requiring grad."""
+    return {n: p.detach().requires_grad_(True) for n, p in model.named_parameters() if p.is_floating_point()}
+
+
+def forward(model: nn.Module, params: dict[str, Tensor], x: Any) -> Tensor:
+    """`model(x)` with `params` in place of its parameters (and buffers), the first output if several."""
+    if isinstance(x, dict):
+        out = torch.func.functional_call(model, params, (), x)
+    else:
+        out = torch.func.functional_call(model, params, tuple(x) if isinstance(x, (list, tuple)) else (x,))
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def loss_sum(out: Tensor, y: Tensor) -> Tensor:
+    """Summed per-sample loss: cross-entropy for class labels and 2-D logits, else squared error."""
+    if not y.is_floating_point() and out.dim() == 2:
+        return F.cross_entropy(out.float(), y, reduction="sum")
+    return F.mse_loss(out.float(), y.float(), reduction="sum") / max(1, out[0].numel())
+
+
+def _n(y: Tensor) -> int:
+    return int(y.shape[0]) if y.dim() else 1
+
+
+@contextlib.contextmanager
+def _grad_mode(model: nn.Module):
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def _math_attention():
+    """Double backward (Hessian-vector products) needs the math kernel of scaled_dot_product_attention."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(SDPBackend.MATH)
+    except ImportError:  # pragma: no cover - older torch
+        return contextlib.nullcontext()
+
+
+def _mean_grad(model: nn.Module, data: Iterable, first_only: bool) -> tuple[dict[str, Tensor], int]:
+    lv = leaves(model)
+    acc = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in lv.items()}
+    n = 0
+    with _grad_mode(model):
+        for x, y in batches(data, model_device(model)):
+            gs = torch.autograd.grad(loss_sum(forward(model, lv, x), y), list(lv.values()), allow_unused=True)
+            for k, g in zip(lv, gs):
+                if g is not None:
+                    acc[k] += g.double()
+            n += _n(y)
+            if first_only:
+                break
+    if n == 0:
+        raise CriterionError("the calibration data yielded no samples; pass a non-empty DataLoader of (inputs, labels)")
+    return {k: v / n for k, v in acc.items()}, n
+
+
+def _hg(model: nn.Module, data: Iterable) -> dict[str, Tensor]:
+    """H g: the Hessian of the mean loss times its gradient (one double-backward pass per batch)."""
+    g, n = _mean_grad(model, data, first_only=False)
+    lv = leaves(model)
+    names = list(lv)
+    acc = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in lv.items()}
+    with _grad_mode(model), _math_attention():
+        for x, y in batches(data, model_device(model)):
+            loss = loss_sum(forward(model, lv, x), y) / n
+            gs = torch.autograd.grad(loss, [lv[k] for k in names], create_graph=True, allow_unused=True)
+            z = sum(((gi * g[k].to(gi.dtype)).sum() for k, gi in zip(names, gs) if gi is not None), torch.zeros(()))
+            if not z.requires_grad:
+                continue
+            hs = torch.autograd.grad(z, [lv[k] for k in names], allow_unused=True)
+            for k, h in zip(names, hs):
+                if h is not None:
+                    acc[k] += h.double()
+    return acc
+
+
+def _fisher(model: nn.Module, data: Iterable) -> dict[str, Tensor]:
+    """Diagonal empirical Fisher: the mean over samples of squared per-sample gradients."""
+    lv = leaves(model)
+    acc = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in lv.items()}
+    threads = torch.get_num_threads()
+    small = sum(v.numel() for v in lv.values()) < 1_000_000
+    try:
+        if small:  # one-sample passes of a small model: extra threads only add synchronisation (restored below)
+            torch.set_num_threads(1)
+        n = _fisher_loop(model, lv, data, acc)
+    finally:
+        torch.set_num_threads(threads)
+    if n == 0:
+        raise CriterionError("the calibration data yielded no samples; pass a non-empty DataLoader of (inputs, labels)")
+    return {k: v / n for k, v in acc.items()}
+
+
+def _fisher_loop(model: nn.Module, lv: dict[str, Tensor], data: Iterable, acc: dict[str, Tensor]) -> int:
+    n = 0
+    with _grad_mode(model):
+        for x, y in batches(data, model_device(model)):
+            # one sample at a time: torch.func.vmap is far slower on grouped/depthwise convs and cannot batch
+            # every layer, and a plain loop is exact and predictable
+            for s in range(_n(y)):
+                xs = torch.utils._pytree.tree_map(lambda t, s=s: t[s : s + 1], x)
+                gs = torch.autograd.grad(
+                    loss_sum(forward(model, lv, xs), y[s : s + 1]), list(lv.values()), allow_unused=True
+                )
+                for k, g in zip(lv, gs):
+                    if g is not None:
+                        acc[k] += g.double().square()
+            n += _n(y)
+    return n
+
+
+def gradient_stat(ctx: ScoreContext, kind: str, name: str) -> Tensor:
+    """The statistic `kind` for `ctx.param` (float64, its shape), computed once per selection for all parameters.
+
+    `kind`: ``"mean"`` (mean gradient over the calibration data), ``"first"`` (mean gradient on its first batch),
+    ``"fisher"`` (mean squared per-sample gradient), ``"hg"`` (Hessian of the mean loss times its gradient).
+    """
+    need_data(ctx, name)
+    model = ctx.model
+    key = f"grad:{kind}:{id(ctx.data)}"
+    stats = ctx.cache.get(key)
+    if stats is None:
+        if kind in ("mean", "first"):
+            by_name = _mean_grad(model, ctx.data, first_only=kind == "first")[0]
+        elif kind == "fisher":
+            by_name = _fisher(model, ctx.data)
+        elif kind == "hg":
+            by_name = _hg(model, ctx.data)
+        else:  # pragma: no cover - internal misuse
+            raise ValueError(f"unknown gradient statistic {kind!r}; one of {KINDS}")
+        stats = ctx.cache[key] = {id(model.get_parameter(k)): v for k, v in by_name.items()}
+    try:
+        return stats[id(model.get_parameter(ctx.param))]
+    except KeyError:
+        raise CriterionError(
+            f"criterion {name!r} cannot score {ctx.param!r}: it is not a floating-point parameter"
+        ) from None

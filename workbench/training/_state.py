@@ -1,0 +1,181 @@
+"""Model states for training procedures: snapshots, weight swaps for exact undo, mask views, frozen teachers.
+
+A training procedure changes every weight, not only the pruned ones, so its history step carries a `WeightSwap`:
+the values of every tensor the step changed, on the other side of the step. Undo and redo exchange them with the
+live tensors (`Workbench.undo` / `redo` / `goto` / `reset`), so every state stays reachable bit for bit. It costs
+one copy of the changed tensors per training step (on the model's device).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MaskView", "WeightSwap", "frozen_clone", "named_state", "record", "snapshot", "state_at"]
+
+
+def named_state(model: nn.Module) -> dict[str, Tensor]:
+    """Every parameter and buffer of `model` by name (tied tensors once), as the live tensors."""
+    out: dict[str, Tensor] = {}
+    seen: set[int] = set()
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            out[name] = t
+    return out
+
+
+def snapshot(model: nn.Module) -> dict[str, Tensor]:
+    """A copy of every parameter and buffer (the state a procedure starts from)."""
+    return {k: v.detach().clone() for k, v in named_state(model).items()}
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    if a.is_floating_point():  # bits, so -0.0 vs 0.0 counts as a change
+        return torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+    return torch.equal(a, b)
+
+
+class WeightSwap:
+    """Values of some of a model's tensors (by name) that `swap_` exchanges with the live ones, bitwise.
+
+    >>> lin = torch.nn.Linear(2, 1)
+    >>> before = lin.weight.detach().clone()
+    >>> swap = WeightSwap({"weight": torch.zeros(1, 2)})
+    >>> swap.swap_(lin); float(lin.weight.detach().abs().sum())
+    0.0
+    >>> swap.swap_(lin); torch.equal(lin.weight, before)
+    True
+    """
+
+    def __init__(self, values: Mapping[str, Tensor]):
+        self.values = dict(values)
+
+    @torch.no_grad()
+    def swap_(self, model: nn.Module) -> None:
+        live = named_state(model)
+        for name, stored in self.values.items():
+            t = live[name].detach()
+            tmp = t.clone()
+            t.copy_(stored)
+            self.values[name] = tmp
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.nbytes for v in self.values.values())
+
+    def __repr__(self) -> str:
+        return f"WeightSwap({len(self.values)} tensors, {self.nbytes / 2**20:.2f} MiB)"
+
+
+class MaskView:
+    """The store's masks plus the ones a running procedure added, readable like a `MaskStore` by `select`.
+
+    `add_` zeroes the new elements in place (the procedure's start snapshot makes them undoable);
+    `enforce_` keeps every masked weight (and its gradient) at zero during training.
+    """
+
+    def __init__(self, model: nn.Module, store: Any):
+        self.model = model
+        self.store = store
+        self.extra: dict[str, Tensor] = {}
+
+    def current(self, name: str) -> Tensor | None:
+        a, b = self.store.current(name), self.extra.get(name)
+        if a is None:
+            return b
+        return a if b is None else a | b.to(a.device)
+
+    def masks(self) -> dict[str, Tensor]:
+        names = set(self.store.masks()) | set(self.extra)
+        return {n: self.current(n) for n in names}  # type: ignore[misc]
+
+    @torch.no_grad()
+    def add_(self, masks: Mapping[str, Tensor]) -> int:
+        """Mask these elements too (True = pruned) and zero them; returns how many were new."""
+        new = 0
+        for name, m in masks.items():
+            p = self.model.get_parameter(name)
+            m = m.to(p.device)
+            cur = self.current(name)
+            fresh = m if cur is None else m & ~cur.to(p.device)
+            new += int(fresh.sum())
+            self.extra[name] = m if name not in self.extra else self.extra[name].to(p.device) | m
+            p.detach().masked_fill_(m, 0)
+        return new
+
+    @torch.no_grad()
+    def enforce_(self, grads: bool = True) -> None:
+        for name, mask in self.masks().items():
+            p = self.model.get_parameter(name)
+            m = mask.to(p.device)
+            p.detach().masked_fill_(m, 0)
+            if grads and p.grad is not None:
+                p.grad.masked_fill_(m, 0)
+
+    def sparsity(self, names: list[str]) -> float:
+        total = sum(self.model.get_parameter(n).numel() for n in names)
+        pruned = sum(int(m.sum()) for n in names if (m := self.current(n)) is not None)
+        return pruned / max(total, 1)
+
+
+def record(bench, before: Mapping[str, Tensor], view: MaskView, *, label: str, kind: str, plan=None, evaluate=True):
+    """Record what a procedure did since `before` (a `snapshot`) as one history step of `bench`.
+
+    The live model is put back to `before` for the changed tensors, the new masks are applied through the mask
+    store (so their removed values are the ones before the procedure), and a `WeightSwap` puts the trained values
+    back in: undo then returns to `before` bitwise and redo to the trained state.
+    """
+    model = bench.model
+    view.enforce_(grads=False)
+    live = named_state(model)
+    changed = {n: before[n] for n, t in live.items() if not _same(t.detach(), before[n])}
+    swap = WeightSwap(changed)
+    swap.swap_(model)  # live = before; the swap now holds the trained values
+    return bench.apply_masks(dict(view.extra), label=label, plan=plan, kind=kind, weights=swap, evaluate=evaluate)
+
+
+def state_at(bench, index: int) -> dict[str, Tensor]:
+    """Copies of every parameter and buffer as they are in history entry `index`, computed from the store's
+    undo data without moving the live model."""
+    store = bench.store
+    n = len(store.steps)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= n:
+        raise ValueError(f"history index must be an int in [0, {n}] (0 = dense; see bench.history), got {index!r}")
+    state = snapshot(bench.model)
+    pos = store.position
+    with torch.no_grad():
+        for i in range(pos - 1, index - 1, -1):  # undo, newest first: swap, then the removed values
+            step = store.steps[i]
+            swap = step.info.get("weights")
+            if swap is not None:
+                for k, v in swap.values.items():
+                    state[k] = v.clone()
+            for name, d in step.deltas.items():
+                t = state[name]
+                t.masked_scatter_(d.mask().to(t.device), d.values.to(t.device))
+        for i in range(pos, index):  # redo, oldest first: zero, then the swap
+            step = store.steps[i]
+            for name, d in step.deltas.items():
+                state[name].masked_fill_(d.mask().to(state[name].device), 0)
+            swap = step.info.get("weights")
+            if swap is not None:
+                for k, v in swap.values.items():
+                    state[k] = v.clone()
+    return state
+
+
+def frozen_clone(model: nn.Module, state: Mapping[str, Tensor]) -> nn.Module:
+    """A structural copy of `model` (no tensor data copied) whose parameters and buffers are `state`'s tensors,
+    frozen and in eval mode: a teacher that training the live model cannot change."""
+    live = named_state(model)
+    memo: dict[int, Any] = {}
+    for name, t in live.items():
+        value = state[name]
+        memo[id(t)] = nn.Parameter(value, requires_grad=False) if isinstance(t, nn.Parameter) else value
+    clone = copy.deepcopy(model, memo)
+    return clone.eval()
