@@ -24,7 +24,7 @@ from ..errors import CriterionError
 from ..evaluate import batches, eval_mode, model_device
 from ._registry import ScoreContext
 
-__all__ = ["forward", "gradient_stat", "leaves", "loss_sum", "need_data"]
+__all__ = ["forward", "gradient_stat", "leaves", "loss_sum", "need_data", "one_thread_if_small"]
 
 KINDS = ("mean", "first", "fisher", "hg")
 
@@ -117,18 +117,26 @@ def _hg(model: nn.Module, data: Iterable) -> dict[str, Tensor]:
     return acc
 
 
+@contextlib.contextmanager
+def one_thread_if_small(model: nn.Module, limit: int = 1_000_000):
+    """One intra-op thread while running many one-sample passes of a model with fewer than `limit` parameters:
+    for such tiny ops extra threads only add synchronisation (10-100x slower on a busy machine). Restored after."""
+    threads = torch.get_num_threads()
+    small = sum(p.numel() for p in model.parameters()) < limit
+    try:
+        if small:
+            torch.set_num_threads(1)
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _fisher(model: nn.Module, data: Iterable) -> dict[str, Tensor]:
     """Diagonal empirical Fisher: the mean over samples of squared per-sample gradients."""
     lv = leaves(model)
     acc = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in lv.items()}
-    threads = torch.get_num_threads()
-    small = sum(v.numel() for v in lv.values()) < 1_000_000
-    try:
-        if small:  # one-sample passes of a small model: extra threads only add synchronisation (restored below)
-            torch.set_num_threads(1)
+    with one_thread_if_small(model):
         n = _fisher_loop(model, lv, data, acc)
-    finally:
-        torch.set_num_threads(threads)
     if n == 0:
         raise CriterionError("the calibration data yielded no samples; pass a non-empty DataLoader of (inputs, labels)")
     return {k: v / n for k, v in acc.items()}

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..errors import CriterionError
 from ..evaluate import _split, eval_mode
-from ._grad import forward
+from ._grad import forward, one_thread_if_small
 from ._registry import ScoreContext, register_criterion
 
 __all__ = ["iterative_order", "ones_like_input", "synflow_scores"]
@@ -87,7 +87,9 @@ MAX_SPARSITY = 0.99  # the sparsity that order runs to (removing ~4.5% of what i
 _KINDS = ("linear", "conv", "lstm", "attention")  # the weights the iterative process removes
 
 
-def iterative_order(model: nn.Module, example: Any, rounds: int = ROUNDS, max_sparsity: float = MAX_SPARSITY):
+def iterative_order(
+    model: nn.Module, example: Any, rounds: int = ROUNDS, max_sparsity: float = MAX_SPARSITY
+) -> dict[str, Tensor]:
     """Scores (float64, by parameter name) that rank weights in the order iterative SynFlow removes them.
 
     The linear/conv/LSTM/attention weights (the targets a default plan covers) are pruned in `rounds` rounds
@@ -96,6 +98,11 @@ def iterative_order(model: nn.Module, example: Any, rounds: int = ROUNDS, max_sp
     round's largest removed one; survivors (and every other parameter) score ``rounds + f`` from the last round.
     The lowest-r share of these scores is what iterative SynFlow has pruned when it passes sparsity r.
     """
+    with one_thread_if_small(model):
+        return _iterative_order(model, example, rounds, max_sparsity)
+
+
+def _iterative_order(model: nn.Module, example: Any, rounds: int, max_sparsity: float) -> dict[str, Tensor]:
     from ..masks.select import n_to_prune
     from ..masks.topk import lowest_k
     from ..targets import find_targets

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..criteria._grad import one_thread_if_small
 from ..criteria.synflow import _ones, ones_like_input, synflow_scores
 from ..masks.select import n_to_prune
 from ..masks.topk import lowest_k
@@ -52,18 +53,19 @@ def synflow_prune(bench, ratio: float, rounds: int = 100, *, evaluate: bool = Tr
     masks = {n: m.clone() for n in names if (m := bench.store.current(n)) is not None}
     bar = Progress(progress, rounds, "synflow")
     try:
-        for k in range(1, rounds + 1):
-            density = (1.0 - ratio) ** (k / rounds)
-            scores = synflow_scores(model, example, masks)
-            fns = []
-            for n in names:
-                s = scores[n].float()
-                if n in masks:
-                    s = s.masked_fill(masks[n].to(s.device), -math.inf)
-                fns.append(lambda s=s: s)
-            chosen = lowest_k(fns, n_to_prune(1.0 - density, total))
-            masks = {n: m for n, m in zip(names, chosen) if bool(m.any())}
-            bar.step()
+        with one_thread_if_small(model):
+            for k in range(1, rounds + 1):
+                density = (1.0 - ratio) ** (k / rounds)
+                scores = synflow_scores(model, example, masks)
+                fns = []
+                for n in names:
+                    s = scores[n].float()
+                    if n in masks:
+                        s = s.masked_fill(masks[n].to(s.device), -math.inf)
+                    fns.append(lambda s=s: s)
+                chosen = lowest_k(fns, n_to_prune(1.0 - density, total))
+                masks = {n: m for n, m in zip(names, chosen) if bool(m.any())}
+                bar.step()
     finally:
         bar.close()
     plan = Plan.global_(ratio, criterion="synflow")
