@@ -11,13 +11,14 @@ second-order term); its time is compared with the exact scan's, and its values w
 Every ratio is reported only after its two sides were checked to give the same curves (``assert_allclose``,
 atol 1e-6); estimates cannot be equal, so their rows report the rank correlation instead.
 
-Run: ``.venv/bin/python -m benchmarks.sensitivity`` (about two minutes on 2 cores).
+Run: ``.venv/bin/python -m benchmarks.sensitivity`` (about three minutes on 2 idle cores).
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import resource
 import statistics
 import sys
 import time
@@ -88,7 +89,7 @@ def _cases() -> list[Case]:
     resnet, data = wb.demo.load("digits-resnet")
     t0 = time.perf_counter()
     deep = _deep_cnn(data)
-    print(f"deep CNN: trained {DEEP_EPOCHS} epochs in {time.perf_counter() - t0:.1f} s")
+    print(f"plain CNN: trained {DEEP_EPOCHS} epochs in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     name = f"plain CNN {DEEP_DEPTH}x{DEEP_WIDTH}"
     return [
         Case("digits-resnet", _sizes(resnet, data, "weight"), resnet, data, "weight", 5),
@@ -203,9 +204,25 @@ def _run(case: Case) -> tuple[dict[str, float], dict[str, float]]:
     return {k: statistics.median(v) for k, v in samples.items()}, rho
 
 
+def _busy_seconds() -> float:
+    """CPU seconds all processes on the machine have used since boot (/proc/stat; 0 where it is missing)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except OSError:
+        return 0.0
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def _own_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def main() -> int:
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
+    busy0, own0 = _busy_seconds(), _own_seconds()
     load = os.getloadavg()[0]
     if load > 0.5:
         print(
@@ -214,8 +231,12 @@ def main() -> int:
         )
     runs = []
     for case in _cases():
+        t0 = time.perf_counter()
         secs, rho = _run(case)
+        print(f"{case.name} {case.granularity}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         runs.append((case, secs, rho))
+    wall = time.perf_counter() - start
+    others = max(0.0, (_busy_seconds() - busy0) - (_own_seconds() - own0)) / (wall * (os.cpu_count() or 1))
     header = ("case", "sizes", "baseline", "ours", "baseline s", "ours s", "ratio", "check")
     table = [header]
     for case, s, rho in runs:
@@ -242,7 +263,8 @@ def main() -> int:
     print(
         f"sensitivity scans, {len(RATIOS)} ratios 0.1..0.9, criterion {CRITERION}, digits calib data; torch "
         f"{torch.__version__}, torch.set_num_threads({THREADS}); median of 5 (digits-resnet) / 3 (plain CNN) "
-        f"interleaved runs after a warm-up; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"
+        f"interleaved runs after a warm-up; {os.cpu_count()} CPUs, other processes used {others:.0%} of them "
+        f"during the run"
     )
     print(
         "curves checked first: Distiller loop == exact scan == 1 worker == engine=full (assert_allclose atol 1e-6); "
@@ -273,6 +295,12 @@ def main() -> int:
         got = [(f"{c.name} {c.granularity}", rho[key]) for c, _, rho in runs]
         print(
             f"goal Spearman(estimate {label}, exact loss) >= {SPEARMAN_GOAL:g}: {verdict(got, SPEARMAN_GOAL, '{:.3f}')}"
+        )
+    if others > 0.1:
+        print(
+            f"warning: other processes used {others:.0%} of the {os.cpu_count()} CPUs during this run; with "
+            f"{THREADS} threads the loops of small forward passes slow down far more than the rest under contention "
+            "(the Distiller ratio is inflated): rerun when the machine is idle"
         )
     print(f"total {time.perf_counter() - start:.0f} s")
     return 0
