@@ -13,13 +13,11 @@ Run: ``.venv/bin/python -m benchmarks.ui`` (about a minute on 2 cores).
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 from torch import nn
 
 import workbench as wb
+from workbench.analysis.profile import _median_ms  # the warm-up + median timer the profile uses
 
 THREADS = 2
 REPEATS = 15
@@ -40,16 +38,6 @@ class Deep(nn.Module):
         return self.head(self.features(x).mean((2, 3)))
 
 
-def _median_ms(fn, repeats: int = REPEATS) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
 def _case(name: str, model: nn.Module, data) -> tuple:
     bench = wb.Workbench(model, data)
     dash = bench.show(threaded=False, scheduler=lambda delay, fn: fn())
@@ -63,9 +51,9 @@ def _case(name: str, model: nn.Module, data) -> tuple:
 
     for r in rows:  # a realistic plan: every layer has a ratio
         r.slider.value = 0.5
-    preview_ms = _median_ms(slide)
+    preview_ms = _median_ms(slide, REPEATS)
     plan = dash.editor.plan()
-    baseline_ms = _median_ms(lambda: bench.preview(plan))
+    baseline_ms = _median_ms(lambda: bench.preview(plan), REPEATS)
 
     def apply_undo() -> None:
         bench.apply(plan)

@@ -143,31 +143,9 @@ class Workbench:
         evaluation after the step fails, the step is undone and the error re-raised.
         """
         t0 = time.perf_counter()
-        if evaluate:
-            self._dense_metrics()
         sel = self.preview(plan)
-        step = self.store.apply_(sel.masks, {"plan": plan.to_dict()})
-        try:
-            metrics = self.evaluate() if evaluate and self.data is not None else None
-        except BaseException:
-            self.store.undo_()
-            del self.store._steps[self.store.position :]
-            raise
-        del self._entries[self.store.position - 1 :]
-        self._entries.append(
-            HistoryEntry(
-                index=self.store.position,
-                label=label or repr(plan),
-                plan=plan.to_dict(),
-                layers={k: v.to_dict() for k, v in sel.layers.items()},
-                metrics=metrics,
-                sparsity=self.report(evaluate=False).sparsity,
-                removed=step.removed,
-                seconds=time.perf_counter() - t0,
-                active=True,
-            )
-        )
-        return self.current
+        layers = {k: v.to_dict() for k, v in sel.layers.items()}
+        return self._record(sel.masks, label or repr(plan), plan.to_dict(), layers, "prune", None, evaluate, t0)
 
     def apply_masks(
         self,
@@ -191,10 +169,14 @@ class Workbench:
         >>> bench.apply_masks({"weight": mask}, label="row 0").removed
         4
         """
-        t0 = time.perf_counter()
+        plan_dict = plan.to_dict() if isinstance(plan, Plan) else plan
+        return self._record(masks, label, plan_dict, {}, kind, weights, evaluate, time.perf_counter())
+
+    def _record(self, masks, label, plan_dict, layers, kind, weights, evaluate: bool, t0: float) -> HistoryEntry:
+        """Apply `masks` as one store step (with a training step's weight swap), evaluate, add the history entry;
+        if the evaluation fails the step is rolled back and dropped, and the error re-raised."""
         if evaluate:
             self._dense_metrics()
-        plan_dict = plan.to_dict() if isinstance(plan, Plan) else plan
         step = self.store.apply_(masks, {"plan": plan_dict, "kind": kind, "weights": weights})
         try:
             if weights is not None:
@@ -210,7 +192,7 @@ class Workbench:
                 index=self.store.position,
                 label=label,
                 plan=plan_dict,
-                layers={},
+                layers=layers,
                 metrics=metrics,
                 sparsity=self.report(evaluate=False).sparsity,
                 removed=step.removed,
