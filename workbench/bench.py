@@ -237,18 +237,12 @@ class Workbench:
         )
 
     # undo/redo: a training step (`apply_masks(weights=...)`) also swaps the weights it changed ------------------
+    # (the store itself exchanges them: `MaskStore.undo_`/`redo_`; these names stay for callers that move stepwise)
     def _undo_one(self) -> None:
-        if self.store.position:
-            swap = self.store.steps[self.store.position - 1].info.get("weights")
-            if swap is not None:
-                swap.swap_(self.model)
         self.store.undo_()
 
     def _redo_one(self) -> None:
         self.store.redo_()
-        swap = self.store.steps[self.store.position - 1].info.get("weights")
-        if swap is not None:
-            swap.swap_(self.model)
 
     def undo(self) -> HistoryEntry:
         """Restore the state before the last applied step, bitwise."""
@@ -262,18 +256,12 @@ class Workbench:
 
     def reset(self) -> HistoryEntry:
         """Back to the dense model, bitwise; the steps stay in the history and can be redone."""
-        while self.store.position:
-            self._undo_one()
+        self.store.reset_()
         return self.current
 
     def goto(self, index: int) -> HistoryEntry:
         """Undo or redo until history entry `index` (0 = dense) is the current state."""
-        if not 0 <= index <= len(self.store.steps):
-            self.store.goto_(index)  # raises the store's error for an index out of range
-        while self.store.position > index:
-            self._undo_one()
-        while self.store.position < index:
-            self._redo_one()
+        self.store.goto_(index)  # raises the store's error for an index out of range
         return self.current
 
     @property

@@ -80,6 +80,35 @@ def test_undo_redo_goto_reset_are_bitwise_across_a_finetune():
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_the_store_alone_and_effect_transactions_move_through_a_finetune_exactly():
+    """The weight swap of a training step lives in the mask store: store.goto_/reset_ and the effect analyses'
+    state transactions (analysis.states.at) see the pre-training values, and come back to the trained ones."""
+    from workbench.analysis.states import at
+
+    model, data, train = small_cnn()
+    dense = snapshot(model)
+    bench = wb.Workbench(model, data, train=train)
+    bench.apply(wb.Plan.global_(0.7))
+    pruned = snapshot(model)
+    bench.finetune(epochs=1, lr=1e-2, progress=False)
+    tuned = snapshot(model)
+    with at(bench, 1):
+        assert_bitwise(model, pruned)
+    assert_bitwise(model, tuned)
+    with at(bench, 0):
+        assert_bitwise(model, dense)
+    assert_bitwise(model, tuned)
+    bench.store.goto_(1)
+    assert_bitwise(model, pruned)
+    bench.store.reset_()
+    assert_bitwise(model, dense)
+    bench.store.goto_(2)
+    assert_bitwise(model, tuned)
+    cmp = bench.compare_states(a=0, b=-1)  # dense vs fine-tuned: a real difference, and nothing moved
+    assert cmp is not None
+    assert_bitwise(model, tuned)
+
+
 def test_every_history_state_can_be_rebuilt_without_moving_the_model():
     model, data, train = small_cnn()
     bench = wb.Workbench(model, data, train=train)

@@ -105,16 +105,9 @@ def _touched(store, lo: int, hi: int) -> dict[str, Tensor]:
 
 
 def _goto(bench, position: int) -> None:
-    """Move to `position` one step at a time, the way the bench undoes and redoes (steps made by training also swap
-    their trained weights); the store's own moves where the bench has no step-wise movers."""
-    undo, redo = getattr(bench, "_undo_one", None), getattr(bench, "_redo_one", None)
-    if undo is None or redo is None:
-        bench.store.goto_(position)
-        return
-    while bench.store.position > position:
-        undo()
-    while bench.store.position < position:
-        redo()
+    """Move to `position` with the store's exact undo/redo (steps made by training also swap their trained
+    weights: the store does that itself)."""
+    bench.store.goto_(position)
 
 
 @contextmanager

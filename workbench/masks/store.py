@@ -81,6 +81,10 @@ class Step:
 class MaskStore:
     """Records in-place pruning steps on `model` and undoes/redoes them bitwise.
 
+    A step whose ``info["weights"]`` holds a swap (an object with ``swap_(model)``, recorded by a training
+    procedure) also exchanges those weights on undo and redo, so every way of moving (undo, redo, goto, reset)
+    reaches the trained or the pre-training values exactly.
+
     Steps form a linear history: `apply_` after `undo_` drops the steps that could have been redone.
     Parameters are looked up by name on every call, so the store never holds a stale tensor.
     """
@@ -167,6 +171,9 @@ class MaskStore:
         if self._position == 0:
             raise WorkbenchError("nothing to undo: no pruning step is applied")
         step = self._steps[self._position - 1]
+        swap = step.info.get("weights")
+        if swap is not None:  # a training step: put the weights from before training back first
+            swap.swap_(self.model)
         for name, d in step.deltas.items():
             p = self._param(name)
             mask = d.mask().to(p.device)
@@ -191,6 +198,9 @@ class MaskStore:
             p.detach().masked_fill_(mask, 0)
             cur = self._current.get(name)
             self._current[name] = mask if cur is None else cur | mask
+        swap = step.info.get("weights")
+        if swap is not None:  # a training step: its trained weights come back after the zeros
+            swap.swap_(self.model)
         self._position += 1
         return step
 
