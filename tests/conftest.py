@@ -5,6 +5,9 @@ import warnings
 import pytest
 import torch
 
+# notebook key-result checks are loaded by tests/test_notebooks.py, not collected as test modules
+collect_ignore = ["nbchecks"]
+
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A bitwise copy of every parameter and buffer."""

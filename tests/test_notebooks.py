@@ -77,6 +77,26 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     summary = json.loads(summary_path.read_text())
     if path.name == "00_tour.ipynb":
         _check_tour(nb, summary)
+    else:
+        _checks_for(path)(nb, summary)
+
+
+def _checks_for(path: Path):
+    """The key-result checks of a chapter notebook: `check(nb, summary)` in tests/nbchecks/<notebook stem>.py."""
+    import importlib.util
+
+    file = ROOT / "tests" / "nbchecks" / f"{path.stem}.py"
+    assert file.exists(), f"{path.name} has no key-result checks: write check(nb, summary) in {file}"
+    spec = importlib.util.spec_from_file_location(f"nbchecks_{path.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.check
+
+
+def stream_text(nb: nbformat.NotebookNode) -> str:
+    """All printed text of an executed notebook (for checks that the conclusions were stated)."""
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    return "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
 
 
 def _check_tour(nb: nbformat.NotebookNode, s: dict) -> None:
