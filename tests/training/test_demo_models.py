@@ -32,8 +32,17 @@ def test_at_init_finetune_kd_schedules_and_quantize_on_every_demo_model(name):
         wb.training.gradual(bench, final=0.7, steps=2, epochs=1, progress=False)
         wb.training.iterative(bench, final=0.8, rounds=2, finetune_epochs=1, progress=False)
         wb.training.lottery(bench, final=0.85, rounds=1, rewind_epoch=0, epochs=1, progress=False)
+        wb.training.learned_masks(bench, target=0.9, epochs=1, finetune_epochs=0, progress=False)
         q = wb.quantize(bench)
-    assert [e.kind for e in bench.history] == ["prune", "synflow", "finetune", "gradual", "iterative", "lottery"]
+    assert [e.kind for e in bench.history] == [
+        "prune",
+        "synflow",
+        "finetune",
+        "gradual",
+        "iterative",
+        "lottery",
+        "learned",
+    ]
     assert wb.evaluate(q, val)["n"] == 128
     for mname, mask in bench.masks.items():
         assert (model.get_parameter(mname)[mask] == 0).all(), mname

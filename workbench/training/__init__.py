@@ -1,5 +1,5 @@
 """Training with masks: fine-tuning (with distillation), schedules (gradual/AGP, iterative, lottery tickets),
-ADMM, pruning at initialisation (iterative SynFlow) and the pre/during/post-training comparison.
+ADMM, learned masks (movement pruning), pruning at initialisation (iterative SynFlow) and the pre/during/post-training comparison.
 
 Every procedure trains the bench's live model in place with its masks enforced after every optimizer step,
 is deterministic with a seed, can be stopped (Ctrl-C or a progress callback raising KeyboardInterrupt: the state
@@ -16,6 +16,7 @@ from .admm import admm
 from .at_init import synflow_prune
 from .compare import TimingResult, compare_timing, plot_timing
 from .finetune import finetune
+from .learned import learned_masks
 from .schedules import agp_sparsity, gradual, iterative, lottery, round_sparsity
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "finetune",
     "gradual",
     "iterative",
+    "learned_masks",
     "lottery",
     "plot_timing",
     "round_sparsity",

@@ -67,6 +67,8 @@ def run_procedure(
             WorkbenchWarning,
             stacklevel=3,
         )
+    if plan is None and isinstance(info.get("plan"), Plan):  # a plan the procedure learned (learned masks)
+        plan = info["plan"]
     with torch.random.fork_rng(devices=[]):  # evaluating a DataLoader draws a seed from the global RNG
         entry = record(bench, before, view, label=label, kind=kind, plan=plan)
     metric_name = (entry.metrics or {}).get("metric_name", str(getattr(bench.metric, "__name__", bench.metric)))
