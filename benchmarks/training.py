@@ -83,6 +83,14 @@ def part1() -> list[tuple[str, list[float], float]]:
             ),
         )
         run(
+            f"learned masks (movement), {FT_EPOCHS - 1} ep + fine-tune 1 ep",
+            lambda seed=seed: (
+                wb.training.learned_masks(
+                    bench, SPARSITY, epochs=FT_EPOCHS - 1, finetune_epochs=1, seed=seed, **kw
+                ).final_metric
+            ),
+        )
+        run(
             f"gradual AGP, 10 steps over {FT_EPOCHS} ep",
             lambda seed=seed: (
                 wb.training.gradual(bench, SPARSITY, steps=10, epochs=FT_EPOCHS, seed=seed, **kw).final_metric

@@ -156,6 +156,33 @@ def test_tour_dashboard_in_chromium(lab):
             page.screenshot(path=str(ARTIFACTS / "dashboard-applied.png"), full_page=False)
 
             page.wait_for_selector(".wb-dashboard .wb-apply:not([disabled])", timeout=60_000)  # apply finished
+
+            # the effects of that step, before vs after, in their tabs: each computes, draws and states its numbers
+            effects = {}
+            for title, what, expect in (
+                ("Interpretability", "interpretability", "Spearman"),
+                ("Robustness", "robustness", "clean accuracy"),
+                ("Bias", "bias", "accuracy"),
+            ):
+                page.click(f".wb-dashboard .lm-TabBar-tab:has-text('{title}')", timeout=10_000)
+                button = page.locator(f".wb-dashboard .wb-{what}-compute")
+                button.scroll_into_view_if_needed()
+                button.click(timeout=10_000)
+                page.wait_for_function(
+                    "([sel, text]) => { const e = document.querySelector(sel); return e && e.innerText.includes(text); }",
+                    arg=[f".wb-dashboard .wb-{what}-summary", expect],
+                    timeout=120_000,
+                )
+                page.wait_for_selector(".wb-dashboard .wb-apply:not([disabled])", timeout=120_000)  # task finished
+                effects[what] = page.inner_text(f".wb-dashboard .wb-{what}-summary")
+                visible = page.locator(
+                    ".wb-dashboard .lm-TabPanel img:visible, .wb-dashboard .widget-tab-contents img:visible"
+                )
+                assert visible.count() >= 1, f"the {title} tab drew no chart"
+                page.locator(f".wb-dashboard .wb-{what}-summary").scroll_into_view_if_needed()
+                page.screenshot(path=str(ARTIFACTS / f"dashboard-{what}.png"), full_page=False)
+            assert "step 1" in effects["interpretability"] and "→" in effects["robustness"] and "→" in effects["bias"]
+
             page.click(".wb-dashboard .wb-undo")
             page.wait_for_function(
                 "(dense) => document.querySelector('.wb-dashboard .wb-metric-now').innerText === dense",

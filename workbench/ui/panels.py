@@ -108,9 +108,9 @@ class ActionsPanel(Panel):
         if not plan.layers:
             self.log("the plan is empty: move a slider first", "warn")
             return
-        self.busy.run(
-            "apply + evaluate", lambda: self.bench.apply(plan, label=f"{len(plan.layers)} layers"), self._done
-        )
+        n = len(plan.layers)
+        label = f"{next(iter(plan.layers))} {next(iter(plan.layers.values())).ratio:.0%}" if n == 1 else f"{n} layers"
+        self.busy.run("apply + evaluate", lambda: self.bench.apply(plan, label=label), self._done)
 
     def undo(self) -> None:
         self.busy.run("undo", self.bench.undo, self._done)
