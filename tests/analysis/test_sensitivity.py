@@ -172,3 +172,29 @@ def test_dask_executor_if_installed():
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=2) as client:
         s = bench.sensitivity(RATIOS, executor=client.get_executor(), progress=False)
     np.testing.assert_array_equal(s.values, bench.sensitivity(RATIOS, progress=False).values)
+
+
+@pytest.mark.parametrize("granularity, ratios", [("2:4", [0.5]), ("block4x4", [0.25, 0.5, 0.75])])
+def test_patterned_scans_measure_the_pattern_a_plan_applies(granularity, ratios):
+    """An N:M or block scan measures what applying that pattern to the layer does (not unstructured pruning)."""
+    model, data = wb.demo.load("digits-mlp")
+    bench = wb.Workbench(model, data)
+    before = snapshot(model)
+    sens = bench.sensitivity(ratios, granularity=granularity, progress=False)
+    dense = wb.evaluate(model, bench.calib)["accuracy"]
+    for i, name in enumerate(sens.layers):
+        for j, r in enumerate(ratios):
+            bench.apply(wb.Plan({name: wb.LayerPlan(r, granularity, "magnitude")}), evaluate=False)
+            expect = wb.evaluate(model, bench.calib)["accuracy"] - dense
+            bench.undo()
+            assert sens.values[i, j] == pytest.approx(expect, abs=1e-6), (name, r)
+    assert_bitwise(model, before)
+    unstructured = bench.sensitivity(ratios, layers=list(sens.layers), progress=False)
+    assert not np.allclose(unstructured.values, sens.values)  # a different pattern, a different curve
+
+
+def test_n_m_scan_at_another_ratio_says_the_pattern_fixes_it():
+    model, data = wb.demo.load("digits-mlp")
+    bench = wb.Workbench(model, data)
+    with pytest.raises(GranularityError, match=r"sparsity is 0.5; scan it with ratios=\[0.5\]"):
+        bench.sensitivity([0.3, 0.5], granularity="2:4", progress=False)

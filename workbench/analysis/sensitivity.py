@@ -26,7 +26,7 @@ from torch import Tensor
 from ..errors import DataError, GranularityError, WorkbenchError
 from ..evaluate import Accumulator, Metric, batches, check_metric, eval_mode, model_device
 from ..masks.granularity import get_granularity
-from ..masks.select import Ranking, group_ranking, weight_ranking
+from ..masks.select import Ranking, block_ranking, group_ranking, nm_masks, weight_ranking
 from ._graph import SuffixRunner, clone_with, full_outputs, masked_params
 
 __all__ = ["AnalysisError", "Row", "SensitivityResult", "rows_for", "sensitivity"]
@@ -137,8 +137,19 @@ def rows_for(bench, granularity: str, criterion: str, layers: Sequence[str] | No
     model, store, seed, data, cache = bench.model, bench.store, bench.seed, bench.calib, {}
     if not g.structured:
         for t in chosen:
-            pairs = [(t, p) for p in t.param_names()]
-            rows.append(Row(t.name, (t.name,), weight_ranking(model, store, pairs, criterion, seed, data, cache)))
+            if g.family == "block":  # R x C blocks by summed score, per tensor (as a plan selects them)
+                ranks = [
+                    block_ranking(model, store, t, p, g.shape, criterion, seed, data, cache) for p in t.param_names()
+                ]
+                rows.append(Row(t.name, (t.name,), _merged_ranking(ranks)))
+            elif g.family == "N:M":  # the pattern fixes the sparsity: one mask, at the pattern's ratio
+                masks = {}
+                for p in t.param_names():
+                    masks.update(nm_masks(model, store, t, p, g.shape, criterion, seed, data, cache))
+                rows.append(Row(t.name, (t.name,), _fixed_ranking(masks, g.fixed_ratio)))
+            else:
+                pairs = [(t, p) for p in t.param_names()]
+                rows.append(Row(t.name, (t.name,), weight_ranking(model, store, pairs, criterion, seed, data, cache)))
         return rows
     # structured: connected components of targets that share a coupled group
     comp: dict[str, set[str]] = {}
@@ -167,6 +178,19 @@ def rows_for(bench, granularity: str, criterion: str, layers: Sequence[str] | No
     if not rows:
         raise GranularityError(f"no coupled group can be pruned by {g.name!r} with these layers")
     return rows
+
+
+def _fixed_ranking(masks: dict[str, Tensor], ratio: float) -> Ranking:
+    """A row whose pattern (N:M) allows one ratio only: its masks at that ratio, an error at any other."""
+
+    class _Fixed(Ranking):
+        def masks(self, r: float) -> dict[str, Tensor]:
+            if abs(r - ratio) > 1e-9:
+                raise GranularityError(f"this N:M pattern fixes the sparsity at {ratio:g}; got ratio {r:g}")
+            return dict(masks)
+
+    first = next(iter(masks.values()))
+    return _Fixed(torch.zeros(0, dtype=torch.long), first.numel(), lambda chosen: dict(masks))
 
 
 def _merged_ranking(rankings: list[Ranking]) -> Ranking:
@@ -223,6 +247,12 @@ def sensitivity(
     from ..criteria import get_criterion
 
     get_criterion(criterion)
+    fixed = get_granularity(granularity).fixed_ratio
+    if fixed is not None and any(abs(r - fixed) > 1e-9 for r in ratios_arr):
+        raise GranularityError(
+            f"granularity {granularity!r} keeps a fixed share of every group, so its sparsity is {fixed:g}; scan it "
+            f"with ratios=[{fixed:g}] (or compare patterns: '1:4' = 0.75, '2:8' = 0.75)"
+        )
     t0 = time.perf_counter()
     rows = rows_for(bench, granularity, criterion, layers)
     if mode == "estimate":
