@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -100,6 +101,9 @@ class GroupAnalysis:
     by_module: dict[str, list[str]] = field(default_factory=dict)
     error: str = ""  # tracing failed as a whole: no filter/neuron pruning on this model, and why (heads and
     # recurrent units have rules of their own and stay available)
+    branches: dict[str, Any] = field(default_factory=dict)  # residual branches (`workbench.branches.Branch`) by id
+    branches_of: dict[str, list[str]] = field(default_factory=dict)  # module name -> ids of branches holding it
+    branch_error: str = ""  # why there are no branches when torch.fx could not trace the model
 
 
 def _op_name(node) -> str:
@@ -119,6 +123,13 @@ def analyze_groups(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) 
     modes = {mod: mod.training for mod in model.modules()}
     inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
     analysis = GroupAnalysis()
+    from .branches import find_branches
+
+    found, analysis.branch_error = find_branches(model)  # the `layer` granularity's units (torch.fx, no forward)
+    for b in found:
+        analysis.branches[b.id] = b
+        for mname in b.modules:
+            analysis.branches_of.setdefault(mname, []).append(b.id)
     for name, mod in model.named_modules():  # our own rules, no tracing: attention heads, recurrent hidden units
         own = _head_groups(name, mod) if isinstance(mod, nn.MultiheadAttention) else []
         own += _rnn_groups(name, mod) if isinstance(mod, nn.RNNBase) else []

@@ -101,6 +101,7 @@ class Target:
     unsupported: dict[str, str] = field(default_factory=dict, compare=False)
     tied_to: str | None = None
     patterns: tuple[str, ...] = ()  # N:M and block granularities of PATTERN_EXAMPLES that fit its shape
+    branches: tuple[str, ...] = ()  # residual branches it belongs to (the `layer` granularity's units)
 
     def param_names(self) -> list[str]:
         """Full parameter names, e.g. ``["features.0.weight"]``."""
@@ -128,6 +129,7 @@ class Target:
             "unsupported": dict(self.unsupported),
             "tied_to": self.tied_to,
             "patterns": list(self.patterns),
+            "branches": list(self.branches),
         }
 
 
@@ -261,6 +263,19 @@ def find_targets(model: nn.Module, groups: GroupAnalysis | None = None) -> Targe
                     unsupported[structured] = bad[0]
                 else:
                     granularities.append(structured)
+        bids: tuple[str, ...] = ()
+        if not tied:
+            if groups is None:
+                unsupported["layer"] = "no example input was given to find residual branches"
+            else:
+                bids = tuple(groups.branches_of.get(name, ()))
+                if bids:
+                    granularities.append("layer")
+                else:
+                    unsupported["layer"] = groups.branch_error or (
+                        "it is not inside a removable residual branch (a branch whose output is added to a skip "
+                        "connection); removing it would disconnect the network"
+                    )
         shape = tuple(tensors[0].shape)
         patterns = (
             () if tied else tuple(p for p in PATTERN_EXAMPLES if not pattern_fit(p, kind, type(module).__name__, shape))
@@ -278,6 +293,7 @@ def find_targets(model: nn.Module, groups: GroupAnalysis | None = None) -> Targe
                 unsupported=unsupported,
                 tied_to=tied[0] if tied else None,
                 patterns=patterns,
+                branches=bids,
             )
         )
     if not out:

@@ -135,6 +135,14 @@ def rows_for(bench, granularity: str, criterion: str, layers: Sequence[str] | No
         raise GranularityError(f"no layer supports granularity {g.name!r}; see bench.targets")
     rows: list[Row] = []
     model, store, seed, data, cache = bench.model, bench.store, bench.seed, bench.calib, {}
+    if g.name == "layer":  # one row per residual branch: removed whole at any ratio > 0
+        names = {t.name for t in chosen}
+        for b in bench.groups.branches.values():
+            members = tuple(m for m in b.modules if m in names)
+            if members:
+                masks = {p: torch.ones_like(model.get_parameter(p), dtype=torch.bool) for p in b.params}
+                rows.append(Row(members[0], members, _branch_ranking(masks)))
+        return rows
     if not g.structured:
         for t in chosen:
             if g.family == "block":  # R x C blocks by summed score, per tensor (as a plan selects them)
@@ -191,6 +199,16 @@ def _fixed_ranking(masks: dict[str, Tensor], ratio: float) -> Ranking:
 
     first = next(iter(masks.values()))
     return _Fixed(torch.zeros(0, dtype=torch.long), first.numel(), lambda chosen: dict(masks))
+
+
+def _branch_ranking(masks: dict[str, Tensor]) -> Ranking:
+    """A residual branch: gone at any ratio above 0 (a branch is one unit)."""
+
+    class _Branch(Ranking):
+        def masks(self, r: float) -> dict[str, Tensor]:
+            return dict(masks) if r > 0 else {}
+
+    return _Branch(torch.zeros(1, dtype=torch.long), 1, lambda chosen: dict(masks))
 
 
 def _merged_ranking(rankings: list[Ranking]) -> Ranking:

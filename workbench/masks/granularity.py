@@ -153,3 +153,12 @@ register_granularity(
         True,
     )
 )
+register_granularity(
+    Granularity(
+        "layer",
+        "whole residual branches (the addition keeps only its skip input): every weight of the branch; the ratio "
+        "is the share of the branches, ranked by mean score",
+        ("linear", "conv", "norm", "lstm", "attention", "embedding"),
+        True,
+    )
+)

@@ -270,6 +270,56 @@ def group_ranking(model, store, grp: ChannelGroup, criterion: str, seed: int, da
     return Ranking(torch.argsort(score, stable=True), grp.size, lambda chosen: grp.masks(chosen, shapes))
 
 
+def branch_scores(model, targets: Targets, groups, store, ids, criterion: str, seed: int, data=None, cache=None):
+    """Mean element score of each residual branch over its layers' prunable weights (pruned weights count as 0;
+    a branch whose weights are all pruned scores -inf: it is already gone)."""
+    env = (data, {} if cache is None else cache)
+    crit = get_criterion(criterion)
+    out = []
+    for bid in ids:
+        b = groups.branches[bid]
+        total, n, alive = 0.0, 0, False
+        for mname in b.modules:
+            if mname not in targets.names:
+                continue
+            t = targets[mname]
+            for p in t.param_names():
+                w = model.get_parameter(p)
+                ctx = ScoreContext(p, t.name, model.get_submodule(t.name), model, seed, *env)
+                sc = crit.score(w, ctx).double()
+                cur = store.current(p)
+                if cur is not None:
+                    sc = sc.masked_fill(cur.to(sc.device), 0.0)
+                    alive = alive or not bool(cur.all())
+                else:
+                    alive = True
+                total += float(sc.sum())
+                n += sc.numel()
+        out.append(total / max(n, 1) if alive else -math.inf)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def branch_masks(model, targets: Targets, groups, store, layered: dict[str, LayerPlan], seed, data=None, cache=None):
+    """Masks of the ``layer`` plan entries: of the residual branches holding these layers, the `ratio` share with
+    the lowest mean score go, every parameter of their modules masked."""
+    seen = {(lp.ratio, lp.criterion) for lp in layered.values()}
+    if len(seen) > 1:
+        raise PlanError(
+            "granularity 'layer' removes whole residual branches, ranked against each other: give every 'layer' "
+            f"entry of the plan the same ratio and criterion (got {sorted(seen)}), e.g. "
+            "Plan.uniform(0.5, granularity='layer')"
+        )
+    ratio, criterion = next(iter(seen))
+    ids = list(dict.fromkeys(b for n in layered for b in targets[n].branches))
+    scores = branch_scores(model, targets, groups, store, ids, criterion, seed, data, cache)
+    k = min(math.floor(ratio * len(ids) + 0.5), len(ids))  # all of them may go: the skips keep the net connected
+    out: dict[str, Tensor] = {}
+    for i in torch.argsort(scores, stable=True)[:k].tolist():
+        for p in groups.branches[ids[i]].params:
+            out[p] = torch.ones_like(model.get_parameter(p), dtype=torch.bool)
+    return out
+
+
 def select(
     model: nn.Module,
     targets: Targets,
@@ -287,7 +337,10 @@ def select(
     per_layer = dict(explicit)
     if plan.scope == "layer" and plan.default is not None:
         per_layer.update({t.name: plan.default for t in default})
-    structured = {n: lp for n, lp in per_layer.items() if get_granularity(lp.granularity).structured}
+    layered = {n: lp for n, lp in per_layer.items() if lp.granularity == "layer"}
+    structured = {
+        n: lp for n, lp in per_layer.items() if get_granularity(lp.granularity).structured and n not in layered
+    }
     jobs: dict[str, LayerPlan] = {}
     for name, lp in structured.items():
         for gid in targets[name].groups:
@@ -310,7 +363,7 @@ def select(
                     f"for {lp.granularity!r} pruning; the plan gives {sorted(seen)}"
                 )
             jobs[gid] = lp
-    weight_layers = {n: lp for n, lp in per_layer.items() if n not in structured}
+    weight_layers = {n: lp for n, lp in per_layer.items() if n not in structured and n not in layered}
     touched = [p for n in per_layer for p in targets[n].param_names()]
     touched += [m.param for gid in jobs for m in groups.groups[gid].members if m.producer]  # type: ignore[union-attr]
     if plan.scope == "global":
@@ -342,9 +395,15 @@ def select(
         per_layer.update({t.name: plan.default for t in default})
     for gid, lp in jobs.items():
         merge(group_ranking(model, store, groups.groups[gid], lp.criterion, seed, data, cache).masks(lp.ratio))  # type: ignore[union-attr]
+    if layered:
+        merge(branch_masks(model, targets, groups, store, layered, seed, data, cache))
     for k in list(new):
         cur = store.current(k)
         if cur is not None:
             new[k] = new[k] | cur.to(new[k].device)
-    layers = {n: lp for n, lp in per_layer.items() if n not in structured or any(g in jobs for g in targets[n].groups)}
+    layers = {
+        n: lp
+        for n, lp in per_layer.items()
+        if n in layered or n not in structured or any(g in jobs for g in targets[n].groups)
+    }
     return Selection(new, layers, jobs, skipped)

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..branches import dead_branches, remove_branches
 from ..evaluate import _split, model_device
 from ..groups import analyze_groups
 from .backends import CompileError, available_backends, get_backend
@@ -322,9 +323,24 @@ def compile(
             notes.append(f"shrink: {groups.error}")
         params = dict(ref.named_parameters())
         ref_masks = None if masks is None else {k: v for k, v in masks.items() if k in params}
+        source = ref
+        dead = dead_branches(ref, groups.branches.values(), ref_masks)
+        if dead:  # whole residual branches (granularity 'layer'): cut them out of the graph first
+            cut = remove_branches(ref, dead)
+            with torch.inference_mode():
+                ok, err = _close(_out(cut(*xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
+            if ok:
+                removed.update({f"branch {b.id}": sum(params[p].numel() for p in b.params) for b in dead})
+                source = shrunk = cut
+                params = dict(cut.named_parameters())
+                ref_masks = None if ref_masks is None else {k: v for k, v in ref_masks.items() if k in params}
+                with traceable(cut):
+                    groups = analyze_groups(cut, xs)
+            else:
+                notes.append(f"removing branches {[b.id for b in dead]} changes the outputs ({err:.2e}); kept")
         channels = prunable_channels(groups, params, ref_masks)
         if channels:
-            shrunk = copy.deepcopy(ref)
+            shrunk = copy.deepcopy(source)
             shrink_(shrunk, xs, channels)
             with torch.inference_mode():
                 ok, err = _close(_out(shrunk(*xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
@@ -336,10 +352,10 @@ def compile(
                 if backend == "shrink":
                     raise CompileError(msg + "; compile with backend='dense' or 'csr' instead")
                 notes.append(msg + "; shrink skipped")
-                shrunk = None
+                shrunk = None if source is ref else source  # the branches cut out stay cut
             else:
-                removed = {gid: len(idx) for gid, idx in channels.items()}
-        elif backend == "shrink":
+                removed.update({gid: len(idx) for gid, idx in channels.items()})
+        elif backend == "shrink" and not removed:
             notes.append(
                 "nothing to shrink: no coupled channel is fully pruned (prune with granularity 'filter' or 'neuron'); "
                 "the result is the dense copy"

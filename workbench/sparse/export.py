@@ -21,7 +21,8 @@ weights store their zeros, which compress away.
 What `load` supports: modules built from standard layers whose size lives in the attributes above (Linear,
 ConvNd, BatchNorm, LayerNorm, GroupNorm, Embedding, PReLU, and the workbench's sparse layers); pass the
 original model freshly built (``load(path, MyNet())``) or let `load` build it from the recorded class when
-its constructor takes no arguments. Attention heads and LSTM sizes are not resized.
+its constructor takes no arguments. Residual branches removed by the shrink (granularity ``layer``) are cut from
+the rebuilt model the same way (torch.fx). Attention heads and LSTM sizes are not resized.
 """
 
 from __future__ import annotations
@@ -314,6 +315,7 @@ def export(
         }
         arch = {"format": "workbench-architecture", "version": _ARCH_VERSION, "source": src, "tied": tied}
         arch["modules"] = architecture(module)
+        arch["removed_branches"] = list(getattr(module, "_workbench_removed_branches", []))  # granularity 'layer'
         (out / "architecture.json").write_text(json.dumps(arch, indent=1))
         written += ["model.safetensors", "architecture.json"]
         if xs is not None:
@@ -419,6 +421,16 @@ def load(
     if arch.get("format") != "workbench-architecture" or arch.get("version") != _ARCH_VERSION:
         raise ExportError(f"{p / 'architecture.json'} is not a workbench architecture file of version {_ARCH_VERSION}")
     m = _build(arch, model)
+    if arch.get("removed_branches"):  # residual branches the shrink cut out of the graph: cut them again
+        from ..branches import find_branches, remove_branches
+
+        found = {b.id: b for b in find_branches(m)[0]}
+        lost = [i for i in arch["removed_branches"] if i not in found]
+        if lost:
+            raise ExportError(
+                f"the saved model had residual branches {lost} removed, but the model to load into has none"
+            )
+        m = remove_branches(m, [found[i] for i in arch["removed_branches"]])
     for name, spec in arch["modules"].items():
         _resize(m, name, spec)
     state = load_file(str(p / "model.safetensors"))
