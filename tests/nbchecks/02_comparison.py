@@ -1,0 +1,43 @@
+"""Key results of notebooks/02_comparison.ipynb (digits-cnn, seed 0; latencies measured interleaved)."""
+
+import pytest
+
+
+def _text(nb) -> str:
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    return "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+
+
+def check(nb, s: dict) -> None:
+    acc, speed, size = s["accuracy"], s["speedup"], s["size_bytes"]
+    assert s["rows"] == 15 == len(acc)  # five strategies x three sparsities
+    assert s["model_unchanged"] is True
+    assert s["dense_accuracy"] >= 0.95
+    # criteria: magnitude beats random at the same sparsity; per-layer allocation beats one global threshold
+    assert acc["magnitude@0.7"] > acc["random@0.7"] + 0.2, acc
+    assert acc["sensitivity@0.7"] >= acc["magnitude@0.7"], acc
+    # measured speed: masks on a dense model buy none, removed filters do; and they shrink the bytes
+    assert 0.7 < s["unstructured_median_speedup"] < 1.3, s["unstructured_median_speedup"]
+    assert speed["filter-l1@0.7"] > 1.2 and speed["filter-l1@0.7"] > speed["magnitude@0.7"], speed
+    assert size["magnitude@0.7"] == pytest.approx(s["baseline_size_bytes"], rel=0.01)
+    assert size["filter-l1@0.7"] < 0.3 * s["baseline_size_bytes"]
+    # fine-tuning recovers, and keeps the order of the criteria
+    ft = s["finetuned"]
+    assert ft["magnitude"] > acc["magnitude@0.7"] + 0.1 and ft["magnitude"] > ft["random"] + 0.3, (ft, acc)
+    assert set(s["architectures"]) == {"digits-mlp", "digits-cnn", "digits-lstm", "digits-transformer"}
+    for name, r in s["architectures"].items():
+        assert 0.0 <= r["filter-l1"] <= 1.1 and 0.5 <= r["magnitude"] <= 1.1, (name, r)
+    hyb = s["hybrid"]
+    assert set(hyb) == {"magnitude", "2:4", "block4x4", "filter-l1"}
+    # compile(backend="auto") picks by measurement, so what it deploys may vary on a busy machine; 2:4 has no CPU kernel
+    assert hyb["2:4"]["speedup"] < 1.3, hyb["2:4"]
+    assert hyb["filter-l1"]["speedup"] > hyb["2:4"]["speedup"], hyb
+    ratios = s["allocation_ratios"]
+    assert max(ratios.values()) > min(ratios.values()) + 0.2, ratios  # layers are not treated alike
+    assert s["monitor_agreement"] < 0.9 and s["monitor_alerts"] == 1 and s["easing_top"], s
+    text = _text(nb)
+    assert "Magnitude beats random at 70%" in text and "sensitivity-allocated ratios gain" in text
+    assert "model bitwise as before the comparison: True" in text
+    assert "On this CPU" in text and "ease its ratio" in text
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 2, "two charts: the Pareto views (FLOPs, latency) and the monitor"
