@@ -22,6 +22,7 @@ from .evaluate import evaluate
 from .monitor import EasingSuggestion, Monitor, MonitorResult, monitor, suggest_easing
 from .plan import LayerPlan, Plan
 from .quantize import QuantProfile, quantize, quantize_profile
+from .recommend import Recommendation, recommend
 from .report import Report
 from .targets import Target, Targets, find_targets
 
@@ -58,6 +59,7 @@ __all__ = [
     "Plan",
     "PlanError",
     "QuantProfile",
+    "Recommendation",
     "Report",
     "Target",
     "TargetError",
@@ -76,6 +78,7 @@ __all__ = [
     "monitor",
     "quantize",
     "quantize_profile",
+    "recommend",
     "register_strategy",
     "sparse",
     "suggest_easing",

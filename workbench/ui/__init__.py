@@ -3,5 +3,6 @@
 from . import effects as _effects  # noqa: F401  (registers the Interpretability, Robustness and Bias tabs)
 from ._base import Panel
 from .dashboard import Dashboard, panels, register_panel
+from .guide import GuidePanel, guide
 
-__all__ = ["Dashboard", "Panel", "panels", "register_panel"]
+__all__ = ["Dashboard", "GuidePanel", "Panel", "guide", "panels", "register_panel"]
