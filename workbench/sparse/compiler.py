@@ -35,7 +35,7 @@ from ..evaluate import _split, model_device
 from ..groups import analyze_groups
 from .backends import CompileError, available_backends, get_backend
 from .modules import _SparseBase
-from .shrink import prunable_channels, shrink_, traceable
+from .shrink import prunable_channels, shrink_, shrink_heads_, traceable
 from .timing import measure
 
 __all__ = ["CompileReport", "LayerResult", "compile", "stored_weights"]
@@ -355,7 +355,18 @@ def compile(
                 shrunk = None if source is ref else source  # the branches cut out stay cut
             else:
                 removed.update({gid: len(idx) for gid, idx in channels.items()})
-        elif backend == "shrink" and not removed:
+        heads = prunable_channels(groups, params, ref_masks, unit="head")
+        if heads:  # attention heads: slim attention modules in place of nn.MultiheadAttention
+            slim = copy.deepcopy(shrunk if shrunk is not None else source)
+            cut_heads = shrink_heads_(slim, groups, heads)
+            with torch.inference_mode():
+                ok, err = _close(_out(slim(*xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
+            if cut_heads and ok:
+                shrunk = slim
+                removed.update({f"heads {k}": v for k, v in cut_heads.items()})
+            elif cut_heads:
+                notes.append(f"removing heads {cut_heads} changes the outputs ({err:.2e}); heads kept masked")
+        if backend == "shrink" and not removed:
             notes.append(
                 "nothing to shrink: no coupled channel is fully pruned (prune with granularity 'filter' or 'neuron'); "
                 "the result is the dense copy"

@@ -22,7 +22,8 @@ What `load` supports: modules built from standard layers whose size lives in the
 ConvNd, BatchNorm, LayerNorm, GroupNorm, Embedding, PReLU, and the workbench's sparse layers); pass the
 original model freshly built (``load(path, MyNet())``) or let `load` build it from the recorded class when
 its constructor takes no arguments. Residual branches removed by the shrink (granularity ``layer``) are cut from
-the rebuilt model the same way (torch.fx). Attention heads and LSTM sizes are not resized.
+the rebuilt model the same way (torch.fx), and attention modules that lost heads are rebuilt as
+`SlimMultiheadAttention`. LSTM sizes are not resized.
 """
 
 from __future__ import annotations
@@ -381,6 +382,24 @@ def _resize(model: nn.Module, name: str, spec: dict[str, Any]) -> None:
             new: nn.Module = SemiStructuredLinear(empty["weight"], bias)
         else:
             new = cls(empty["crow_indices"], empty["col_indices"], empty["values"], shape, bias)
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, new)
+        return
+    if spec["type"] == "SlimMultiheadAttention" and isinstance(m, nn.MultiheadAttention):
+        from .heads import SlimMultiheadAttention
+
+        t = spec["tensors"]
+        heads = t["kept_heads"]["shape"][0]
+        new = SlimMultiheadAttention(
+            m.embed_dim,
+            heads,
+            t["in_proj_weight"]["shape"][0] // (3 * heads),
+            list(range(heads)),  # the saved kept_heads buffer replaces these
+            m.num_heads,
+            bias="in_proj_bias" in t,
+            batch_first=m.batch_first,
+            dropout=m.dropout,
+        )
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, leaf, new)
         return

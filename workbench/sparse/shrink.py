@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..groups import GroupAnalysis
 
-__all__ = ["count_params", "prunable_channels", "shrink_", "traceable"]
+__all__ = ["count_params", "prunable_channels", "shrink_", "shrink_heads_", "traceable"]
 
 
 @contextmanager
@@ -53,17 +53,21 @@ def count_params(model: nn.Module) -> int:
 
 
 def prunable_channels(
-    groups: GroupAnalysis, params: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None
+    groups: GroupAnalysis,
+    params: Mapping[str, Tensor],
+    masks: Mapping[str, Tensor] | None = None,
+    unit: str = "channel",
 ) -> dict[str, list[int]]:
-    """Per supported group id, the root channels whose every member slice is pruned.
+    """Per supported group id of this `unit` ("channel" or "head"), the root units whose every member slice is
+    pruned.
 
     `masks` (True = pruned) say what is pruned; without them a slice counts as pruned when it is all zero.
-    At least one channel of each group is kept.
+    At least one unit of each group is kept.
     """
     out: dict[str, list[int]] = {}
     for gid, grp in groups.groups.items():
-        if not grp.supported or not grp.members or grp.unit != "channel":
-            continue  # heads and recurrent units stay masked: nn.MultiheadAttention / nn.LSTM cannot be resized here
+        if not grp.supported or not grp.members or grp.unit != unit:
+            continue  # recurrent units stay masked: an nn.LSTM's output width is read by layers we cannot trace
         full = torch.ones(grp.size, dtype=torch.bool)
         for m in grp.members:
             p = params[m.param]
@@ -100,3 +104,21 @@ def shrink_(model: nn.Module, example_inputs: Tensor | Sequence[Tensor], channel
             mod = model.get_submodule(gid)
             pruner = dg.get_pruner_of_module(mod)
             dg.get_pruning_group(mod, pruner.prune_out_channels, sorted(idxs)).prune()
+
+
+def shrink_heads_(model: nn.Module, groups: GroupAnalysis, heads: Mapping[str, list[int]]) -> dict[str, int]:
+    """Replace each `nn.MultiheadAttention` whose heads `heads` (group id -> head indices) lists by a
+    `SlimMultiheadAttention` without them, in place (call it on a copy). Returns heads removed per module."""
+    from .heads import SlimMultiheadAttention, slimmable
+
+    done: dict[str, int] = {}
+    for gid, idx in heads.items():
+        name = groups.groups[gid].producers[0]
+        mha = model.get_submodule(name)
+        if slimmable(mha):
+            continue
+        keep = [i for i in range(mha.num_heads) if i not in set(idx)]
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, SlimMultiheadAttention.from_mha(mha, keep))
+        done[name] = len(idx)
+    return done
