@@ -163,6 +163,24 @@ def test_entropy_connectivity_profile_panels_render(cnn):
     assert prof.metric.value == "latency" and not np.isnan(d.last_profile.latency_ms).all()
 
 
+def test_open_entropy_tab_recomputes_after_apply_and_undo():
+    """Apply runs in the busy worker; the Entropy tab's refresh waits for it and then recomputes (not skipped)."""
+    model, data = wb.demo.load("digits-cnn")  # a fresh copy: other tests here prune the shared one
+    bench = wb.Workbench(model, data)
+    d = dash(bench)
+    d.select("entropy")
+    e = d.tabs["entropy"]
+    e.button.click()
+    first, dense_result = e.image.value, e.result
+    d.editor.rows["features.3"].slider.value = 0.8
+    d.actions.apply_button.click()
+    assert e.result is not dense_result and e.image.value != first  # recomputed on the pruned model
+    assert not any("ignored" in text for _, text in d.log.lines)
+    after_apply = e.result
+    d.actions.undo_button.click()
+    assert e.result is not after_apply
+
+
 def test_bad_plans_show_an_error_and_leave_the_model_alone():
     model, data = make("rescat")
     bench = wb.Workbench(model, data)

@@ -240,6 +240,8 @@ class EntropyPanel(Panel):
         self.image = _image()
         self.units = _image()
         self.result = None
+        self._pending = False
+        self.busy.on_idle.append(self._after_other_task)
 
     def widget(self) -> W.Widget:
         return W.VBox([W.HBox([self.button, self.layer]), self.image, self.units])
@@ -269,8 +271,23 @@ class EntropyPanel(Panel):
         self.units.value = render_png(lambda ax: plot_unit_entropy(self.result, self.layer.value, ax=ax), size=(7, 2.5))
 
     def refresh(self) -> None:
-        if self.result is not None:  # activations change with the weights: recompute what is shown
+        if self.result is None:  # activations change with the weights: recompute what is shown
+            return
+        if self.busy.running:  # inside another task's completion (Apply, Undo): run right after it, same worker
+            self._pending = True
+        else:
             self.compute()
+
+    def _after_other_task(self) -> None:
+        if not self._pending:
+            return
+        self._pending = False
+        try:
+            self.result = self.bench.entropy()
+            self.refresh_plots()
+            self.log("entropy: recomputed after the change")
+        except Exception as e:  # shown in the log, never a dead widget
+            self.log(f"Entropy: {type(e).__name__}: {e}", "error")
 
 
 class ConnectivityPanel(Panel):
