@@ -29,9 +29,13 @@ def check(nb, s: dict) -> None:
         assert 0.0 <= r["filter-l1"] <= 1.1 and 0.5 <= r["magnitude"] <= 1.1, (name, r)
     hyb = s["hybrid"]
     assert set(hyb) == {"magnitude", "2:4", "block4x4", "filter-l1"}
-    # compile(backend="auto") picks by measurement, so what it deploys may vary on a busy machine; 2:4 has no CPU kernel
-    assert hyb["2:4"]["speedup"] < 1.3, hyb["2:4"]
-    assert hyb["filter-l1"]["speedup"] > hyb["2:4"]["speedup"], hyb
+    # compile(backend="auto") picks by measurement, so what it deploys and how fast it runs vary with the machine's
+    # load: no timing is asserted here (benchmarks report speed); the conclusion printed must follow the numbers
+    for r in hyb.values():
+        assert r["speedup"] > 0 and r["deployed"] in ("masked", "shrink", "csr", "bsr", "semi_structured", "auto"), r
+    fast = any(r["speedup"] > 1.15 for r in hyb.values())
+    assert ("On this CPU real speed came only from" in _text(nb)) == fast
+    assert ("no pattern measured more than 15% faster" in _text(nb)) == (not fast)
     ratios = s["allocation_ratios"]
     assert max(ratios.values()) > min(ratios.values()) + 0.2, ratios  # layers are not treated alike
     assert s["monitor_agreement"] < 0.9 and s["monitor_alerts"] == 1 and s["easing_top"], s
@@ -41,3 +45,4 @@ def check(nb, s: dict) -> None:
     assert "On this CPU" in text and "ease its ratio" in text
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) == 2, "two charts: the Pareto views (FLOPs, latency) and the monitor"
+    assert s["widget_rows"] == s["table_rows"]  # the widget's first draw shows every strategy

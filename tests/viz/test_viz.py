@@ -214,7 +214,9 @@ def test_sensitivity_heatmap_of_a_real_scan(real, key):
     # damage is red: for accuracy the lowest value, for loss the highest, maps to the red end
     worst = np.nanmin(sens.values) if sens.higher_is_better else np.nanmax(sens.values)
     r, g, b, _ = im.cmap(im.norm(worst))
-    assert r > b and r > g
+    damage = worst < 0 if sens.higher_is_better else worst > 0
+    # (a first-order estimate at a trained minimum can predict no damage anywhere: then nothing is red)
+    assert (r > b and r > g) if damage else b >= r
     texts = [t for t in ax.texts]
     assert len(texts) == sens.values.size  # few cells: values written in them
     for t in texts:  # each in a colour that contrasts with its cell
@@ -429,3 +431,16 @@ def test_text_follows_light_and_dark_styles(style, synth):
             for t in ax.texts:
                 assert matplotlib.colors.to_rgb(t.get_color()) != background, (ax.get_title(), t.get_text())
         save(fig, f"all_{style}_{n}rows")
+
+
+def test_plots_draw_into_axes_of_a_subfigure():
+    """Axes inside a matplotlib SubFigure (whose size lives on the root figure) work like any other."""
+    import matplotlib.pyplot as plt
+
+    model, data = wb.demo.load("digits-cnn")
+    bench = wb.Workbench(model, data)
+    fig = plt.figure(figsize=(8, 3))
+    left, right = fig.subfigures(1, 2)
+    wb.viz.plot_paths(bench.paths(), left.subplots())
+    wb.viz.plot_entropy(bench.entropy(), ax=right.subplots())
+    plt.close(fig)

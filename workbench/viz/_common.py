@@ -30,7 +30,10 @@ def font_points(key: str = "ytick.labelsize") -> float:
 def axes_points(ax: Axes) -> tuple[float, float]:
     """Width and height of the axes in points (no renderer needed)."""
     pos = ax.get_position()
-    w, h = ax.figure.get_size_inches()
+    fig = ax.figure
+    while not hasattr(fig, "get_size_inches"):  # axes in a SubFigure: its root figure has the size
+        fig = fig.figure
+    w, h = fig.get_size_inches()
     return pos.width * w * 72.0, pos.height * h * 72.0
 
 

@@ -1,0 +1,79 @@
+"""Key results of notebooks/05_combination.ipynb: pruning + int8, + distillation, and what 2:4 costs and buys."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def _text(nb) -> str:
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    return "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+
+
+def _images(nb) -> int:
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    return sum("image/png" in o.get("data", {}) for o in outputs)
+
+
+def _widget_outputs(nb) -> list[dict]:
+    """What the notebook's ipywidgets Output areas showed when it ran (nbclient stores the widget state)."""
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    return [o for m in state.values() if m.get("model_name") == "OutputModel" for o in m["state"].get("outputs", [])]
+
+
+def check(nb, s: dict) -> None:
+    text = _text(nb)
+
+    # pruning + int8: zeros survive, sizes multiply, accuracy holds
+    q = s["quantization"]
+    assert set(q) == {"digits-mlp", "digits-cnn"}
+    for name, r in q.items():
+        assert r["zeros_kept"] is True, name
+        assert r["both_zipped"] < r["pruned_zipped"] < r["dense_zipped"], name
+        assert r["both_zipped"] < r["int8_zipped"] <= r["dense_zipped"], name
+        assert r["both_bytes"] < r["dense_bytes"], name  # the quantized model is smaller
+        assert abs(r["both_acc"] - r["pruned_acc"]) <= 0.02, name  # int8 costs (almost) nothing here
+        assert r["pruned_acc"] >= 0.9, name  # 70% pruned + 2 epochs of fine-tuning
+    mlp, cnn = (s["quantization_rows"][n] for n in ("digits-mlp", "digits-cnn"))
+    by = lambda rows, v: next(r for r in rows if r["variant"] == v)  # noqa: E731
+    assert by(mlp, "int8-dynamic")["bytes"] < 0.4 * by(mlp, "dense")["bytes"]  # all Linear: ~4x
+    assert by(cnn, "int8-dynamic")["bytes"] > 0.8 * by(cnn, "dense")["bytes"]  # convs stay float
+    assert "dynamic quantization leaves convolutions in float" in text
+
+    # distillation: both fine-tunes recover; the printed verdict follows the numbers
+    assert len(s["distillation"]) == 2
+    for r in s["distillation"]:
+        assert r["plain"] > r["one_shot"] + 0.3 and r["kd"] > r["one_shot"] + 0.3, r["model"]
+        assert 0.0 <= r["plain_agreement"] <= 1.0 and 0.0 <= r["kd_agreement"] <= 1.0
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"{r['model']} at "))
+        verdict = (
+            "distillation helps"
+            if r["kd"] > r["plain"]
+            else "distillation hurts"
+            if r["kd"] < r["plain"]
+            else "no difference"
+        )
+        assert verdict in line, (verdict, line)
+
+    # 2:4: same sparsity as unstructured, little accuracy cost, recovers with fine-tuning
+    nm = s["nm_accuracy"]
+    assert nm["2:4"]["sparsity"] == pytest.approx(nm["weight"]["sparsity"], abs=1e-6)
+    for g in ("2:4", "weight"):  # one epoch of fine-tuning closes the gap, whatever the one-shot cost was
+        assert nm[g]["fine_tuned"] >= nm[g]["one_shot"], g
+        assert nm[g]["fine_tuned"] >= s["dense_accuracy"] - 0.02, g
+    assert "the 2:4 constraint" in text
+
+    # speed: on a CPU, 2:4 buys nothing through CSR; 90% unstructured does better than 2:4
+    cpu = s["cpu_speed"]
+    assert cpu["90% unstructured"]["csr_speedup"] > cpu["2:4"]["csr_speedup"]
+    gpu = s["gpu"]
+    if gpu["live"] is None:
+        assert "CUDA" in cpu["2:4"]["semi_structured"]  # the backend says why it cannot run here
+    if not gpu["recorded"] and gpu["live"] is None:
+        assert "No GPU measurement of 2:4 exists yet" in text
+    else:
+        assert "No GPU measurement" not in text
+    assert _images(nb) >= 2
+    widget_out = _widget_outputs(nb)
+    assert not [o for o in widget_out if o.get("output_type") == "error"], "a widget callback raised"
+    assert sum("image/png" in o.get("data", {}) for o in widget_out) >= 1  # the widgets drew when first shown
