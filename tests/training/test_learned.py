@@ -154,3 +154,16 @@ def test_without_training_data_the_error_says_pass_train():
     bench = wb.Workbench(model, data.val)
     with pytest.raises(wb.DataError, match="pass train="):
         wb.training.learned_masks(bench, target=0.5)
+
+
+def test_no_layer_collapses_even_at_extreme_global_sparsity():
+    """Global scores could empty a small layer (the classifier) and disconnect the network; each tensor keeps its
+    best-scoring weight, so the learned plan is a valid plan (every ratio < 1)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 256), torch.nn.ReLU(), torch.nn.Linear(256, 3))
+    data = [(torch.randn(16, 8), torch.randint(0, 3, (16,))) for _ in range(4)]
+    bench = wb.Workbench(model, data, train=data)
+    r = wb.training.learned_masks(bench, target=0.995, epochs=2, finetune_epochs=0, score_lr=1.0, progress=False)
+    for name in ("0.weight", "2.weight"):
+        assert int((~bench.masks[name]).sum()) >= 1, name
+    assert all(lp.ratio < 1 for lp in r.info["plan"].layers.values())

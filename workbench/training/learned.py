@@ -77,9 +77,16 @@ def _masks_at(scores: dict[str, Tensor], fixed: dict[str, Tensor], sparsity: flo
     out: dict[str, Tensor] = {}
     groups = [list(scores)] if scope == "global" else [[n] for n in scores]
     for names in groups:
-        flat = torch.cat([scores[n].detach().reshape(-1).float() for n in names])
+        parts = []
+        for n in names:  # every tensor keeps its best-scoring live weight: no layer collapses (disconnects the net)
+            s = scores[n].detach().reshape(-1).float().masked_fill(fixed[n].reshape(-1), -math.inf)
+            best = int(torch.argmax(s))
+            if s[best] > -math.inf:
+                s = s.clone()
+                s[best] = math.inf
+            parts.append(s)
+        flat = torch.cat(parts)
         pinned = torch.cat([fixed[n].reshape(-1) for n in names])
-        flat = flat.masked_fill(pinned, -math.inf)
         k = max(n_to_prune(sparsity, flat.numel()), int(pinned.sum()))
         drop = torch.zeros_like(pinned)
         if k:
@@ -179,7 +186,7 @@ def learned_masks(
                 c = per_layer.setdefault(layer_of[n], [0, 0])
                 c[0] += int(m.sum())
                 c[1] += m.numel()
-            plan = Plan({k: LayerPlan(round(a / b, 6), "weight", "magnitude") for k, (a, b) in per_layer.items()})
+            plan = Plan({k: LayerPlan(a / b, "weight", "magnitude") for k, (a, b) in per_layer.items()})
             info["plan"] = plan
             kept_diff, kept = 0, 0  # (before view.add_ zeroes the pruned weights)
             for n, m in masks.items():  # magnitude mask with the same per-tensor count, on the final weights
