@@ -3,7 +3,8 @@
 The sparse core has a CSR path for Linear layers (`SparseLinear`) and would add one for convolutions only if it
 measured faster. This script measures the best CPU formulation we know for an unstructured-sparse 3x3 conv: unfold the
 input to columns, multiply by the CSR weight (out x in*9) once for the whole batch, fold back to the output shape,
-against dense `F.conv2d` on the same (zeroed) weights; outputs are checked equal (allclose, atol 1e-4) first. Shapes:
+against dense `F.conv2d` on the same (zeroed) weights; outputs are checked equal first (allclose, rtol 1e-4,
+atol 1e-3: up to 4,608 products per output). Shapes:
 the digits-cnn's middle convs at batch 64 and two ImageNet-like layers at batch 8. Speed-up = dense time / CSR time,
 interleaved in the same run (`workbench.sparse.timing.measure`, median of 7 rounds).
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +42,7 @@ def csr_conv(x: torch.Tensor, w_csr: torch.Tensor, c_out: int) -> torch.Tensor:
 
 def main() -> int:
     torch.set_num_threads(THREADS)
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     torch.manual_seed(0)
     print(
         f"CSR conv (unfold + sparse.mm) vs F.conv2d, 3x3, padding 1; torch {torch.__version__}, {THREADS} threads, "
@@ -58,7 +61,7 @@ def main() -> int:
             with torch.inference_mode():
                 ref = F.conv2d(x, weight, padding=1)
                 out = csr_conv(x, w_csr, cout)
-                assert torch.allclose(out, ref, atol=1e-4), (name, s, float((out - ref).abs().max()))
+                assert torch.allclose(out, ref, rtol=1e-4, atol=1e-3), (name, s, float((out - ref).abs().max()))
                 t = measure(
                     {
                         "dense": lambda x=x, weight=weight: F.conv2d(x, weight, padding=1),

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import WorkbenchError, suggest
 from ..masks.nm import is_nm_sparse
-from .modules import BSRLinear, SemiStructuredLinear, SparseLinear
+from .modules import BSRLinear, SemiStructuredLinear, SparseConv2d, SparseLinear
 
 __all__ = ["Backend", "CompileError", "available_backends", "get_backend", "register_backend"]
 
@@ -86,7 +86,15 @@ def _linear_2d(m: nn.Module) -> str:
 
 
 def _check_csr(m: nn.Module, device: torch.device) -> str:
+    if isinstance(m, nn.Conv2d):
+        if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
+            return "only Conv2d layers with groups=1 and explicit zero padding are converted"
+        return "" if m.weight.is_floating_point() else f"its weight is {m.weight.dtype}, not floating point"
     return _linear_2d(m)
+
+
+def _convert_csr(m: nn.Module) -> nn.Module:
+    return SparseConv2d.from_conv(m) if isinstance(m, nn.Conv2d) else SparseLinear.from_linear(m)  # type: ignore[arg-type]
 
 
 def _bsr_blocksize(w: torch.Tensor) -> tuple[tuple[int, int] | None, str]:
@@ -156,12 +164,13 @@ register_backend(
 register_backend(
     Backend(
         "csr",
-        "Linear layers as CSR weights, y = torch.sparse.mm(W, x.T).T + b (pays off at high sparsity)",
+        "Linear (and Conv2d, via unfold) layers as CSR weights, y = torch.sparse.mm(W, x.T).T + b (pays off at "
+        "high sparsity; for convs only on wide layers near 99%)",
         "layer",
         ("cpu", "cuda"),
-        "Linear layers",
+        "Linear or Conv2d (groups=1) layers",
         _check_csr,
-        SparseLinear.from_linear,  # type: ignore[arg-type]
+        _convert_csr,
     )
 )
 register_backend(

@@ -219,11 +219,12 @@ def _out(y: Any) -> Tensor:
 
 
 def _capture(model: nn.Module, xs: tuple[Tensor, ...]) -> dict[str, Tensor]:
-    """The input of the first call of every Linear during one forward pass (hooks on our copy, removed after)."""
+    """The input of the first call of every Linear and Conv2d during one forward pass (hooks on our copy, removed
+    after)."""
     seen: dict[str, Tensor] = {}
     handles = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Linear):
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
 
             def hook(mod, args, name=name):
                 if name not in seen and args and isinstance(args[0], Tensor):
@@ -392,7 +393,7 @@ def compile(
         inputs = _capture(stage, xs)  # type: ignore[arg-type]
         replaced = 0
         for name, mod in list(stage.named_modules()):
-            if not isinstance(mod, nn.Linear):
+            if not isinstance(mod, (nn.Linear, nn.Conv2d)):
                 continue
             res, new = _choose(
                 name, mod, inputs.get(name), cands, backend != "auto", dev, atol, rtol, repeats, min_gain

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from ..errors import WorkbenchError
 from ..plan import Plan
-from .modules import BSRLinear, SemiStructuredLinear, SparseLinear, _SparseBase, densify_
+from .modules import BSRLinear, SemiStructuredLinear, SparseConv2d, SparseLinear, _SparseBase, densify_
 
 __all__ = ["FORMATS", "ExportError", "ExportReport", "export", "load"]
 
@@ -68,7 +68,12 @@ _SIZE_ATTRS = (
     "embedding_dim",
     "num_parameters",
 )
-_SPARSE = {"SparseLinear": SparseLinear, "BSRLinear": BSRLinear, "SemiStructuredLinear": SemiStructuredLinear}
+_SPARSE = {
+    "SparseLinear": SparseLinear,
+    "BSRLinear": BSRLinear,
+    "SemiStructuredLinear": SemiStructuredLinear,
+    "SparseConv2d": SparseConv2d,
+}
 
 
 class ExportError(WorkbenchError, ValueError):
@@ -380,6 +385,17 @@ def _resize(model: nn.Module, name: str, spec: dict[str, Any]) -> None:
         bias = empty.get("bias")
         if cls is SemiStructuredLinear:
             new: nn.Module = SemiStructuredLinear(empty["weight"], bias)
+        elif cls is SparseConv2d:  # the fresh model's Conv2d has the kernel, strides and paddings
+            new = SparseConv2d(
+                empty["crow_indices"],
+                empty["col_indices"],
+                empty["values"],
+                (a["out_channels"], a["in_channels"], *m.kernel_size),
+                bias,
+                m.stride,
+                m.padding,
+                m.dilation,
+            )
         else:
             new = cls(empty["crow_indices"], empty["col_indices"], empty["values"], shape, bias)
         parent, _, leaf = name.rpartition(".")

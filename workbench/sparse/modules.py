@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BSRLinear", "SemiStructuredLinear", "SparseLinear", "densify_"]
+__all__ = ["BSRLinear", "SemiStructuredLinear", "SparseConv2d", "SparseLinear", "densify_"]
 
 
 def _ptrs(*ts: Tensor) -> tuple:
@@ -115,6 +115,95 @@ class SparseLinear(_SparseBase):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", nnz={self.nnz}"
+
+
+class SparseConv2d(_SparseBase):
+    """A Conv2d (``groups=1``) as a CSR weight (out x in*kh*kw): unfold the input to columns, one `torch.sparse.mm`
+    for the whole batch, reshape to the output. Slower than `F.conv2d` on CPU except at very high sparsity on wide
+    layers (measured: 2.0x at 99% on 512->512 7x7, 0.1-0.6x on small layers; `benchmarks/csr_conv.py`), so `compile`
+    keeps it only where it measured faster.
+
+    >>> import torch
+    >>> conv = torch.nn.Conv2d(4, 6, 3, padding=1, stride=2)
+    >>> with torch.no_grad():
+    ...     conv.weight[:, :2] = 0
+    >>> sp = SparseConv2d.from_conv(conv)
+    >>> x = torch.randn(2, 4, 9, 9)
+    >>> torch.allclose(sp(x), conv(x), atol=1e-5)
+    True
+    """
+
+    def __init__(self, crow, col, values, shape: tuple[int, int, int, int], bias, stride, padding, dilation):
+        super().__init__()
+        self.out_channels, self.in_channels, kh, kw = (int(v) for v in shape)
+        self.kernel_size = (kh, kw)
+        self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
+        self.out_features, self.in_features = self.out_channels, self.in_channels * kh * kw
+        self.register_buffer("crow_indices", crow)
+        self.register_buffer("col_indices", col)
+        self.register_buffer("values", values)
+        self._init_bias(bias)
+        self._cache: tuple | None = None
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> SparseConv2d:
+        if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or conv.padding_mode != "zeros":
+            raise ValueError("SparseConv2d converts Conv2d layers with groups=1 and zero padding")
+        if isinstance(conv.padding, str):
+            raise ValueError(f"padding={conv.padding!r} is not supported; give explicit padding")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            w = conv.weight.detach().reshape(conv.out_channels, -1).to_sparse_csr()
+        return cls(
+            w.crow_indices(),
+            w.col_indices(),
+            w.values(),
+            tuple(conv.weight.shape),
+            conv.bias,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+        )
+
+    @property
+    def nnz(self) -> int:
+        return int(self.values.numel())
+
+    weight_csr = SparseLinear.weight_csr
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        kh, kw = self.kernel_size
+        oh = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        ow = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (n, in*kh*kw, L)
+        cols = cols.transpose(0, 1).reshape(self.in_features, -1)
+        y = torch.sparse.mm(self.weight_csr(), cols).view(self.out_channels, n, oh * ow).transpose(0, 1)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1)
+        return y.reshape(n, self.out_channels, oh, ow)
+
+    def to_dense(self) -> nn.Conv2d:
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            bias=self.bias is not None,
+        ).to(device=self.values.device, dtype=self.values.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(self.weight_csr().to_dense().view_as(conv.weight))
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, nnz={self.nnz}"
+        )
 
 
 class BSRLinear(_SparseBase):
