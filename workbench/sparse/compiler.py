@@ -35,7 +35,7 @@ from ..evaluate import _split, model_device
 from ..groups import analyze_groups
 from .backends import CompileError, available_backends, get_backend
 from .modules import _SparseBase
-from .shrink import prunable_channels, shrink_, shrink_heads_, traceable
+from .shrink import prunable_channels, shrink_, shrink_heads_, shrink_rnn_units_, traceable
 from .timing import measure
 
 __all__ = ["CompileReport", "LayerResult", "compile", "stored_weights"]
@@ -367,6 +367,17 @@ def compile(
                 removed.update({f"heads {k}": v for k, v in cut_heads.items()})
             elif cut_heads:
                 notes.append(f"removing heads {cut_heads} changes the outputs ({err:.2e}); heads kept masked")
+        units = prunable_channels(groups, params, ref_masks, unit="lstm-unit")
+        if units:  # recurrent hidden units: slim recurrent stacks in place of nn.LSTM/GRU/RNN
+            slim = copy.deepcopy(shrunk if shrunk is not None else source)
+            cut_units = shrink_rnn_units_(slim, groups, units)
+            with torch.inference_mode():
+                ok, err = _close(_out(slim(*xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
+            if cut_units and ok:
+                shrunk = slim
+                removed.update({f"units {k}": v for k, v in cut_units.items()})
+            elif cut_units:
+                notes.append(f"removing recurrent units {cut_units} changes the outputs ({err:.2e}); kept masked")
         if backend == "shrink" and not removed:
             notes.append(
                 "nothing to shrink: no coupled channel is fully pruned (prune with granularity 'filter' or 'neuron'); "

@@ -23,7 +23,7 @@ ConvNd, BatchNorm, LayerNorm, GroupNorm, Embedding, PReLU, and the workbench's s
 original model freshly built (``load(path, MyNet())``) or let `load` build it from the recorded class when
 its constructor takes no arguments. Residual branches removed by the shrink (granularity ``layer``) are cut from
 the rebuilt model the same way (torch.fx), and attention modules that lost heads are rebuilt as
-`SlimMultiheadAttention`. LSTM sizes are not resized.
+`SlimMultiheadAttention`, recurrent layers that lost hidden units as `SlimRNN`.
 """
 
 from __future__ import annotations
@@ -400,6 +400,15 @@ def _resize(model: nn.Module, name: str, spec: dict[str, Any]) -> None:
             new = cls(empty["crow_indices"], empty["col_indices"], empty["values"], shape, bias)
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, leaf, new)
+        return
+    if spec["type"] == "SlimRNN" and isinstance(m, nn.RNNBase):
+        from .rnn import SlimRNN
+
+        t = spec["tensors"]
+        kept = [list(range(t[f"kept_{i}"]["shape"][0])) for i in range(sum(k.startswith("kept_") for k in t))]
+        new_rnn = SlimRNN(m.mode, m.input_size, m.hidden_size, kept, bias=m.bias, batch_first=m.batch_first)
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, new_rnn)  # the saved kept_i buffers load
         return
     if spec["type"] == "SlimMultiheadAttention" and isinstance(m, nn.MultiheadAttention):
         from .heads import SlimMultiheadAttention

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..groups import GroupAnalysis
 
-__all__ = ["count_params", "prunable_channels", "shrink_", "shrink_heads_", "traceable"]
+__all__ = ["count_params", "prunable_channels", "shrink_", "shrink_heads_", "shrink_rnn_units_", "traceable"]
 
 
 @contextmanager
@@ -121,4 +121,29 @@ def shrink_heads_(model: nn.Module, groups: GroupAnalysis, heads: Mapping[str, l
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, leaf, SlimMultiheadAttention.from_mha(mha, keep))
         done[name] = len(idx)
+    return done
+
+
+def shrink_rnn_units_(model: nn.Module, groups: GroupAnalysis, units: Mapping[str, list[int]]) -> dict[str, int]:
+    """Replace each recurrent module with pruned hidden units (`units`: group id ``name:l{layer}`` -> unit indices)
+    by a `SlimRNN` over the kept units, in place (call it on a copy). Returns units removed per module."""
+    from .rnn import SlimRNN, slimmable_rnn
+
+    by_module: dict[str, dict[int, list[int]]] = {}
+    for gid, idx in units.items():
+        name, _, tag = gid.rpartition(":l")
+        if not tag.isdigit():  # "..._reverse" groups: bidirectional, not slimmed
+            continue
+        by_module.setdefault(name, {})[int(tag)] = idx
+    done: dict[str, int] = {}
+    for name, per_layer in by_module.items():
+        rnn = model.get_submodule(name)
+        if slimmable_rnn(rnn):
+            continue
+        kept = [
+            [u for u in range(rnn.hidden_size) if u not in set(per_layer.get(i, ()))] for i in range(rnn.num_layers)
+        ]
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, SlimRNN.from_rnn(rnn, kept))
+        done[name] = sum(len(v) for v in per_layer.values())
     return done
