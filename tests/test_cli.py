@@ -52,7 +52,7 @@ def test_demo_shows_model_and_targets(demo_output: str):
 
 
 def test_demo_applies_two_steps(demo_output: str):
-    assert "step 1: apply Plan(layer 0.5 filter/l1)" in demo_output
+    assert "step 1: apply Plan(uniform 0.5 filter/l1)" in demo_output
     assert "step 2: apply Plan(global 0.8 weight/magnitude)" in demo_output
     sparsity = {
         step: float(m.group(1)) / 100

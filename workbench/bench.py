@@ -406,7 +406,7 @@ class Workbench:
         >>> bench = wb.Workbench(torch.nn.Linear(4, 2), [(torch.randn(8, 4), torch.randint(0, 2, (8,)))])
         >>> _ = bench.apply(wb.Plan.uniform(0.5))
         >>> [(r["index"], r["label"], r["sparsity"], r["current"]) for r in bench.history_table()]
-        [(0, 'dense', 0.0, False), (1, 'Plan(layer 0.5 weight/magnitude)', 0.5, True)]
+        [(0, 'dense', 0.0, False), (1, 'Plan(uniform 0.5 weight/magnitude)', 0.5, True)]
         """
         import json
 

@@ -219,7 +219,8 @@ class Plan:
         parts = []
         if self.default is not None:
             d = self.default
-            parts.append(f"{self.scope} {d.ratio:g} {d.granularity}/{d.criterion}")
+            scope = "uniform" if self.scope == "layer" else self.scope  # "layer" is also a granularity's name
+            parts.append(f"{scope} {d.ratio:g} {d.granularity}/{d.criterion}")
         if self.include is not None:
             parts.append(f"include={list(self.include)}")
         if self.exclude:
