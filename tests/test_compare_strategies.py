@@ -267,3 +267,13 @@ def test_pareto_front_and_plot():
         wb.viz.plot_pareto(res, "speed", ax=axes[0])
     plt.close(fig)
     assert 0.5 < res.baseline["speedup"] < 2.0  # the start state timed against itself
+
+
+def test_layer_strategy_removes_residual_branches_and_deploys_smaller():
+    model, data = wb.demo.load("digits-resnet")
+    bench = wb.Workbench(model, data)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res = wb.compare(bench, None, ["layer"], [0.5], backend="shrink", repeats=1)
+    (row,) = res.rows
+    assert row["deployed"] == "shrink" and row["params_deployed"] < 0.5 * res.baseline["params"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

@@ -211,6 +211,13 @@ def _nm(bench, sparsity: float, ctx: StrategyContext) -> Plan:
     return Plan.uniform(0.5, granularity="2:4")
 
 
+@register_strategy("layer")
+def _layer(bench, sparsity: float, ctx: StrategyContext) -> Plan:
+    """Layer pruning: that share of the residual branches (lowest mean magnitude) removed whole; the skip
+    connections keep the network connected (models without residual branches: an error naming why)."""
+    return Plan.uniform(sparsity, granularity="layer")
+
+
 # the result ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CompareResult:

@@ -181,6 +181,21 @@ def test_open_entropy_tab_recomputes_after_apply_and_undo():
     assert e.result is not after_apply
 
 
+def test_layer_granularity_from_the_editor_previews_and_applies_a_residual_branch():
+    model, data = wb.demo.load("digits-resnet")
+    bench = wb.Workbench(model, data)
+    d = dash(bench)
+    row = d.editor.rows["layer1.conv1"]
+    assert "layer" in row.granularity.options
+    row.granularity.value = "layer"
+    row.slider.value = 0.5
+    branch = bench.groups.branches["layer1"]
+    kept = sum(p.numel() for p in model.parameters()) - sum(model.get_parameter(p).numel() for p in branch.params)
+    assert f"({kept:,} of" in d.editor.preview_label.value  # the preview counts the whole branch
+    d.actions.apply_button.click()
+    assert set(bench.masks) == set(branch.params)
+
+
 def test_bad_plans_show_an_error_and_leave_the_model_alone():
     model, data = make("rescat")
     bench = wb.Workbench(model, data)
