@@ -9,6 +9,16 @@ import torch
 collect_ignore = ["nbchecks"]
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread (tiny models train faster and steadier on one), restoring the count after.
+    Modules use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A bitwise copy of every parameter and buffer."""
     return {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}

@@ -17,12 +17,7 @@ matplotlib.use("Agg")
 DEFAULT = ("magnitude", "random", "sensitivity", "entropy", "filter-l1")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest and steadiest
 
 
 def small(name="digits-cnn", n_val=180, n_train=256):

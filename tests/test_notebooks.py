@@ -94,10 +94,24 @@ def _checks_for(path: Path):
     return module.check
 
 
+def _outputs(nb: nbformat.NotebookNode) -> list:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+
+
 def stream_text(nb: nbformat.NotebookNode) -> str:
     """All printed text of an executed notebook (for checks that the conclusions were stated)."""
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    return "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    return "\n".join(o.get("text", "") for o in _outputs(nb) if o.output_type == "stream")
+
+
+def image_count(nb: nbformat.NotebookNode) -> int:
+    """How many charts (PNG outputs) the executed notebook drew in its cells."""
+    return sum("image/png" in o.get("data", {}) for o in _outputs(nb))
+
+
+def widget_outputs(nb: nbformat.NotebookNode) -> list[dict]:
+    """What the notebook's ipywidgets Output areas showed when it ran (nbclient stores the widget state)."""
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    return [o for m in state.values() if m.get("model_name") == "OutputModel" for o in m["state"].get("outputs", [])]
 
 
 def _check_tour(nb: nbformat.NotebookNode, s: dict) -> None:
@@ -112,8 +126,7 @@ def _check_tour(nb: nbformat.NotebookNode, s: dict) -> None:
     assert math.isclose(s["accuracy_after_reset"], s["dense_accuracy"])
     assert 0.5 <= s["sparsity_after_uniform"] < s["sparsity_after_global"]
     assert s["sparsity_after_global"] == pytest.approx(0.8, abs=0.01)
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    text = "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    text = stream_text(nb)
     assert "Removing 50% of the filters cost" in text
     assert s["sensitivity_rows"] == 3  # the digits CNN's three conv layers, filter granularity
     assert s["allocation_flops_removed"] == pytest.approx(0.5, abs=0.01)
@@ -125,8 +138,7 @@ def _check_tour(nb: nbformat.NotebookNode, s: dict) -> None:
     assert s["effects_restored_bitwise"] is True and -1 <= s["effects_spearman_mean"] <= 1
     pgd, fgsm, clean = s["effects_pgd_fgsm_clean"]
     assert pgd <= fgsm <= clean
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 9, (
+    assert image_count(nb) == 9, (
         "the tour draws nine charts: sparsity, sensitivity, entropy, connectivity, allocation, and the effects: "
         "attributions, robustness, bias, flipped samples"
     )

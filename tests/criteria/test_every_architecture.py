@@ -8,7 +8,6 @@ exercised here on those layers, and checked to refuse the others by name.
 import warnings
 
 import pytest
-import torch
 from conftest import assert_bitwise, assert_plain, snapshot
 from zoo import ZOO, make
 
@@ -20,12 +19,7 @@ from workbench.masks import n_to_prune
 NEW = ("taylor", "obd", "snip", "grasp", "synflow", "wanda", "wanda-row", "bn_scale")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest and steadiest
 
 
 def include_for(criterion, bench):

@@ -8,13 +8,7 @@ from conftest import assert_bitwise, assert_plain, snapshot
 import workbench as wb
 from workbench.criteria.wanda import input_norms
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest and steadiest
 
 
 def run(model, x):

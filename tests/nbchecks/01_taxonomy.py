@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-
-def _text(nb) -> str:
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    return "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-
-
-def _images(nb) -> int:
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    return sum("image/png" in o.get("data", {}) for o in outputs)
-
-
-def _widget_outputs(nb) -> list[dict]:
-    """What the notebook's ipywidgets Output areas showed when it ran (nbclient stores the widget state)."""
-    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
-    return [o for m in state.values() if m.get("model_name") == "OutputModel" for o in m["state"].get("outputs", [])]
+from test_notebooks import image_count, stream_text, widget_outputs
 
 
 def check(nb, s: dict) -> None:
-    text = _text(nb)
+    text = stream_text(nb)
     assert s["dense_accuracy"] >= 0.95
     assert s["restored_dense"] is True
 
@@ -87,7 +72,7 @@ def check(nb, s: dict) -> None:
     f = {name: k for k, name in enumerate(cf["names"])}
     assert cf["accuracy"][f["l1"]] > cf["accuracy"][f["random"]]
     assert "agree the most" in text and "the at-initialisation scores" in text.lower()
-    assert _images(nb) >= 5  # masks, connectivity, heads/units, timing curves, Jaccard + accuracy
-    widget_out = _widget_outputs(nb)
+    assert image_count(nb) >= 5  # masks, connectivity, heads/units, timing curves, Jaccard + accuracy
+    widget_out = widget_outputs(nb)
     assert not [o for o in widget_out if o.get("output_type") == "error"], "a widget callback raised"
     assert sum("image/png" in o.get("data", {}) for o in widget_out) >= 2  # the widgets drew when first shown

@@ -1,11 +1,7 @@
 """Key results of notebooks/02_comparison.ipynb (digits-cnn, seed 0; latencies measured interleaved)."""
 
 import pytest
-
-
-def _text(nb) -> str:
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    return "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+from test_notebooks import image_count, stream_text
 
 
 def check(nb, s: dict) -> None:
@@ -34,15 +30,14 @@ def check(nb, s: dict) -> None:
     for r in hyb.values():
         assert r["speedup"] > 0 and r["deployed"] in ("masked", "shrink", "csr", "bsr", "semi_structured", "auto"), r
     fast = any(r["speedup"] > 1.15 for r in hyb.values())
-    assert ("On this CPU real speed came only from" in _text(nb)) == fast
-    assert ("no pattern measured more than 15% faster" in _text(nb)) == (not fast)
+    assert ("On this CPU real speed came only from" in stream_text(nb)) == fast
+    assert ("no pattern measured more than 15% faster" in stream_text(nb)) == (not fast)
     ratios = s["allocation_ratios"]
     assert max(ratios.values()) > min(ratios.values()) + 0.2, ratios  # layers are not treated alike
     assert s["monitor_agreement"] < 0.9 and s["monitor_alerts"] == 1 and s["easing_top"], s
-    text = _text(nb)
+    text = stream_text(nb)
     assert "Magnitude beats random at 70%" in text and "sensitivity-allocated ratios gain" in text
     assert "model bitwise as before the comparison: True" in text
     assert "On this CPU" in text and "ease its ratio" in text
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 2, "two charts: the Pareto views (FLOPs, latency) and the monitor"
+    assert image_count(nb) == 2, "two charts: the Pareto views (FLOPs, latency) and the monitor"
     assert s["widget_rows"] == s["table_rows"]  # the widget's first draw shows every strategy

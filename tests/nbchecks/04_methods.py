@@ -3,11 +3,10 @@
 import re
 
 import pytest
+from test_notebooks import stream_text
 
 
 def check(nb, s):
-    from test_notebooks import stream_text
-
     text = stream_text(nb)
     assert s["dense"] >= 0.95
     assert s["oneshot_no_ft"] < 0.5 < s["oneshot_ft"]  # a 90% cut loses accuracy; fine-tuning recovers most of it

@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-
-def _text(nb) -> str:
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    return "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-
-
-def _images(nb) -> int:
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    return sum("image/png" in o.get("data", {}) for o in outputs)
-
-
-def _widget_outputs(nb) -> list[dict]:
-    """What the notebook's ipywidgets Output areas showed when it ran (nbclient stores the widget state)."""
-    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
-    return [o for m in state.values() if m.get("model_name") == "OutputModel" for o in m["state"].get("outputs", [])]
+from test_notebooks import image_count, stream_text, widget_outputs
 
 
 def check(nb, s: dict) -> None:
-    text = _text(nb)
+    text = stream_text(nb)
 
     # pruning + int8: zeros survive, sizes multiply, accuracy holds
     q = s["quantization"]
@@ -73,7 +58,7 @@ def check(nb, s: dict) -> None:
         assert "No GPU measurement of 2:4 exists yet" in text
     else:
         assert "No GPU measurement" not in text
-    assert _images(nb) >= 2
-    widget_out = _widget_outputs(nb)
+    assert image_count(nb) >= 2
+    widget_out = widget_outputs(nb)
     assert not [o for o in widget_out if o.get("output_type") == "error"], "a widget callback raised"
     assert sum("image/png" in o.get("data", {}) for o in widget_out) >= 1  # the widgets drew when first shown

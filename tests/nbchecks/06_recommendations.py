@@ -4,20 +4,11 @@ benchmark habits, monitoring."""
 from __future__ import annotations
 
 import numpy as np
-
-
-def _text(nb) -> str:
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    return "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-
-
-def _images(nb) -> int:
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    return sum("image/png" in o.get("data", {}) for o in outputs)
+from test_notebooks import image_count, stream_text
 
 
 def check(nb, s: dict) -> None:
-    text = _text(nb)
+    text = stream_text(nb)
     assert s["dense_accuracy"] >= 0.95
     assert s["recommend_bitwise"] is True and s["goals_bitwise"] is True and s["restored_bitwise"] is True
 
@@ -68,4 +59,4 @@ def check(nb, s: dict) -> None:
         assert f"Putting back the pruned weights of {s['easing_top'][0]} alone recovers the most agreement" in text
     else:
         assert "No single layer recovers agreement when its weights are put back" in text
-    assert _images(nb) == 2, "the chapter draws two charts: the latency candidates and the monitor"
+    assert image_count(nb) == 2, "the chapter draws two charts: the latency candidates and the monitor"

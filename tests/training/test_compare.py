@@ -1,20 +1,13 @@
 """compare_timing: every arm at equal sparsity and epochs, the bench back where it started, a table and curves."""
 
 import pytest
-import torch
 from conftest import assert_bitwise, snapshot
 from test_schedules import mlp_bench
 
 import workbench as wb
 from workbench.masks import n_to_prune
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest and steadiest
 
 
 def test_every_arm_at_equal_sparsity_and_epochs_and_the_bench_ends_where_it_started():

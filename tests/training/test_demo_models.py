@@ -3,18 +3,11 @@
 import warnings
 
 import pytest
-import torch
 from conftest import assert_bitwise, assert_plain, snapshot
 
 import workbench as wb
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest and steadiest
 
 
 @pytest.mark.parametrize("name", wb.demo.available())

@@ -7,13 +7,7 @@ from conftest import assert_bitwise, assert_plain, snapshot
 import workbench as wb
 from workbench.training._state import state_at
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest and steadiest
 
 
 def small_cnn(pretrained=True):

@@ -9,13 +9,7 @@ import workbench as wb
 from workbench.masks import n_to_prune
 from workbench.training import agp_sparsity, round_sparsity
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest and steadiest
 
 
 def mlp_bench(seed=0):

@@ -14,12 +14,7 @@ SYNC = {"threaded": False, "scheduler": lambda delay, fn: fn()}
 FAST = {"strategies": ["global-magnitude", "structured-l1", "2:4"], "repeats": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest and steadiest
 
 
 @pytest.fixture
