@@ -15,18 +15,16 @@ import torch
 
 import workbench as wb
 from workbench.demo import minilm
+from workbench.sparse.timing import measure
 
 SETTINGS = ((0.25, 0.0), (0.0, 0.3), (0.25, 0.3), (0.5, 0.5))  # (heads per layer, FFN neurons per layer)
 
 
-def _paired(a, b, x, rounds: int = 5) -> tuple[float, float]:
-    """Latency of `a` and `b`, measured in alternating rounds (a busy machine slows both alike); the best round's
-    median of each."""
-    ta, tb = [], []
-    for _ in range(rounds):
-        ta.append(minilm.latency_ms(a, x, repeats=10))
-        tb.append(minilm.latency_ms(b, x, repeats=10))
-    return min(ta), min(tb)
+def _paired(a, b, x) -> tuple[float, float]:
+    """Latency of `a` and `b` in ms, measured in interleaved blocks (a busy machine slows both alike)."""
+    with torch.inference_mode():
+        t = measure({"a": lambda: a(*x), "b": lambda: b(*x)}, repeats=11)
+    return t["a"], t["b"]
 
 
 def main() -> int:

@@ -183,7 +183,7 @@ class Workbench:
                 weights.swap_(self.model)
             metrics = self.evaluate() if evaluate and self.data is not None else None
         except BaseException:
-            self._undo_one()
+            self.store.undo_()
             del self.store._steps[self.store.position :]
             raise
         del self._entries[self.store.position - 1 :]
@@ -236,22 +236,15 @@ class Workbench:
             **kwargs,
         )
 
-    # undo/redo: a training step (`apply_masks(weights=...)`) also swaps the weights it changed ------------------
-    # (the store itself exchanges them: `MaskStore.undo_`/`redo_`; these names stay for callers that move stepwise)
-    def _undo_one(self) -> None:
-        self.store.undo_()
-
-    def _redo_one(self) -> None:
-        self.store.redo_()
-
+    # undo/redo: a training step (`apply_masks(weights=...)`) also swaps the weights it changed; the store does that
     def undo(self) -> HistoryEntry:
         """Restore the state before the last applied step, bitwise."""
-        self._undo_one()
+        self.store.undo_()
         return self.current
 
     def redo(self) -> HistoryEntry:
         """Re-apply the step undone last."""
-        self._redo_one()
+        self.store.redo_()
         return self.current
 
     def reset(self) -> HistoryEntry:

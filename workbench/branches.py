@@ -138,9 +138,7 @@ def find_branches(model: nn.Module) -> tuple[list[Branch], str]:
             ]
             if not params or not _zeroable_end(main, modules):
                 continue
-            size = sum(
-                modules[t].get_parameter(pn.rsplit(".", 1)[1]).numel() for pn in params for t in [pn.rsplit(".", 1)[0]]
-            )
+            size = sum(model.get_parameter(pn).numel() for pn in params)
             if best is None or size > best[0]:
                 order = [x.target for x in graph.nodes if x in own and x.op == "call_module" and x.target in mods]
                 best = (size, tuple(order), tuple(params), skip.name)

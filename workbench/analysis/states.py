@@ -104,12 +104,6 @@ def _touched(store, lo: int, hi: int) -> dict[str, Tensor]:
     return out
 
 
-def _goto(bench, position: int) -> None:
-    """Move to `position` with the store's exact undo/redo (steps made by training also swap their trained
-    weights: the store does that itself)."""
-    bench.store.goto_(position)
-
-
 @contextmanager
 def at(bench, index: int | None) -> Iterator[int]:
     """Temporarily put the live model in history entry `index` (a transaction); yields the resolved index.
@@ -137,12 +131,12 @@ def at(bench, index: int | None) -> Iterator[int]:
     try:
         with _no_interrupt():
             moved = True
-            _goto(bench, target)
+            store.goto_(target)  # exact undo/redo; training steps swap their trained weights too
         yield target
     finally:
         if moved:
             with _no_interrupt(), torch.no_grad():
-                _goto(bench, start)
+                store.goto_(start)
                 for name, (m, values) in saved.items():
                     store._param(name).detach().masked_scatter_(m, values)
 

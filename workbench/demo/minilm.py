@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import copy
 import os
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from torch import Tensor, nn
 
 from ..errors import ModelError, PlanError
 
-__all__ = ["MiniLM", "SentenceData", "available", "cosine", "latency_ms", "load", "prune_heads", "shrink"]
+__all__ = ["MiniLM", "SentenceData", "available", "cosine", "load", "prune_heads", "shrink"]
 
 SENTENCES = Path(__file__).with_name("sentences.txt")
 REASON = (
@@ -195,17 +194,3 @@ def _slice(lin: nn.Linear, keep: Tensor, *, out: bool) -> None:
     else:
         lin.weight = nn.Parameter(lin.weight[:, keep].clone())
         lin.in_features = keep.numel()
-
-
-def latency_ms(model: nn.Module, x: tuple[Tensor, Tensor], repeats: int = 30, warmup: int = 5) -> float:
-    """Median wall time of one forward pass on `x` (inference mode), after `warmup` calls."""
-    fn: Callable[[], Tensor] = lambda: model(*x)  # noqa: E731
-    times = []
-    with torch.inference_mode():
-        for i in range(repeats + warmup):
-            t0 = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    times.sort()
-    return 1000 * times[len(times) // 2]

@@ -356,28 +356,22 @@ def compile(
                 shrunk = None if source is ref else source  # the branches cut out stay cut
             else:
                 removed.update({gid: len(idx) for gid, idx in channels.items()})
-        heads = prunable_channels(groups, params, ref_masks, unit="head")
-        if heads:  # attention heads: slim attention modules in place of nn.MultiheadAttention
+        for unit, slim_, tag, what in (
+            ("head", shrink_heads_, "heads", "heads"),  # SlimMultiheadAttention in place of nn.MultiheadAttention
+            ("lstm-unit", shrink_rnn_units_, "units", "recurrent units"),  # SlimRNN in place of nn.LSTM/GRU/RNN
+        ):
+            found = prunable_channels(groups, params, ref_masks, unit=unit)
+            if not found:
+                continue
             slim = copy.deepcopy(shrunk if shrunk is not None else source)
-            cut_heads = shrink_heads_(slim, groups, heads)
+            cut_out = slim_(slim, groups, found)
             with torch.inference_mode():
                 ok, err = _close(_out(slim(*xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
-            if cut_heads and ok:
+            if cut_out and ok:
                 shrunk = slim
-                removed.update({f"heads {k}": v for k, v in cut_heads.items()})
-            elif cut_heads:
-                notes.append(f"removing heads {cut_heads} changes the outputs ({err:.2e}); heads kept masked")
-        units = prunable_channels(groups, params, ref_masks, unit="lstm-unit")
-        if units:  # recurrent hidden units: slim recurrent stacks in place of nn.LSTM/GRU/RNN
-            slim = copy.deepcopy(shrunk if shrunk is not None else source)
-            cut_units = shrink_rnn_units_(slim, groups, units)
-            with torch.inference_mode():
-                ok, err = _close(_out(slim(*xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
-            if cut_units and ok:
-                shrunk = slim
-                removed.update({f"units {k}": v for k, v in cut_units.items()})
-            elif cut_units:
-                notes.append(f"removing recurrent units {cut_units} changes the outputs ({err:.2e}); kept masked")
+                removed.update({f"{tag} {k}": v for k, v in cut_out.items()})
+            elif cut_out:
+                notes.append(f"removing {what} {cut_out} changes the outputs ({err:.2e}); {what} kept masked")
         if backend == "shrink" and not removed:
             notes.append(
                 "nothing to shrink: no coupled channel is fully pruned (prune with granularity 'filter' or 'neuron'); "

@@ -37,6 +37,14 @@ class _SparseBase(nn.Module):
     out_features: int
     bias: nn.Parameter | None
 
+    def _init_compressed(self, crow: Tensor, col: Tensor, values: Tensor, bias: Tensor | None) -> None:
+        """Store a CSR/BSR weight as plain buffers (what `state_dict` and safetensors hold) and the bias."""
+        self.register_buffer("crow_indices", crow)
+        self.register_buffer("col_indices", col)
+        self.register_buffer("values", values)
+        self._init_bias(bias)
+        self._cache: tuple | None = None
+
     def _init_bias(self, bias: Tensor | None) -> None:
         if bias is None:
             self.register_parameter("bias", None)
@@ -70,11 +78,7 @@ class SparseLinear(_SparseBase):
     def __init__(self, crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int], bias: Tensor | None = None):
         super().__init__()
         self.out_features, self.in_features = int(shape[0]), int(shape[1])
-        self.register_buffer("crow_indices", crow)
-        self.register_buffer("col_indices", col)
-        self.register_buffer("values", values)
-        self._init_bias(bias)
-        self._cache: tuple | None = None
+        self._init_compressed(crow, col, values, bias)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> SparseLinear:
@@ -139,11 +143,7 @@ class SparseConv2d(_SparseBase):
         self.kernel_size = (kh, kw)
         self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
         self.out_features, self.in_features = self.out_channels, self.in_channels * kh * kw
-        self.register_buffer("crow_indices", crow)
-        self.register_buffer("col_indices", col)
-        self.register_buffer("values", values)
-        self._init_bias(bias)
-        self._cache: tuple | None = None
+        self._init_compressed(crow, col, values, bias)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> SparseConv2d:
@@ -165,10 +165,7 @@ class SparseConv2d(_SparseBase):
             conv.dilation,
         )
 
-    @property
-    def nnz(self) -> int:
-        return int(self.values.numel())
-
+    nnz = SparseLinear.nnz
     weight_csr = SparseLinear.weight_csr
 
     def forward(self, x: Tensor) -> Tensor:
@@ -220,11 +217,7 @@ class BSRLinear(_SparseBase):
     ):
         super().__init__()
         self.out_features, self.in_features = int(shape[0]), int(shape[1])
-        self.register_buffer("crow_indices", crow)
-        self.register_buffer("col_indices", col)
-        self.register_buffer("values", values)  # (nnz_blocks, R, C)
-        self._init_bias(bias)
-        self._cache: tuple | None = None
+        self._init_compressed(crow, col, values, bias)  # values: (nnz_blocks, R, C)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, blocksize: tuple[int, int]) -> BSRLinear:

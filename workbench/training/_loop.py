@@ -274,11 +274,15 @@ def train_epochs(
     on_epoch: Callable[[int], None] | None = None,
     sparsity_of: Callable[[], float] | None = None,
     extra_loss: Callable[[], Tensor] | None = None,
+    forward: Callable[[Any], Any] | None = None,
+    evaluate_in: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> None:
     """Train `bench.model` for `epochs` epochs on `data` with `view`'s masks enforced after every step.
 
     A fresh optimizer and learning-rate schedule per call (each round of a procedure restarts them); `extra_loss()`
-    is added to every step's loss (and so to the logged loss). Appends to
+    is added to every step's loss (and so to the logged loss). `forward(x)` replaces the model call in training
+    steps (e.g. learned masks run the model with gated weights); the per-epoch evaluation runs inside
+    `evaluate_in()` when given (e.g. with the current mask applied). Appends to
     `curves`; a KeyboardInterrupt (Ctrl-C, or a progress callback) propagates after the partial epoch is logged,
     with the masks enforced, so the caller can record a consistent state.
     """
@@ -304,7 +308,7 @@ def train_epochs(
             try:
                 for x, y in batches(data, device):
                     opt.zero_grad(set_to_none=True)
-                    out = _first(call(model, x))
+                    out = _first(call(model, x) if forward is None else forward(x))
                     if teacher is not None:
                         with torch.no_grad():
                             t_out = _first(call(teacher, x))
@@ -349,11 +353,14 @@ def train_epochs(
             except KeyboardInterrupt:
                 view.enforce_(grads=False)
                 if n_steps:
-                    _log_epoch(bench, curves, losses, opt, n_steps / max(steps_per_epoch or n_steps, 1), sparsity_of)
+                    with evaluate_in() if evaluate_in is not None else contextlib.nullcontext():
+                        fraction = n_steps / max(steps_per_epoch or n_steps, 1)
+                        _log_epoch(bench, curves, losses, opt, fraction, sparsity_of)
                 raise
             if n_steps == 0:
                 raise DataError("the training data yielded no batches; pass a non-empty DataLoader of (inputs, labels)")
-            _log_epoch(bench, curves, losses, opt, 1.0, sparsity_of)
+            with evaluate_in() if evaluate_in is not None else contextlib.nullcontext():
+                _log_epoch(bench, curves, losses, opt, 1.0, sparsity_of)
             if on_epoch is not None:
                 on_epoch(epoch + 1)
 

@@ -38,7 +38,6 @@ import torch
 from torch import Tensor
 
 from ..errors import ModelError
-from ..evaluate import batches, model_device
 from ..masks.select import n_to_prune
 from ..plan import LayerPlan, Plan
 from ._loop import (
@@ -46,14 +45,9 @@ from ._loop import (
     Progress,
     TrainingError,
     TrainingResult,
-    _first,
-    _log_epoch,
     check,
-    make_optimizer,
     pool,
-    task_loss,
     train_epochs,
-    training_mode,
 )
 from ._procedure import run_procedure, sparsity_of
 from ._state import MaskView
@@ -156,7 +150,7 @@ def learned_masks(
             scores = {n: W[n].detach().abs().float() for n in names}
         for s in scores.values():
             s.requires_grad_(True)
-        start = max(sum(int(f.sum()) for f in fixed.values()) / sum(w.numel() for w in W.values()), 0.0)
+        start = sum(int(f.sum()) for f in fixed.values()) / sum(w.numel() for w in W.values())
         total = epochs * steps_per_epoch if steps_per_epoch else None
         n_ramp = max(1, round(ramp * total)) if total else 1
         state = {"step": 0, "sparsity": start}
@@ -166,16 +160,10 @@ def learned_masks(
                 return target
             return agp_sparsity(state["step"], initial=start, final=target, start=0, n=n_ramp, dt=1)
 
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = make_optimizer(kw.get("optimizer", "adamw"), params, kw["lr"], kw.get("weight_decay", 0.0))
         # Adam moves every score by about its lr per step, so each tensor's lr is relative to its own weights' scale
         sopt = torch.optim.Adam(
             [{"params": [s], "lr": score_lr * float(s.detach().mean().clamp_min(1e-12))} for s in scores.values()]
         )
-        sched = None
-        if kw.get("schedule", "cosine") == "cosine" and total:
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-        device = model_device(model)
         info["sparsity_schedule"] = []
 
         def finish() -> None:
@@ -201,49 +189,39 @@ def learned_masks(
             view.add_(masks)
             info["sparsity_reached"] = state["sparsity"]
 
+        def forward(x):
+            """The model with the hard mask of the current sparsity; straight-through: the backward sends dL/dM to
+            the scores."""
+            state["sparsity"] = sparsity_now()
+            keep = {n: ~m for n, m in _masks_at(scores, fixed, state["sparsity"], scope).items()}
+            gated = {n: W[n] * (keep[n].to(W[n].dtype) + scores[n] - scores[n].detach()).to(W[n].dtype) for n in names}
+            return functional_call(model, gated, tuple(x) if isinstance(x, (list, tuple)) else (x,), strict=False)
+
+        def on_step(step: int) -> None:
+            sopt.step()
+            sopt.zero_grad(set_to_none=True)
+            state["step"] = step
+
         sp = sparsity_of(bench, view)
-        with training_mode(model):
-            try:
-                for epoch in range(epochs):
-                    losses, n_steps = [], 0
-                    for x, y in batches(data, device):
-                        state["sparsity"] = sparsity_now()
-                        keep = {n: ~m for n, m in _masks_at(scores, fixed, state["sparsity"], scope).items()}
-                        # straight-through: the forward uses the hard mask, the backward sends dL/dM to the scores
-                        gated = {
-                            n: W[n] * (keep[n].to(W[n].dtype) + scores[n] - scores[n].detach()).to(W[n].dtype)
-                            for n in names
-                        }
-                        opt.zero_grad(set_to_none=True)
-                        sopt.zero_grad(set_to_none=True)
-                        args = tuple(x) if isinstance(x, (list, tuple)) else (x,)
-                        out = _first(functional_call(model, gated, args, strict=False))
-                        loss = task_loss(out, y)
-                        if not torch.isfinite(loss):
-                            raise TrainingError(
-                                f"the training loss became {float(loss)} at epoch {epoch + 1}; lower lr "
-                                f"({kw['lr']:g}) or score_lr ({score_lr:g})"
-                            )
-                        loss.backward()
-                        view.enforce_(grads=True)  # weights pruned before stay at zero
-                        opt.step()
-                        sopt.step()
-                        if sched is not None:
-                            sched.step()
-                        view.enforce_(grads=False)
-                        state["step"] += 1
-                        n_steps += 1
-                        losses.append(float(loss.detach()))
-                        curves.step_loss.append(losses[-1])
-                        curves.step_lr.append(float(opt.param_groups[0]["lr"]))
-                        bar.step(loss=losses[-1])
-                    info["sparsity_schedule"].append(state["sparsity"])
-                    # the epoch's metric is of the masked model: apply the mask for the evaluation only
-                    with _masked(model, W, scores, fixed, state["sparsity"], scope):
-                        _log_epoch(bench, curves, losses, opt, 1.0, lambda: state["sparsity"])
-            except KeyboardInterrupt:
-                finish()
-                raise
+        try:
+            train_epochs(
+                bench,
+                view,
+                data,
+                epochs,
+                curves=curves,
+                progress=bar,
+                sparsity_of=lambda: state["sparsity"],
+                forward=forward,
+                on_step=on_step,
+                on_epoch=lambda epoch: info["sparsity_schedule"].append(state["sparsity"]),
+                # the epoch's metric is of the masked model: the mask is applied for the evaluation only
+                evaluate_in=lambda: _masked(model, W, scores, fixed, state["sparsity"], scope),
+                **kw,
+            )
+        except KeyboardInterrupt:
+            finish()
+            raise
         finish()
         info["pruned_metric"] = float(bench.evaluate()["metric"]) if bench.data is not None else math.nan
         if finetune_epochs:
