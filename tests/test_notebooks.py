@@ -61,6 +61,23 @@ def _run(path: Path) -> tuple[nbformat.NotebookNode, float]:
     return nb, time.perf_counter() - start
 
 
+def _where(nb: nbformat.NotebookNode, seconds: float) -> str:
+    """Where a slow run spent its time: the slowest cells (nbclient's timing metadata) and what the cells
+    do not account for (kernel start and shutdown)."""
+    from datetime import datetime
+
+    spans = []
+    for i, c in enumerate(nb.cells):
+        ex = c.get("metadata", {}).get("execution", {})
+        a, b = ex.get("iopub.execute_input"), ex.get("shell.execute_reply")
+        if a and b:
+            d = datetime.fromisoformat(b.replace("Z", "+00:00")) - datetime.fromisoformat(a.replace("Z", "+00:00"))
+            spans.append((d.total_seconds(), i, "".join(c.source).splitlines()[0][:60] if c.source else ""))
+    cells = sum(d for d, _, _ in spans)
+    top = ", ".join(f"cell {i} {d:.1f} s ({src!r})" for d, i, src in sorted(spans, reverse=True)[:3])
+    return f"cells {cells:.1f} s, outside cells (kernel start/stop) {seconds - cells:.1f} s; slowest: {top}; load {os.getloadavg()}"
+
+
 def test_there_are_notebooks():
     assert NOTEBOOKS, "notebooks/ has no .ipynb files"
 
@@ -71,7 +88,7 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("WORKBENCH_NB_SUMMARY", str(summary_path))
     nb, seconds = _run(path)
     print(f"{path.name}: {seconds:.1f} s")
-    assert seconds < MAX_SECONDS, f"{path.name} took {seconds:.1f} s (limit {MAX_SECONDS:.0f} s)"
+    assert seconds < MAX_SECONDS, f"{path.name} took {seconds:.1f} s (limit {MAX_SECONDS:.0f} s); {_where(nb, seconds)}"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, errors
     assert summary_path.exists(), f"{path.name} did not write its summary to $WORKBENCH_NB_SUMMARY"

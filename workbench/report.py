@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .masks.fastops import count_nonzero
 from .targets import Targets
 
 __all__ = ["LayerReport", "Report", "layer_reports"]
@@ -95,6 +96,6 @@ def layer_reports(model: nn.Module, targets: Targets) -> tuple[LayerReport, ...]
                 continue
             ps = [model.get_parameter(n) for n in t.param_names()]
             rows.append(
-                LayerReport(t.name, t.kind, sum(p.numel() for p in ps), sum(int(torch.count_nonzero(p)) for p in ps))
+                LayerReport(t.name, t.kind, sum(p.numel() for p in ps), sum(count_nonzero(p) for p in ps))
             )
     return tuple(rows)

@@ -60,3 +60,74 @@ def test_selection_masks_equal_the_argsort_ranking_with_pruned_weights(criterion
     want = weight_ranking(model, bench.store, pairs, criterion, 0).masks(ratio)
     got = weight_masks(model, bench.store, pairs, criterion, ratio, 0)
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 3000), min_size=1, max_size=4),
+    st.sampled_from(["normal", "ties", "pruned", "nan"]),
+    st.integers(1, 64),
+    st.data(),
+)
+def test_the_sampled_bracket_never_changes_the_masks(sizes, kind, sample, data):
+    # tensors larger than `sample` are sampled, so the bracket can be tight, loose or missed; the masks
+    # must always equal the stable argsort's
+    g = torch.Generator().manual_seed(sum(sizes) + sample)
+    tensors = []
+    for n in sizes:
+        t = torch.randn(n, generator=g)
+        if kind == "ties":
+            t = torch.randint(-2, 3, (n,), generator=g).float()
+        elif kind == "pruned":
+            t[torch.rand(n, generator=g) < 0.5] = float("-inf")
+        elif kind == "nan" and n:
+            t[torch.randint(n, (max(1, n // 10),), generator=g)] = float("nan")
+        tensors.append(t.view(-1, 1) if n % 2 else t)
+    total = sum(sizes)
+    k = data.draw(st.integers(0, total))
+    masks = lowest_k([lambda t=t: t for t in tensors], k, sample=sample)
+    got = torch.cat([m.reshape(-1) for m in masks]) if total else torch.zeros(0, dtype=torch.bool)
+    assert torch.equal(got, _reference(tensors, k))
+
+
+def test_band_path_on_plain_scores_and_radix_fallback_on_heavy_ties(monkeypatch):
+    import workbench.masks.topk as topk
+
+    calls = []
+    radix = topk._radix
+    monkeypatch.setattr(topk, "_radix", lambda fns, k: calls.append(k) or radix(fns, k))
+    g = torch.Generator().manual_seed(0)
+    plain = [torch.randn(300, 200, generator=g), torch.randn(50_000, generator=g)]
+    k = 40_000
+    got = lowest_k([lambda t=t: t for t in plain], k, sample=1024)
+    assert calls == [] and torch.equal(torch.cat([m.reshape(-1) for m in got]), _reference(plain, k))
+    # half the scores are -inf (already pruned) and the plan asks for exactly that many: the k-th score is
+    # one of 55,000 ties, too many candidates to hold, so the radix select runs
+    tied = [t.clone() for t in plain]
+    for t in tied:
+        t.view(-1)[::2] = float("-inf")
+    k = sum(t.numel() for t in tied) // 2
+    got = lowest_k([lambda t=t: t for t in tied], k, sample=1024)
+    assert calls == [k] and torch.equal(torch.cat([m.reshape(-1) for m in got]), _reference(tied, k))
+
+
+def test_masks_are_row_major_for_transposed_scores():
+    t = torch.randn(40, 30).t()  # non-contiguous scores
+    masks = lowest_k([lambda: t], 500, sample=64)
+    assert masks[0].is_contiguous() and torch.equal(masks[0].reshape(-1), _reference([t], 500))
+
+
+def test_a_missed_bracket_falls_back_to_the_exact_select(monkeypatch):
+    import workbench.masks.topk as topk
+
+    monkeypatch.setattr(topk, "SIGMAS", 0.0)  # a bracket one rank wide: it misses most of the time
+    calls = []
+    radix = topk._radix
+    monkeypatch.setattr(topk, "_radix", lambda fns, k: calls.append(k) or radix(fns, k))
+    g = torch.Generator().manual_seed(1)
+    for trial in range(6):
+        ts = [torch.randn(5000, generator=g), torch.randn(70, 70, generator=g)]
+        k = 1000 * (trial + 1)
+        got = lowest_k([lambda t=t: t for t in ts], k, sample=256)
+        assert torch.equal(torch.cat([m.reshape(-1) for m in got]), _reference(ts, k))
+    assert calls  # the fallback ran, and the masks above were still exact

@@ -21,7 +21,9 @@ class ScoreContext:
     `param` is the full parameter name (``"features.0.weight"``); `target` the layer's name; `model` the
     live model and `data` calibration batches, for criteria that need activations or gradients; `seed`
     makes random criteria reproducible; `cache` is shared by all contexts of one selection, so a criterion
-    computes its statistics once per plan (never store tensors of the model there across plans).
+    computes its statistics once per plan (never store tensors of the model there across plans). `out`, when
+    given, is a float32 buffer of the weight's shape that the criterion may write its scores into and return
+    (the caller reads them before the next call): large models then score without fresh memory per tensor.
     """
 
     param: str
@@ -31,6 +33,7 @@ class ScoreContext:
     seed: int = 0
     data: Any = None
     cache: dict[str, Any] = field(default_factory=dict)
+    out: Tensor | None = None
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         """A generator seeded from `seed` and the parameter name: independent of scoring order."""

@@ -15,13 +15,20 @@ def magnitude(weight: Tensor, ctx: ScoreContext) -> Tensor:
     >>> magnitude(torch.tensor([-3.0, 1.0]), None)
     tensor([3., 1.])
     """
+    return _abs(weight, ctx)
+
+
+def _abs(weight: Tensor, ctx: ScoreContext | None) -> Tensor:
+    out = None if ctx is None else ctx.out
+    if out is not None and weight.dtype == torch.float32 and out.shape == weight.shape:
+        return torch.abs(weight, out=out)
     return weight.abs().float()
 
 
 @register_criterion("l1", reference="Li et al. 2017, Pruning filters for efficient ConvNets")
 def l1(weight: Tensor, ctx: ScoreContext) -> Tensor:
     """L1 norm: |w| per weight, sum of |w| per filter/neuron (Li et al.'s filter criterion)."""
-    return weight.abs().float()
+    return _abs(weight, ctx)
 
 
 @register_criterion("l2", reference="He et al. 2018, Soft filter pruning")

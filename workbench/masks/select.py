@@ -28,6 +28,7 @@ from ..groups import ChannelGroup, GroupAnalysis
 from ..plan import LayerPlan, Plan
 from ..targets import Target, Targets, pattern_fit
 from .block import block_scores, expand_blocks
+from .fastops import all_finite
 from .granularity import Granularity, get_granularity
 from .nm import nm_mask
 from .store import MaskStore
@@ -146,20 +147,22 @@ def _resolve(plan: Plan, targets: Targets) -> tuple[dict[str, LayerPlan], list[T
 def _finite(model: nn.Module, names: list[str]) -> None:
     for n in names:
         p = model.get_parameter(n)
-        if p.is_floating_point() and p.numel() and not all(map(math.isfinite, p.detach().aminmax())):
+        if not all_finite(p):
             raise ModelError(
                 f"{n!r} contains NaN or inf, so its weights cannot be ranked; fix or re-initialise that layer "
                 "(or exclude it from the plan) before pruning. Nothing was changed."
             )
 
 
-def _scores(model: nn.Module, store: MaskStore, target: Target, param: str, criterion: str, seed: int, env) -> Tensor:
+def _scores(
+    model: nn.Module, store: MaskStore, target: Target, param: str, criterion: str, seed: int, env, out=None
+) -> Tensor:
     p = model.get_parameter(param)
-    ctx = ScoreContext(param, target.name, model.get_submodule(target.name), model, seed, *env)
+    ctx = ScoreContext(param, target.name, model.get_submodule(target.name), model, seed, *env, out=out)
     s = get_criterion(criterion).score(p, ctx).float()
     cur = store.current(param)
     if cur is not None:
-        s = s.masked_fill(cur.to(s.device), -math.inf)
+        s = s.masked_fill_(cur.to(s.device), -math.inf) if s is out else s.masked_fill(cur.to(s.device), -math.inf)
     return s
 
 
@@ -236,8 +239,18 @@ def weight_masks(
     (`workbench.masks.topk`) instead of one argsort of all scores concatenated, so a global plan on a large
     model needs about one byte per weight on top of the model (plus the store's undo data)."""
     env = (data, {} if cache is None else cache)
-    fns = [lambda t=t, p=p: _scores(model, store, t, p, criterion, seed, env) for t, p in pairs]
-    n = sum(model.get_parameter(p).numel() for _, p in pairs)
+    params = [model.get_parameter(p) for _, p in pairs]
+    n = sum(p.numel() for p in params)
+    sizes: dict[torch.device, int] = {}  # one float32 scratch per device, reused by every tensor's scores
+    for p in params:  # (lowest_k copies what it keeps), so scoring a large model needs no fresh memory per tensor
+        sizes[p.device] = max(sizes.get(p.device, 0), p.numel())
+    buffers = {d: torch.empty(size, dtype=torch.float32, device=d) for d, size in sizes.items()}
+
+    def fn(t: Target, name: str, p: Tensor) -> Tensor:
+        out = buffers[p.device][: p.numel()].view(p.shape)
+        return _scores(model, store, t, name, criterion, seed, env, out)
+
+    fns = [lambda t=t, name=name, p=p: fn(t, name, p) for (t, name), p in zip(pairs, params)]
     masks = lowest_k(fns, n_to_prune(ratio, n))
     return {p: m for (_, p), m in zip(pairs, masks)}
 

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import WorkbenchError
+from .fastops import compress, count_nonzero, zero_
 
 __all__ = ["MaskStore", "enforce"]
 
@@ -154,10 +155,10 @@ class MaskStore:
             cur = self._current.get(name)
             if cur is not None:
                 new = new & ~cur
-            if not bool(new.any()):
+            if not count_nonzero(new):
                 continue
-            deltas[name] = _Delta(_pack(new), p.detach()[new], p.shape)  # boolean indexing copies
-            p.detach().masked_fill_(new, 0)
+            deltas[name] = _Delta(_pack(new), compress(p, new), p.shape)
+            zero_(p.detach(), new)
             self._current[name] = new if cur is None else cur | new
         del self._steps[self._position :]
         step = Step(deltas, dict(info or {}))
@@ -195,7 +196,7 @@ class MaskStore:
         for name, d in step.deltas.items():
             p = self._param(name)
             mask = d.mask().to(p.device)
-            p.detach().masked_fill_(mask, 0)
+            zero_(p.detach(), mask)
             cur = self._current.get(name)
             self._current[name] = mask if cur is None else cur | mask
         swap = step.info.get("weights")
@@ -224,10 +225,10 @@ def enforce(model: nn.Module, store: MaskStore, *, grads: bool = True) -> None:
     """Keep pruned weights at zero while training: zero them (and their gradients) in place.
 
     Call after `optimizer.step()` (and, with ``grads=True``, it also clears their gradients so momentum
-    does not build up). Cheap: one `masked_fill_` per pruned tensor.
+    does not build up). Cheap: one branch-free `zero_` per pruned tensor.
     """
     for name, mask in store.masks().items():
         p = model.get_parameter(name)
-        p.detach().masked_fill_(mask.to(p.device), 0)
+        zero_(p.detach(), mask.to(p.device))
         if grads and p.grad is not None:
             p.grad.masked_fill_(mask.to(p.grad.device), 0)

@@ -1,14 +1,24 @@
 """The k lowest scores of many tensors, without concatenating or sorting them.
 
 `lowest_k` equals taking the first k of a *stable* argsort of all scores concatenated in order (ties go
-to the earlier position), but it never holds more than one tensor's scores at a time: a radix select on
-the scores' float bits finds the k-th smallest value in two counting passes (a 65,536-bin histogram of
-the high 16 bits, then of the low 16 bits inside the one bucket that holds it), and a third pass builds
-the masks: every score below that value, plus the first few equal to it, in position order.
+to the earlier position), but it never holds more than one tensor's scores at a time plus the masks
+(1 byte per weight) and a thin band of candidates:
 
-Scores are recomputed by calling each tensor's score function once per pass, so a 200M-weight model needs
-only the masks (1 byte per weight) on top of one tensor's scores; criteria that need data cache their
-statistics (`ScoreContext.cache`), so recomputing them is cheap.
+1. *sample*: up to 16,384 scores per tensor (all of a smaller one) give, weighted by how many scores each
+   stands for, an estimate of the k-th smallest score and of its error (six standard deviations of the
+   estimated count either way) — a bracket ``[lo, hi]``;
+2. *select*: each tensor's mask starts as ``score < lo``; the scores inside the bracket (about 0.5% of them
+   on a 200M-weight model) are kept with their positions, and the ``k - count(score < lo)`` lowest of them
+   (ties by position) are added.
+
+The bracket only decides how much work the second pass does, never the result: if it missed (the count
+below `lo` exceeds k, or the band holds too few), or if the sample predicts a band too large to hold
+(heavy ties at the k-th score, e.g. a plan re-applied at the ratio already reached), a radix select on
+the scores' float bits (`_radix`: two 65,536-bin counting passes over the high and low 16 bits, a third
+building the masks) gives the same masks with three passes instead of two.
+
+Scores are recomputed by calling each tensor's score function once per pass; criteria that need data cache
+their statistics (`ScoreContext.cache`), so recomputing them is cheap.
 
 >>> import torch
 >>> a, b = torch.tensor([3.0, 1.0, 2.0]), torch.tensor([1.0, 0.0])
@@ -18,6 +28,7 @@ statistics (`ScoreContext.cache`), so recomputing them is cheap.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -26,6 +37,8 @@ from torch import Tensor
 __all__ = ["lowest_k", "sortable_keys"]
 
 _BINS = 1 << 16
+SAMPLE = 1 << 14  # scores sampled per tensor for the bracket
+SIGMAS = 6.0  # bracket half-width, in standard deviations of the estimated count
 
 
 def sortable_keys(scores: Tensor, out: Tensor | None = None, tmp: Tensor | None = None) -> Tensor:
@@ -72,8 +85,8 @@ def _hist(values: Tensor) -> Tensor:
     return torch.bincount(values.reshape(-1), minlength=_BINS).to("cpu", torch.int64)
 
 
-def lowest_k(score_fns: Sequence[Callable[[], Tensor]], k: int) -> list[Tensor]:
-    """Bool masks, one per score function's tensor: True for the k lowest scores pooled over all of them."""
+def _radix(score_fns: Sequence[Callable[[], Tensor]], k: int) -> list[Tensor]:
+    """`lowest_k` by a radix select on the float bits: three passes, any scores (ties, -inf, NaN last)."""
     shapes: list[tuple[torch.Size, torch.device]] = []
     hist = torch.zeros(_BINS, dtype=torch.int64)
     scratch = _Scratch()
@@ -123,3 +136,101 @@ def lowest_k(score_fns: Sequence[Callable[[], Tensor]], k: int) -> list[Tensor]:
             ties -= idx.numel()
         out.append(mask)
     return out
+
+
+def lowest_k(score_fns: Sequence[Callable[[], Tensor]], k: int, *, sample: int = SAMPLE) -> list[Tensor]:
+    """Bool masks, one per score function's tensor: True for the k lowest scores pooled over all of them.
+
+    A score function may return the same buffer on every call (what is kept is copied). `sample` (scores
+    drawn per tensor for the bracket) changes only the speed, never the masks."""
+    shapes: list[tuple[torch.Size, torch.device]] = []
+    xs: list[Tensor] = []
+    ws: list[Tensor] = []
+    var = 0.0
+    gen = torch.Generator().manual_seed(0)
+    for fn in score_fns:  # pass 1: a weighted sample of the scores
+        s = fn()
+        shapes.append((s.shape, s.device))
+        n = s.numel()
+        if k <= 0 or not n:
+            continue
+        flat = s.reshape(-1)
+        if n <= sample:
+            xs.append(flat.to("cpu", torch.float32, copy=True))  # a score function may reuse its buffer
+            ws.append(torch.ones(n, dtype=torch.float64))
+        else:
+            idx = torch.randint(n, (sample,), generator=gen)
+            xs.append(flat[idx.to(s.device)].float().cpu())
+            ws.append(torch.full((sample,), n / sample, dtype=torch.float64))
+            var += n * n / (4 * sample)  # variance bound of a sampled count: n^2 p(1-p) / S, p(1-p) <= 1/4
+        del s, flat
+    n = sum(sh.numel() for sh, _ in shapes)
+    if k <= 0 or n == 0:
+        return [torch.zeros(sh, dtype=torch.bool, device=d) for sh, d in shapes]
+    k = min(k, n)
+    x = torch.cat(xs)
+    if bool(torch.isnan(x).any()):
+        return _radix(score_fns, k)
+    order = torch.argsort(x)
+    x, cum = x[order], torch.cat(ws)[order].cumsum(0)
+    margin = SIGMAS * math.sqrt(var) + 1.0
+    j_lo = int(torch.searchsorted(cum, torch.tensor(k - margin, dtype=torch.float64)))
+    j_hi = int(torch.searchsorted(cum, torch.tensor(k + margin, dtype=torch.float64)))
+    lo = float(x[j_lo]) if k - margin > 0 and j_lo < x.numel() else -math.inf
+    hi = float(x[j_hi]) if j_hi < x.numel() else math.inf
+    # expected candidates: everything the sample puts in [lo, hi], ties at both ends included
+    inside = float(cum[int(torch.searchsorted(x, torch.tensor(hi), right=True)) - 1]) if hi < math.inf else n
+    if lo > -math.inf:
+        first = int(torch.searchsorted(x, torch.tensor(lo)))
+        inside -= float(cum[first - 1]) if first else 0.0
+    if inside > max(8 * margin, n / 32):
+        return _radix(score_fns, k)
+    return _banded(score_fns, shapes, k, lo, hi)
+
+
+def _positions(band: Tensor) -> Tensor:
+    if band.device.type == "cpu":
+        import numpy as np
+
+        return torch.from_numpy(np.flatnonzero(band.reshape(-1).numpy()))
+    return band.reshape(-1).nonzero().reshape(-1)
+
+
+def _banded(score_fns, shapes, k: int, lo: float, hi: float) -> list[Tensor]:
+    """Pass 2: masks = scores below `lo`, plus the lowest of the scores in ``[lo, hi]`` to make k."""
+    masks, cands = [], []
+    below = 0
+    scratch = _Scratch()
+    for fn, (shape, device) in zip(score_fns, shapes):
+        s = fn()
+        mask = torch.empty(shape, dtype=torch.bool, device=device)  # row-major, whatever the scores' strides
+        if lo > -math.inf:
+            torch.lt(s, lo, out=mask)
+        else:
+            mask.zero_()
+        _, _, m = scratch.get(s.numel(), s.device)
+        band = torch.le(s, hi, out=m[: s.numel()].view(s.shape))
+        band.logical_xor_(mask)  # lo <= hi, so what is below lo is inside <= hi: xor leaves lo <= s <= hi
+        pos = _positions(band).to(s.device)
+        cands.append((pos, s.reshape(-1)[pos].float()))
+        below += int(torch.count_nonzero(mask))
+        masks.append(mask)
+        del s
+    need = k - below
+    have = sum(p.numel() for p, _ in cands)
+    if need < 0 or need > have:  # the bracket missed (a rare sample): the exact fallback
+        return _radix(score_fns, k)
+    if need == 0:
+        return masks
+    vals = torch.cat([v.cpu() for _, v in cands])
+    t = vals.kthvalue(need).values
+    chosen = vals < t
+    ties = need - int(chosen.sum())
+    if ties > 0:
+        chosen[(vals == t).nonzero().reshape(-1)[:ties]] = True
+    i = 0
+    for mask, (pos, v) in zip(masks, cands):
+        c = chosen[i : i + v.numel()].to(pos.device)
+        mask.view(-1)[pos[c]] = True
+        i += v.numel()
+    return masks
