@@ -41,10 +41,77 @@ def test_slim_rnn_equals_the_masked_one(cls, batch_first):
         assert torch.allclose(rnn(x, hx)[0], slim(x, hx)[0], atol=1e-6)
 
 
+@pytest.mark.parametrize("cls", [torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_bidirectional_slim_rnn_equals_the_masked_one(cls, batch_first):
+    # each direction of each layer is its own coupled group: they lose different units (3 layers x 2 directions)
+    torch.manual_seed(1)
+    rnn = cls(5, 8, num_layers=3, batch_first=batch_first, bidirectional=True).eval()
+    x = torch.randn(4, 6, 5) if batch_first else torch.randn(6, 4, 5)
+    bench = wb.Workbench(torch.nn.Sequential(rnn), None, example_inputs=x)
+    bench.apply(wb.Plan.uniform(0.5, granularity="lstm-unit"), evaluate=False)
+    from workbench.sparse.shrink import prunable_channels
+
+    units = prunable_channels(bench.groups, dict(bench.model.named_parameters()), bench.masks, unit="lstm-unit")
+    assert len(units) == 6 and units["0:l1"] != units["0:l1_reverse"]
+    sfx = ["", "_reverse"]
+    kept = [[u for u in range(8) if u not in units[f"0:l{i}{sfx[d]}"]] for i in range(3) for d in range(2)]
+    slim = SlimRNN.from_rnn(rnn, kept).eval()
+    assert [m.hidden_size for m in slim.layers] == [4] * 6 and slim.layers[2].input_size == 8  # 4 + 4 kept
+    with torch.no_grad():
+        a, sa = rnn(x)
+        b, sb = slim(x)
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-6)
+        for p, q in zip(sa if isinstance(sa, tuple) else (sa,), sb if isinstance(sb, tuple) else (sb,)):
+            assert p.shape == q.shape and torch.allclose(p, q, atol=1e-6)
+        xu = x[0] if batch_first else x[:, 0]  # unbatched
+        assert torch.allclose(rnn(xu)[0], slim(xu)[0], atol=1e-6)
+        h0 = torch.zeros(6, 4, 8)
+        for j in range(6):
+            h0[j, :, kept[j][0]] = 0.1 * (j + 1)  # kept units' states are honoured, per layer and direction
+        hx = (h0, -h0) if cls is torch.nn.LSTM else h0
+        assert torch.allclose(rnn(x, hx)[0], slim(x, hx)[0], atol=1e-6)
+
+
 def test_what_cannot_be_slimmed_says_why():
-    assert "bidirectional" in slimmable_rnn(torch.nn.LSTM(4, 4, bidirectional=True))
+    assert slimmable_rnn(torch.nn.LSTM(4, 4, bidirectional=True)) == ""
     assert "proj_size" in slimmable_rnn(torch.nn.LSTM(4, 4, proj_size=2))
     assert slimmable_rnn(torch.nn.GRU(4, 4)) == ""
+    with pytest.raises(ValueError, match="layers-directions"):
+        SlimRNN.from_rnn(torch.nn.LSTM(4, 4, bidirectional=True), [[0, 1]])
+
+
+class _BiTagger(torch.nn.Module):
+    """A bidirectional two-layer LSTM reading digit rows, classified from both directions' last states."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(8, 16, num_layers=2, batch_first=True, bidirectional=True)
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        _, (h, _) = self.lstm(x.view(-1, 8, 8))
+        return self.head(torch.cat([h[-2], h[-1]], 1))
+
+
+def test_compile_shrinks_a_bidirectional_lstm_and_exports(tmp_path):
+    torch.manual_seed(0)
+    model = _BiTagger().eval()
+    x = torch.randn(32, 1, 8, 8)
+    bench = wb.Workbench(model, None, example_inputs=x)
+    bench.apply(wb.Plan.uniform(0.5, granularity="lstm-unit"), evaluate=False)
+    before = snapshot(model)
+    fast, rep = wb.sparse.compile(bench, backend="shrink", example_inputs=x)
+    assert isinstance(fast.lstm, SlimRNN) and [m.hidden_size for m in fast.lstm.layers] == [8] * 4
+    assert rep.removed_channels.get("units lstm") == 32 and rep.max_abs_err <= 1e-5
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model(x), atol=1e-5)
+    assert_bitwise(model, before)
+    er = wb.sparse.export(fast, tmp_path, formats=("safetensors", "onnx"))
+    assert er.onnx_max_abs_err is not None and er.onnx_max_abs_err < 1e-4
+    back = wb.sparse.load(tmp_path, _BiTagger())
+    with torch.no_grad():
+        assert torch.allclose(back(x), fast(x), atol=1e-5)
 
 
 def test_compile_shrinks_pruned_units_of_the_demo_lstm_and_exports(tmp_path):

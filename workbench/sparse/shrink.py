@@ -125,23 +125,26 @@ def shrink_heads_(model: nn.Module, groups: GroupAnalysis, heads: Mapping[str, l
 
 
 def shrink_rnn_units_(model: nn.Module, groups: GroupAnalysis, units: Mapping[str, list[int]]) -> dict[str, int]:
-    """Replace each recurrent module with pruned hidden units (`units`: group id ``name:l{layer}`` -> unit indices)
-    by a `SlimRNN` over the kept units, in place (call it on a copy). Returns units removed per module."""
+    """Replace each recurrent module with pruned hidden units (`units`: group id ``name:l{layer}`` or
+    ``name:l{layer}_reverse`` -> unit indices) by a `SlimRNN` over the kept units, in place (call it on a copy).
+    Returns units removed per module."""
     from .rnn import SlimRNN, slimmable_rnn
 
-    by_module: dict[str, dict[int, list[int]]] = {}
-    for gid, idx in units.items():
+    by_module: dict[str, dict[tuple[int, int], list[int]]] = {}
+    for gid, idx in units.items():  # "name:l{layer}" or "name:l{layer}_reverse"
         name, _, tag = gid.rpartition(":l")
-        if not tag.isdigit():  # "..._reverse" groups: bidirectional, not slimmed
-            continue
-        by_module.setdefault(name, {})[int(tag)] = idx
+        layer, _, rev = tag.partition("_")
+        by_module.setdefault(name, {})[(int(layer), int(rev == "reverse"))] = idx
     done: dict[str, int] = {}
     for name, per_layer in by_module.items():
         rnn = model.get_submodule(name)
         if slimmable_rnn(rnn):
             continue
+        dirs = 2 if rnn.bidirectional else 1
         kept = [
-            [u for u in range(rnn.hidden_size) if u not in set(per_layer.get(i, ()))] for i in range(rnn.num_layers)
+            [u for u in range(rnn.hidden_size) if u not in set(per_layer.get((i, d), ()))]
+            for i in range(rnn.num_layers)
+            for d in range(dirs)
         ]
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, leaf, SlimRNN.from_rnn(rnn, kept))
