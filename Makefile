@@ -16,7 +16,7 @@ NO_BROWSER := $(if $(CI),--no-browser,$(if $(DISPLAY)$(WAYLAND_DISPLAY),,--no-br
 # Jupyter refuses to run as root unless told; containers, CI and this project's machines run as root.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help venv lab demo test lint bench clean browser
+.PHONY: help venv lab demo test lint bench clean browser cuda-wheels
 
 help:
 	@echo "make lab    create .venv if needed and open JupyterLab on notebooks/00_tour.ipynb"
@@ -24,6 +24,7 @@ help:
 	@echo "make demo   the command-line story: load, prune, report, undo, reset"
 	@echo "make lint   ruff check + ruff format --check"
 	@echo "make bench  run every benchmarks/*.py"
+	@echo "make cuda-wheels  fetch what a lent GPU machine lacks into .whl/ (README: Development)"
 	@echo "make clean  remove .venv, caches and build outputs"
 
 venv: $(STAMP)
@@ -66,3 +67,8 @@ clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis tests/artifacts
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . -name .ipynb_checkpoints -type d -prune -exec rm -rf {} +
+
+# The lent GPU machine's python3 has CUDA torch, numpy, onnx, pytest and hypothesis but not these (pure Python).
+cuda-wheels: venv
+	$(VENV)/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+		torch-pruning==1.6.1 captum==0.9.0 platformdirs
