@@ -95,7 +95,5 @@ def layer_reports(model: nn.Module, targets: Targets) -> tuple[LayerReport, ...]
             if t.tied_to:
                 continue
             ps = [model.get_parameter(n) for n in t.param_names()]
-            rows.append(
-                LayerReport(t.name, t.kind, sum(p.numel() for p in ps), sum(count_nonzero(p) for p in ps))
-            )
+            rows.append(LayerReport(t.name, t.kind, sum(p.numel() for p in ps), sum(count_nonzero(p) for p in ps)))
     return tuple(rows)
