@@ -88,6 +88,9 @@ def test_auto_keeps_a_backend_only_where_it_measures_faster(monkeypatch):
     speed.update(csr=0.98)  # within min_gain of dense: not worth it
     fast, rep = wb.sparse.compile(bench, batch_size=8)
     assert {r.chosen for r in rep.layers} == {"dense"} and not any(isinstance(m, SparseLinear) for m in fast.modules())
+    speed.update(compiled=3.0)  # nothing kept: the result is the dense copy, not timed (or reported) against itself
+    fast, rep = wb.sparse.compile(bench, batch_size=8)
+    assert rep.compiled_ms == rep.dense_ms and not any("compiled model measured slower" in n for n in rep.notes)
     speed.update(csr=0.5, compiled=3.0)  # faster per layer, slower as a whole: auto never returns slower than dense
     fast, rep = wb.sparse.compile(bench, batch_size=8)
     assert rep.compiled_ms <= rep.dense_ms and not any(isinstance(m, SparseLinear) for m in fast.modules())
