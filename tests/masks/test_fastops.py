@@ -46,6 +46,7 @@ def test_zero_and_compress_equal_masked_fill_and_boolean_indexing_bit_for_bit(n,
             assert _same_bits(F.compress(t, mask), want_values)
             got = t.clone()
             assert F.zero_(got, mask) is got and _same_bits(got, want)
+            assert F.scatter_(got, mask, want_values) is got and _same_bits(got, t)  # undo: back to the bits
     finally:
         F._CHUNK = 1 << 20
 
@@ -87,3 +88,25 @@ def test_all_finite(dtype):
         t = torch.ones(1000, dtype=dtype)
         t[777] = bad
         assert not F.all_finite(t)
+
+
+def test_scatter_checks_the_count_and_falls_back_where_the_trick_does_not_apply(chunk):
+    t = torch.zeros(6, 5)
+    mask = torch.zeros(6, 5, dtype=torch.bool)
+    mask[1, 2] = mask[4, 0] = True
+    with pytest.raises((ValueError, RuntimeError)):
+        F.scatter_(t.clone(), mask, torch.tensor([1.0, 2.0, 3.0]))
+    tt = torch.zeros(5, 6).t()  # not contiguous: torch's masked_scatter_
+    F.scatter_(tt, mask, torch.tensor([1.0, 2.0]))
+    assert tt[1, 2] == 1.0 and tt[4, 0] == 2.0 and int(torch.count_nonzero(tt)) == 2
+    half = torch.zeros(6, 5, dtype=torch.bfloat16)  # no numpy bfloat16: torch's masked_scatter_
+    F.scatter_(half, mask, torch.tensor([1.0, 2.0], dtype=torch.bfloat16))
+    assert half[4, 0] == 2.0
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 1000])
+def test_pack_unpack_round_trip_on_cpu(n):
+    from workbench.masks.store import _pack, _unpack
+
+    m = torch.rand(n) < 0.5
+    assert torch.equal(_unpack(_pack(m), m.shape), m)

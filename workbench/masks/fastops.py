@@ -6,10 +6,11 @@ With a random half of a tensor masked, the obvious PyTorch calls are branch-boun
 ==========================  =================================  =========  =========  ========
 operation                   obvious call                       torch ms   here ms    speed-up
 ==========================  =================================  =========  =========  ========
-zero the masked elements    ``t.masked_fill_(mask, 0)``        27.7       5.3        5.2x
-values of masked elements   ``t[mask]``                        76.7       20.1       3.8x
-count non-zeros             ``torch.count_nonzero(t)``         28.5       5.9        4.8x
-all elements finite         ``torch.isfinite(t).all()``        29.7       2.3        13.2x
+zero the masked elements    ``t.masked_fill_(mask, 0)``        22.7       4.4        5.2x
+values of masked elements   ``t[mask]``                        61.5       17.0       3.6x
+put them back (undo)        ``t.masked_scatter_(mask, v)``     43.8       17.7       2.5x
+count non-zeros             ``torch.count_nonzero(t)``         22.5       3.3        6.8x
+all elements finite         ``torch.isfinite(t).all()``        21.9       1.3        17.2x
 ==========================  =================================  =========  =========  ========
 
 Every function equals the obvious call bit for bit (tests/masks/test_fastops.py checks that, -0.0 and
@@ -29,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["all_finite", "compress", "count_nonzero", "zero_"]
+__all__ = ["all_finite", "compress", "count_nonzero", "scatter_", "zero_"]
 
 _INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -116,6 +117,26 @@ def compress(t: Tensor, mask: Tensor) -> Tensor:
         for j in range(len(counts)):
             part(j)
     return torch.from_numpy(out)
+
+
+def scatter_(t: Tensor, mask: Tensor, values: Tensor) -> Tensor:
+    """``t.masked_scatter_(mask, values)``: the masked elements of `t` (row-major) get `values` in order, the
+    inverse of `compress`. On CPU, 1M elements at a time: numpy's ``flatnonzero`` of a chunk's mask, then one
+    indexed assignment."""
+    fast = t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.float16)
+    if not (fast and mask.shape == t.shape and t.is_contiguous() and values.dtype == t.dtype):
+        return t.masked_scatter_(mask, values.to(t.device))
+    import numpy as np
+
+    flat, m, v = t.detach().view(-1).numpy(), mask.reshape(-1), values.detach().reshape(-1).numpy()
+    start = 0
+    for i in range(0, flat.size, _CHUNK):
+        idx = np.flatnonzero(m[i : i + _CHUNK].numpy())
+        flat[i : i + _CHUNK][idx] = v[start : start + idx.size]
+        start += idx.size
+    if start != v.size:
+        raise ValueError(f"{v.size} values for {start} masked elements")
+    return t
 
 
 def all_finite(t: Tensor) -> bool:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import WorkbenchError
-from .fastops import compress, count_nonzero, zero_
+from .fastops import compress, count_nonzero, scatter_, zero_
 
 __all__ = ["MaskStore", "enforce"]
 
@@ -45,6 +45,11 @@ def _pack(mask: Tensor) -> Tensor:
 
 def _unpack(packed: Tensor, shape: torch.Size) -> Tensor:
     n = shape.numel()
+    if packed.device.type == "cpu":
+        import numpy as np
+
+        bits = np.unpackbits(packed.numpy(), count=n, bitorder="little").view(np.bool_)
+        return torch.from_numpy(bits).view(shape)
     bits = (packed.unsqueeze(1) & _BITS.to(packed.device)) != 0
     return bits.view(-1)[:n].view(shape)
 
@@ -178,9 +183,9 @@ class MaskStore:
         for name, d in step.deltas.items():
             p = self._param(name)
             mask = d.mask().to(p.device)
-            p.detach().masked_scatter_(mask, d.values.to(p.device))
+            scatter_(p.detach(), mask, d.values.to(p.device))
             cur = self._current[name] & ~mask
-            if cur.any():
+            if count_nonzero(cur):
                 self._current[name] = cur
             else:
                 del self._current[name]
