@@ -110,3 +110,15 @@ def test_pack_unpack_round_trip_on_cpu(n):
 
     m = torch.rand(n) < 0.5
     assert torch.equal(_unpack(_pack(m), m.shape), m)
+
+
+def test_a_forked_child_gets_its_own_thread_pool(monkeypatch):
+    import os
+
+    parent = F._pool()
+    assert F._pool() is parent
+    monkeypatch.setattr(os, "getpid", lambda: -1)  # as in a child after fork: the parent's threads are gone
+    child = F._pool()
+    assert child is not parent
+    t = torch.randn(3 << 20)
+    assert torch.equal(F.compress(t, t > 0), t[t > 0])  # and it runs on the new pool

@@ -80,15 +80,19 @@ def count_nonzero(t: Tensor) -> int:
     return int(torch.count_nonzero(bits))
 
 
-_POOL: list = []  # one thread pool, made on first use: numpy's compress releases the GIL
+_POOL: dict[int, object] = {}  # one thread pool per process (a forked child gets its own): numpy releases the GIL
 
 
 def _pool():
-    if not _POOL:
+    import os
+
+    pid = os.getpid()
+    if pid not in _POOL:
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL.append(ThreadPoolExecutor(max(1, min(4, torch.get_num_threads())), thread_name_prefix="wb-compress"))
-    return _POOL[0]
+        _POOL.clear()  # an inherited pool's threads did not survive the fork
+        _POOL[pid] = ThreadPoolExecutor(max(1, min(4, torch.get_num_threads())), thread_name_prefix="wb-compress")
+    return _POOL[pid]
 
 
 def compress(t: Tensor, mask: Tensor) -> Tensor:
