@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ._text import table_lines
 from .errors import PlanError, suggest
 from .evaluate import _split, call, eval_mode, model_device, to_device
 from .plan import LayerPlan, Plan, check_ratio
@@ -301,9 +302,7 @@ class CompareResult:
                     num(r["seconds"], ".2f"),
                 )
             )
-        w = [max(len(row[j]) for row in rows) for j in range(len(head))]
-        lines = ["  ".join(c.ljust(w[j]) if j in (0, 10) else c.rjust(w[j]) for j, c in enumerate(r)).rstrip()
-                 for r in rows]  # fmt: skip
+        lines = table_lines(rows, right=set(range(len(head))) - {0, 10})
         lines.append(
             f"latency: median ms per batch of {self.batch_size} ({self.backend or 'not measured'}); "
             f"{self.baseline['latency_ms'] or 0:.3f} ms at the start"

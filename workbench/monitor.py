@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._text import table_lines
 from .errors import DataError, WorkbenchError
 from .evaluate import _split, eval_mode, model_device, to_device
 from .plan import LayerPlan, Plan
@@ -89,8 +90,7 @@ class MonitorResult:
             rows.append((str(r["batch"]), str(r["n"]), f(r["agreement"]), f(r["accuracy_pruned"]),
                          f(r["accuracy_reference"]), f(r["drift"], "+.3f"), f(r["running_agreement"]),
                          "below" if r["below"] else ""))  # fmt: skip
-        w = [max(len(row[j]) for row in rows) for j in range(len(head))]
-        lines = ["  ".join(c.rjust(w[j]) for j, c in enumerate(row)).rstrip() for row in rows]
+        lines = table_lines(rows, right=range(len(head)))
         t = self.totals
         lines.append(
             f"{t['n']} samples vs {self.reference}: agreement {f(t['agreement'])}, accuracy {f(t['accuracy_pruned'])} "

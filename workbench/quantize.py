@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._text import table_lines
 from .errors import WorkbenchError
 from .evaluate import _split, evaluate, model_device
 
@@ -126,10 +127,7 @@ class QuantProfile:
             )
             for r in self.rows
         ]
-        widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-        out = [" | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines]
-        out.insert(1, "-+-".join("-" * w for w in widths))
-        return "\n".join(out)
+        return "\n".join(table_lines(lines, sep=" | ", rule="-+-"))
 
     def __str__(self) -> str:
         return self.table()

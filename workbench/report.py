@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._text import table_lines
 from .masks.fastops import count_nonzero
 from .targets import Targets
 
@@ -71,10 +72,7 @@ class Report:
         for r in self.layers:
             rows.append((r.name, r.kind, f"{r.params:,}", f"{r.nonzeros:,}", f"{r.sparsity:6.1%}"))
         rows.append(("total", "", f"{self.params:,}", f"{self.nonzeros:,}", f"{self.sparsity:6.1%}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = [
-            "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
-        ]
+        lines = table_lines(rows, right=range(2, 5))
         lines.insert(1, "-" * len(lines[0]))
         lines.insert(len(lines) - 1, "-" * len(lines[0]))
         out = "\n".join(lines)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ._text import table_lines
 from .errors import ModelError, TargetError, WorkbenchWarning, suggest
 from .groups import GroupAnalysis
 
@@ -172,8 +173,7 @@ class Targets(Sequence[Target]):
             group = ",".join(t.groups) if t.groups else ("tied to " + t.tied_to if t.tied_to else "-")
             grans = " ".join(t.granularities + t.patterns)
             rows.append((t.name, t.kind, "x".join(map(str, t.shape)), f"{t.numel:,}", grans, group))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+        return "\n".join(table_lines(rows))
 
     def __repr__(self) -> str:
         return f"Targets({len(self)} layers)\n{self.table()}"

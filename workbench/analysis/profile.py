@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
+from .._text import table_lines
 from ..errors import DataError
 from ..evaluate import call, eval_mode, model_device, to_device
 
@@ -75,8 +76,7 @@ class ProfileResult:
                     f"{self.activation_bytes[i] / 1024:.1f}",
                 )
             )
-        w = [max(len(r[j]) for r in rows) for j in range(len(head))]
-        lines = ["  ".join(c.ljust(w[j]) if j == 0 else c.rjust(w[j]) for j, c in enumerate(r)) for r in rows]
+        lines = table_lines(rows, right=range(1, len(head)))
         lines.append(
             f"model: {self.total_params:,} params, {self.total_flops_dense / 1e6:.3f} MFLOPs dense, "
             f"{self.total_flops_effective / 1e6:.3f} effective, {self.total_latency_ms:.3f} ms end to end "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .._text import table_lines
 from ..plan import Plan
 from .candidates import RecommendationError
 
@@ -115,13 +116,12 @@ class Recommendation:
             if self.goal == "robustness":
                 line.append("-" if r.robust_accuracy is None else f"{r.robust_accuracy:.1%}")
             lines.append([*line, "ok" if r.meets_budget else "OVER"])
-        widths = [max(len(x[i]) for x in lines) for i in range(len(lines[0]))]
         speed = f"speed measured on {self.measured_on}" if self.measured_on else "speed not measured"
         out = [
             f"recommend goal={self.goal!r}, budget: {self.budget_text}; device={self.device} ({speed}); "
             f"{self.model}: {self.metric_name} now {val(self.metric_now)}; {self.seconds:.1f} s"
         ]
-        out += ["  ".join(c.ljust(w) for c, w in zip(x, widths)).rstrip() for x in lines]
+        out += table_lines(lines)
         out += [f"{r.rank}. {r.reason}" for r in self.rows]
         out += [f"note: {n}" for n in self.notes]
         return "\n".join(out)

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._text import table_lines
 from ..branches import dead_branches, remove_branches
 from ..evaluate import _split, model_device
 from ..groups import analyze_groups
@@ -125,8 +126,7 @@ class CompileReport:
                     f"{r.max_abs_err:.1e}",
                 )
             )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+        lines = table_lines(rows)
         sp = "-" if self.speedup is None else f"{self.speedup:.2f}x"
         top = (
             f"compile backend={self.backend} device={self.device} dtype={self.dtype} batch={self.batch_size}: "

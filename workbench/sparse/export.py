@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._text import table_lines
 from ..errors import WorkbenchError
 from ..plan import Plan
 from .modules import BSRLinear, SemiStructuredLinear, SparseConv2d, SparseLinear, _SparseBase, densify_
@@ -99,9 +100,7 @@ class ExportReport:
         for k, v in self.files.items():
             c = self.compressed.get(k)
             rows.append((k, f"{v:,}", "-" if c is None else f"{c:,}", "-" if not c else f"{v / c:.2f}x"))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = [f"export to {self.path}: {', '.join(self.formats)}"]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines = [f"export to {self.path}: {', '.join(self.formats)}", *table_lines(rows)]
         if self.onnx_max_abs_err is not None:
             lines.append(f"onnxruntime vs torch: max abs error {self.onnx_max_abs_err:.1e}")
         lines += [f"note: {n}" for n in self.notes]

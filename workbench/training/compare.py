@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .._text import table_lines
 from ..plan import Plan
 from ._loop import TrainingError, check, pool
 from .at_init import synflow_prune
@@ -83,10 +84,7 @@ class TimingResult:
                     f"{r['seconds']:.1f}",
                 )
             )
-        widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
-        out = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines]
-        out.insert(1, "-+-".join("-" * w for w in widths))
-        return "\n".join(out)
+        return "\n".join(table_lines(lines, sep=" | ", rule="-+-"))
 
     def __str__(self) -> str:
         return self.table()
