@@ -131,3 +131,23 @@ def test_a_missed_bracket_falls_back_to_the_exact_select(monkeypatch):
         got = lowest_k([lambda t=t: t for t in ts], k, sample=256)
         assert torch.equal(torch.cat([m.reshape(-1) for m in got]), _reference(ts, k))
     assert calls  # the fallback ran, and the masks above were still exact
+
+
+def test_float64_scores_are_ranked_as_float32_on_both_paths(monkeypatch):
+    import workbench.masks.topk as topk
+
+    # 4,000 scores distinct in float64 (decreasing with position) but all 1.0 in float32, where the k-th falls:
+    # float64 would take the last of them, float32 ties take the first
+    g = torch.Generator().manual_seed(3)
+    low, high = (
+        torch.rand(5_000, generator=g, dtype=torch.float64),
+        2 + torch.rand(5_000, generator=g, dtype=torch.float64),
+    )
+    tied = 1.0 + torch.arange(4_000, 0, -1, dtype=torch.float64) * 1e-12
+    s = torch.cat([low, tied, high])[torch.randperm(14_000, generator=g)]
+    k = 7_000
+    band = lowest_k([lambda: s], k, sample=512)
+    monkeypatch.setattr(topk, "SIGMAS", 0.0)
+    monkeypatch.setattr(topk, "_banded", lambda fns, shapes, k, lo, hi: topk._radix(fns, k))
+    radix = lowest_k([lambda: s], k, sample=512)
+    assert torch.equal(band[0], radix[0]) and torch.equal(band[0], _reference([s.float()], k))

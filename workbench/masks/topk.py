@@ -7,7 +7,7 @@ to the earlier position), but it never holds more than one tensor's scores at a 
 1. *sample*: up to 16,384 scores per tensor (all of a smaller one) give, weighted by how many scores each
    stands for, an estimate of the k-th smallest score and of its error (six standard deviations of the
    estimated count either way) — a bracket ``[lo, hi]``;
-2. *select*: each tensor's mask starts as ``score < lo``; the scores inside the bracket (about 0.5% of them
+2. *select*: each tensor's mask starts as ``score < lo``; the scores inside the bracket (about 1% of them
    on a 200M-weight model) are kept with their positions, and the ``k - count(score < lo)`` lowest of them
    (ties by position) are added.
 
@@ -17,8 +17,9 @@ below `lo` exceeds k, or the band holds too few), or if the sample predicts a ba
 the scores' float bits (`_radix`: two 65,536-bin counting passes over the high and low 16 bits, a third
 building the masks) gives the same masks with three passes instead of two.
 
-Scores are recomputed by calling each tensor's score function once per pass; criteria that need data cache
-their statistics (`ScoreContext.cache`), so recomputing them is cheap.
+Scores are compared as float32 (as the radix keys are), whatever dtype a score function returns. They are
+recomputed by calling each tensor's score function once per pass; criteria that need data cache their
+statistics (`ScoreContext.cache`), so recomputing them is cheap.
 
 >>> import torch
 >>> a, b = torch.tensor([3.0, 1.0, 2.0]), torch.tensor([1.0, 0.0])
@@ -149,7 +150,7 @@ def lowest_k(score_fns: Sequence[Callable[[], Tensor]], k: int, *, sample: int =
     var = 0.0
     gen = torch.Generator().manual_seed(0)
     for fn in score_fns:  # pass 1: a weighted sample of the scores
-        s = fn()
+        s = fn().float()
         shapes.append((s.shape, s.device))
         n = s.numel()
         if k <= 0 or not n:
@@ -202,7 +203,7 @@ def _banded(score_fns, shapes, k: int, lo: float, hi: float) -> list[Tensor]:
     below = 0
     scratch = _Scratch()
     for fn, (shape, device) in zip(score_fns, shapes):
-        s = fn()
+        s = fn().float()
         mask = torch.empty(shape, dtype=torch.bool, device=device)  # row-major, whatever the scores' strides
         if lo > -math.inf:
             torch.lt(s, lo, out=mask)
@@ -212,7 +213,7 @@ def _banded(score_fns, shapes, k: int, lo: float, hi: float) -> list[Tensor]:
         band = torch.le(s, hi, out=m[: s.numel()].view(s.shape))
         band.logical_xor_(mask)  # lo <= hi, so what is below lo is inside <= hi: xor leaves lo <= s <= hi
         pos = _positions(band).to(s.device)
-        cands.append((pos, s.reshape(-1)[pos].float()))
+        cands.append((pos, s.reshape(-1)[pos]))
         below += int(torch.count_nonzero(mask))
         masks.append(mask)
         del s
