@@ -129,6 +129,7 @@ def test_sensitivity_scan_heatmap_and_cell_click(cnn):
     s.mode.value = "estimate"
     s.scan_button.click()
     assert bench.last_sensitivity is not None and bench.last_sensitivity.mode == "estimate"
+    assert "Fisher" in bench.last_sensitivity.engine  # first order alone predicts layers improving when pruned
     assert s.image.value[:4] == b"\x89PNG"
     d.editor.rows["features.3"].slider.value = 0.4
     assert d.editor.last_preview.predicted is not None and "predicted" in d.editor.preview_label.value

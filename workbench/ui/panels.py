@@ -171,10 +171,9 @@ class SensitivityPanel(Panel):
         g, c, mode = self.granularity.value, self.criterion.value, self.mode.value
         ratios = np.round(np.linspace(0.1, 0.9, 9), 2)
 
-        def work():
-            return self.bench.sensitivity(
-                ratios, g, c, mode=mode, progress=self.busy.tick, executor=self.dashboard.executor
-            )
+        def work():  # estimates with the Fisher term: first order alone shows whole layers "improving" when pruned
+            extra = {"second_order": True} if mode == "estimate" else {"executor": self.dashboard.executor}
+            return self.bench.sensitivity(ratios, g, c, mode=mode, progress=self.busy.tick, **extra)
 
         def done(sens) -> None:
             self.refresh()
