@@ -27,6 +27,8 @@ NaN included) and falls back to it for dtypes or devices the trick does not cove
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -80,7 +82,7 @@ def count_nonzero(t: Tensor) -> int:
     return int(torch.count_nonzero(bits))
 
 
-_POOL: dict[int, object] = {}  # one thread pool per process (a forked child gets its own): numpy releases the GIL
+_POOL: dict[int, Any] = {}  # one thread pool per process (a forked child gets its own): numpy releases the GIL
 
 
 def _pool():
@@ -100,7 +102,7 @@ def compress(t: Tensor, mask: Tensor) -> Tensor:
     at a time on as many threads as torch uses: numpy builds an index of the chosen elements first, and a
     chunk's index is reused memory while a whole tensor's would be fresh pages (which cost more than the
     copy itself on a large model here)."""
-    fast = t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.float16)
+    fast = t.device.type == mask.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.float16)
     if not (fast and mask.shape == t.shape):
         return t.detach()[mask]
     import numpy as np
@@ -127,8 +129,9 @@ def scatter_(t: Tensor, mask: Tensor, values: Tensor) -> Tensor:
     """``t.masked_scatter_(mask, values)``: the masked elements of `t` (row-major) get `values` in order, the
     inverse of `compress`. On CPU, 1M elements at a time: numpy's ``flatnonzero`` of a chunk's mask, then one
     indexed assignment."""
-    fast = t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.float16)
-    if not (fast and mask.shape == t.shape and t.is_contiguous() and values.dtype == t.dtype):
+    fast = t.device.type == mask.device.type == values.device.type == "cpu"
+    fast = fast and t.dtype in (torch.float32, torch.float64, torch.float16) and values.dtype == t.dtype
+    if not (fast and mask.shape == t.shape and t.is_contiguous()):
         return t.masked_scatter_(mask, values.to(t.device))
     import numpy as np
 
