@@ -235,7 +235,7 @@ def weight_masks(
     model, store, pairs: list[tuple[Target, str]], criterion: str, ratio: float, seed: int, data=None, cache=None
 ) -> dict[str, Tensor]:
     """Unstructured masks pooled over (target, param) pairs at one ratio: the same masks as
-    ``weight_ranking(...).masks(ratio)`` (ties by position), found by a radix select over the tensors
+    ``weight_ranking(...).masks(ratio)`` (ties by position), found by a sampled bracket and one band of candidates
     (`workbench.masks.topk`) instead of one argsort of all scores concatenated, so a global plan on a large
     model needs about one byte per weight on top of the model (plus the store's undo data)."""
     env = (data, {} if cache is None else cache)
