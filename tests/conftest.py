@@ -49,6 +49,22 @@ def assert_plain(model: torch.nn.Module) -> None:
     assert not torch.nn.modules.module._global_forward_hooks
 
 
+def assert_deployable(fast, model, x, before, path, fresh: torch.nn.Module) -> None:
+    """A compiled `fast` computes what the masked `model` computes on `x`, the live model is bitwise `before`, and
+    `fast` exports (ONNX checked in onnxruntime) and loads back into `fresh` with the same outputs."""
+    import workbench as wb
+
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model(x), atol=1e-5)
+    assert_bitwise(model, before)
+    er = wb.sparse.export(fast, path, formats=("safetensors", "onnx"))
+    assert er.onnx_max_abs_err is not None and er.onnx_max_abs_err < 1e-4
+    back = wb.sparse.load(path, fresh)  # check=True reproduces the saved outputs
+    with torch.no_grad():
+        assert torch.allclose(back(x), fast(x), atol=1e-5)
+
+
 @pytest.fixture(scope="session")
 def demo_models():
     """All five demo models, trained once (cached) for the test session."""

@@ -3,7 +3,7 @@ computes (every mask form and layout), and compile's shrink uses it on the demo 
 
 import pytest
 import torch
-from conftest import assert_bitwise, snapshot
+from conftest import assert_deployable, snapshot
 
 import workbench as wb
 from workbench.sparse.heads import SlimMultiheadAttention, slimmable
@@ -74,12 +74,4 @@ def test_compile_shrinks_pruned_heads_of_the_demo_transformer_and_exports(tmp_pa
     for layer in fast.encoder.layers:
         assert isinstance(layer.self_attn, SlimMultiheadAttention) and layer.self_attn.num_heads == 2
     x = data.example if isinstance(data.example, torch.Tensor) else data.example[0]
-    model.eval()
-    with torch.no_grad():
-        assert torch.allclose(fast(x), model(x), atol=1e-5)
-    assert_bitwise(model, before)
-    er = wb.sparse.export(fast, tmp_path, formats=("safetensors", "onnx"))
-    assert er.onnx_max_abs_err is not None and er.onnx_max_abs_err < 1e-4
-    back = wb.sparse.load(tmp_path, wb.demo.build("digits-transformer"))  # checks the saved outputs
-    with torch.no_grad():
-        assert torch.allclose(back(x), fast(x), atol=1e-5)
+    assert_deployable(fast, model, x, before, tmp_path, wb.demo.build("digits-transformer"))

@@ -4,7 +4,7 @@ demo LSTM, and the result exports and loads back."""
 
 import pytest
 import torch
-from conftest import assert_bitwise, snapshot
+from conftest import assert_deployable, snapshot
 
 import workbench as wb
 from workbench.sparse.rnn import SlimRNN, slimmable_rnn
@@ -104,14 +104,7 @@ def test_compile_shrinks_a_bidirectional_lstm_and_exports(tmp_path):
     fast, rep = wb.sparse.compile(bench, backend="shrink", example_inputs=x)
     assert isinstance(fast.lstm, SlimRNN) and [m.hidden_size for m in fast.lstm.layers] == [8] * 4
     assert rep.removed_channels.get("units lstm") == 32 and rep.max_abs_err <= 1e-5
-    with torch.no_grad():
-        assert torch.allclose(fast(x), model(x), atol=1e-5)
-    assert_bitwise(model, before)
-    er = wb.sparse.export(fast, tmp_path, formats=("safetensors", "onnx"))
-    assert er.onnx_max_abs_err is not None and er.onnx_max_abs_err < 1e-4
-    back = wb.sparse.load(tmp_path, _BiTagger())
-    with torch.no_grad():
-        assert torch.allclose(back(x), fast(x), atol=1e-5)
+    assert_deployable(fast, model, x, before, tmp_path, _BiTagger())
 
 
 def test_compile_shrinks_pruned_units_of_the_demo_lstm_and_exports(tmp_path):
@@ -124,12 +117,4 @@ def test_compile_shrinks_pruned_units_of_the_demo_lstm_and_exports(tmp_path):
     assert isinstance(fast.lstm, SlimRNN) and fast.lstm.layers[0].hidden_size == 32
     assert rep.params_after < 0.4 * rep.params_before
     x = data.example if isinstance(data.example, torch.Tensor) else data.example[0]
-    model.eval()
-    with torch.no_grad():
-        assert torch.allclose(fast(x), model(x), atol=1e-5)
-    assert_bitwise(model, before)
-    er = wb.sparse.export(fast, tmp_path, formats=("safetensors", "onnx"))
-    assert er.onnx_max_abs_err is not None and er.onnx_max_abs_err < 1e-4
-    back = wb.sparse.load(tmp_path, wb.demo.build("digits-lstm"))  # check=True reproduces the saved outputs
-    with torch.no_grad():
-        assert torch.allclose(back(x), fast(x), atol=1e-5)
+    assert_deployable(fast, model, x, before, tmp_path, wb.demo.build("digits-lstm"))
