@@ -45,6 +45,16 @@ class _SparseBase(nn.Module):
         self._init_bias(bias)
         self._cache: tuple | None = None
 
+    def _compressed(self, make) -> Tensor:
+        """The sparse weight `make` (``torch.sparse_csr_tensor`` / ``sparse_bsr_tensor``) builds from the buffers,
+        cached until a buffer is replaced or moved."""
+        key = (*_ptrs(self.crow_indices, self.col_indices, self.values), torch.is_inference_mode_enabled())
+        if self._cache is None or self._cache[0] != key:
+            shape = (self.out_features, self.in_features)
+            w = make(self.crow_indices, self.col_indices, self.values, shape, check_invariants=False)
+            self._cache = (key, w)
+        return self._cache[1]
+
     def _init_bias(self, bias: Tensor | None) -> None:
         if bias is None:
             self.register_parameter("bias", None)
@@ -92,17 +102,7 @@ class SparseLinear(_SparseBase):
         return int(self.values.numel())
 
     def weight_csr(self) -> Tensor:
-        key = (*_ptrs(self.crow_indices, self.col_indices, self.values), torch.is_inference_mode_enabled())
-        if self._cache is None or self._cache[0] != key:
-            w = torch.sparse_csr_tensor(
-                self.crow_indices,
-                self.col_indices,
-                self.values,
-                (self.out_features, self.in_features),
-                check_invariants=False,
-            )
-            self._cache = (key, w)
-        return self._cache[1]
+        return self._compressed(torch.sparse_csr_tensor)
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight_csr()
@@ -231,17 +231,7 @@ class BSRLinear(_SparseBase):
         return int(self.values.shape[1]), int(self.values.shape[2])
 
     def weight_bsr(self) -> Tensor:
-        key = (*_ptrs(self.crow_indices, self.col_indices, self.values), torch.is_inference_mode_enabled())
-        if self._cache is None or self._cache[0] != key:
-            w = torch.sparse_bsr_tensor(
-                self.crow_indices,
-                self.col_indices,
-                self.values,
-                (self.out_features, self.in_features),
-                check_invariants=False,
-            )
-            self._cache = (key, w)
-        return self._cache[1]
+        return self._compressed(torch.sparse_bsr_tensor)
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight_bsr()
