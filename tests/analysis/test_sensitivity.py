@@ -1,4 +1,5 @@
 import copy
+import importlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -198,3 +199,21 @@ def test_n_m_scan_at_another_ratio_says_the_pattern_fixes_it():
     bench = wb.Workbench(model, data)
     with pytest.raises(GranularityError, match=r"sparsity is 0.5; scan it with ratios=\[0.5\]"):
         bench.sensitivity([0.3, 0.5], granularity="2:4", progress=False)
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "digits-cnn", "digits-lstm", "digits-transformer"])
+def test_vectorised_per_sample_fisher_equals_the_per_sample_loop(name, demo_models, monkeypatch):
+    S = importlib.import_module("workbench.analysis.sensitivity")  # the package exports a function of that name
+
+    model, data = demo_models[name]
+    x, y = next(iter(data.calib))
+    x, y = x[:24], y[:24]
+    names = [n for n, p in model.named_parameters() if p.dim() > 1]
+    params = [model.get_parameter(n) for n in names]
+    with torch.enable_grad():
+        fast = S._squared_sample_grads(model.eval(), names, params, x, y)
+        monkeypatch.setattr(torch.func, "vmap", None)  # the fallback: one backward pass per sample
+        slow = S._squared_sample_grads(model, names, params, x, y)
+    for n, a, b in zip(names, fast, slow):
+        # float32 gradients summed in another order: equal to ~1e-5 of the largest entry
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max())), n

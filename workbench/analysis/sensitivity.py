@@ -408,6 +408,35 @@ def _grads(model, params, x, y) -> list[Tensor]:
     return [torch.zeros_like(p, dtype=torch.float64) if g is None else g.double() for p, g in zip(params, gs)]
 
 
+def _squared_sample_grads(model, names, params, x, y) -> list[Tensor]:
+    """Per parameter, the sum over the batch's samples of each sample's squared loss gradient. One vectorised
+    pass (torch.func.vmap over per-sample grads, in chunks of at most ~64 MB of gradients); models vmap cannot
+    batch (recurrent kernels, random ops) take one backward pass per sample instead, with the same result."""
+    if isinstance(x, Tensor) and x.dim() > 0 and y.dim() > 0:
+        try:
+            from torch.func import functional_call, grad, vmap
+
+            def loss_one(pd: dict[str, Tensor], xs: Tensor, ys: Tensor) -> Tensor:
+                out = functional_call(model, pd, (xs.unsqueeze(0),))
+                out = out[0] if isinstance(out, (tuple, list)) else out
+                if not ys.is_floating_point() and out.dim() == 2:
+                    return F.cross_entropy(out.float(), ys.unsqueeze(0), reduction="sum")
+                return F.mse_loss(out.float(), ys.unsqueeze(0).float(), reduction="sum")
+
+            pd = {n: p.detach() for n, p in zip(names, params)}
+            chunk = max(1, min(int(y.shape[0]), (1 << 24) // max(1, sum(p.numel() for p in params))))
+            gs = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk)(pd, x, y)
+            return [gs[n].double().square().sum(0) for n in names]
+        except Exception:  # no batching rule for some op: the per-sample loop below
+            pass
+    out = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    for s in range(y.shape[0]):
+        xs = type(x)(v[s : s + 1] for v in x) if isinstance(x, (list, tuple)) else x[s : s + 1]
+        for acc, g in zip(out, _grads(model, params, xs, y[s : s + 1])):
+            acc += g * g
+    return out
+
+
 def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t0) -> SensitivityResult:
     """Predicted loss change per point from gradients (and squared gradients) of one pass over `data`."""
     model = bench.model
@@ -423,10 +452,8 @@ def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t
             for acc, g in zip(grads, gs):
                 acc += g
             if fisher is not None:  # diagonal empirical Fisher from per-sample gradients
-                for s in range(y.shape[0]):
-                    xs = type(x)(v[s : s + 1] for v in x) if isinstance(x, (list, tuple)) else x[s : s + 1]
-                    for acc, g in zip(fisher, _grads(model, params, xs, y[s : s + 1])):
-                        acc += g * g
+                for acc, g2 in zip(fisher, _squared_sample_grads(model, names, params, x, y)):
+                    acc += g2
             n += y.shape[0]
     if n == 0:
         raise DataError("sensitivity estimate: the data yielded no samples")
