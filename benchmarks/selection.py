@@ -79,10 +79,15 @@ def _child(side: str, case: str, out: str) -> None:
     )
     base = _rss_mb()
     t0 = time.perf_counter()
+    phases: dict[str, float] = {}
     if side == "workbench":
         bench = wb.Workbench(model)  # no data: nothing traced
+        for obj, attr, key in ((bench.store, "apply_", "store"), (bench, "report", "report")):
+            phases[key] = 0.0
+            setattr(obj, attr, _timed(getattr(obj, attr), phases, key))  # same calls, their time noted
         bench.apply(wb.Plan.global_(RATIO, include=[n for n, m in model.named_modules() if m in mods]), evaluate=False)
         seconds = time.perf_counter() - t0
+        phases["select"] = seconds - phases["store"] - phases["report"]  # the rest of apply: the selection
         peak = _rss_mb()
         masks = [bench.store.current(f"{n}.weight") for n, m in model.named_modules() if m in mods]
     else:
@@ -109,9 +114,21 @@ def _child(side: str, case: str, out: str) -> None:
                 "pruned": pruned,
                 "digest": _digest(masks),
                 "threshold": threshold,
+                "phases": phases,
             }
         )
     )
+
+
+def _timed(fn, phases: dict[str, float], key: str):
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            phases[key] += time.perf_counter() - t0
+
+    return wrapper
 
 
 def _run(side: str, case: str, out_file: str) -> dict:
@@ -150,6 +167,7 @@ def main() -> int:
         )
     ]
     tmp = tempfile.mkdtemp()
+    phases_of: dict[str, dict[str, float]] = {}
     for case in cases:
         runs: dict[str, list[dict]] = {"prune": [], "workbench": []}
         for _ in range(RUNS):  # interleaved; the median run of each side is reported
@@ -157,6 +175,7 @@ def main() -> int:
                 runs[side].append(_run(side, case, os.path.join(tmp, f"{side}.npy")))
                 time.sleep(SETTLE_S)
         p, w = (sorted(runs[side], key=lambda r: r["seconds"])[RUNS // 2] for side in ("prune", "workbench"))
+        phases_of[case] = w["phases"]
         p_min, w_min = (min(r["seconds"] for r in runs[side]) for side in ("prune", "workbench"))
         assert p["pruned"] == w["pruned"], case
         if p["digest"] == w["digest"]:
@@ -193,6 +212,11 @@ def main() -> int:
         print(" | ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
         if i == 0:
             print("-+-".join("-" * w for w in widths))
+    for name, ph in phases_of.items():
+        print(
+            f"workbench phases, {name} (its median run): select {ph['select']:.2f} s (scores, sample, band), "
+            f"store {ph['store']:.2f} s (undo values, zeroing, bit-packed masks), report {ph['report']:.2f} s (non-zeros)"
+        )
     print(f"total {time.perf_counter() - start:.0f} s")
     return 0
 
