@@ -104,7 +104,7 @@ def test_scatter_checks_the_count_and_falls_back_where_the_trick_does_not_apply(
     assert half[4, 0] == 2.0
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 1000])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 1000, (1 << 20) + 13, 3 << 20])
 def test_pack_unpack_round_trip_on_cpu(n):
     from workbench.masks.store import _pack, _unpack
 
@@ -122,3 +122,35 @@ def test_a_forked_child_gets_its_own_thread_pool(monkeypatch):
     assert child is not parent
     t = torch.randn(3 << 20)
     assert torch.equal(F.compress(t, t > 0), t[t > 0])  # and it runs on the new pool
+
+
+def test_large_outputs_are_prefaulted_mappings_and_results_stay_equal(monkeypatch):
+    import mmap
+    import sys
+
+    calls = []
+
+    class Spy(mmap.mmap):
+        def madvise(self, *args):
+            calls.append(args)
+            return super().madvise(*args)
+
+    monkeypatch.setattr(mmap, "mmap", Spy)
+    monkeypatch.setattr(F, "_POPULATE_MIN", 1 << 12)  # every output above 4 KB takes the mapped path
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(3000, 700, generator=g)
+    mask = torch.rand(t.shape, generator=g) < 0.5
+    assert torch.equal(F.compress(t, mask), t[mask])
+    from workbench.masks.store import _pack, _unpack
+    from workbench.masks.topk import lowest_k
+
+    assert torch.equal(_unpack(_pack(mask), mask.shape), mask)
+    got = lowest_k([lambda: t.abs()], 1_000_000, sample=4096)[0]
+    want = torch.zeros(t.numel(), dtype=torch.bool)
+    want[torch.argsort(t.abs().reshape(-1), stable=True)[:1_000_000]] = True
+    assert torch.equal(got.reshape(-1), want)
+    if sys.platform == "linux":
+        assert calls and all(a == (F._MADV_POPULATE_WRITE,) for a in calls)
+    big = F.empty(5000, torch.float64)
+    big.fill_(2.5)  # writable
+    assert big.dtype == torch.float64 and big.shape == (5000,) and float(big.sum()) == 12500.0

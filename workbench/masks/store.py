@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import WorkbenchError
-from .fastops import compress, count_nonzero, scatter_, zero_
+from .fastops import compress, count_nonzero, empty, scatter_, zero_
 
 __all__ = ["MaskStore", "enforce"]
 
@@ -32,10 +32,15 @@ _BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
 
 def _pack(mask: Tensor) -> Tensor:
-    if mask.device.type == "cpu":  # numpy's packbits is one fast pass; the same little-endian bit order
+    if mask.device.type == "cpu":  # numpy's packbits, 1M elements at a time into pre-faulted memory (fastops.empty)
         import numpy as np
 
-        return torch.from_numpy(np.packbits(mask.reshape(-1).numpy(), bitorder="little"))
+        flat = mask.reshape(-1).numpy()
+        out = empty((flat.size + 7) // 8, torch.uint8)
+        o = out.numpy()
+        for i in range(0, flat.size, 1 << 20):  # a multiple of 8: chunks pack to whole bytes
+            o[i // 8 : (i + (1 << 20)) // 8] = np.packbits(flat[i : i + (1 << 20)], bitorder="little")
+        return out
     flat = mask.reshape(-1).to(torch.uint8)
     pad = (-flat.numel()) % 8
     if pad:

@@ -35,6 +35,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .fastops import empty
+
 __all__ = ["lowest_k", "sortable_keys"]
 
 _BINS = 1 << 16
@@ -204,7 +206,11 @@ def _banded(score_fns, shapes, k: int, lo: float, hi: float) -> list[Tensor]:
     scratch = _Scratch()
     for fn, (shape, device) in zip(score_fns, shapes):
         s = fn().float()
-        mask = torch.empty(shape, dtype=torch.bool, device=device)  # row-major, whatever the scores' strides
+        # row-major whatever the scores' strides; on CPU pre-faulted (see fastops.empty): the masks are 1 byte per weight
+        n = shape.numel()
+        mask = (empty(n, torch.bool) if device.type == "cpu" else torch.empty(n, dtype=torch.bool, device=device)).view(
+            shape
+        )
         if lo > -math.inf:
             torch.lt(s, lo, out=mask)
         else:
