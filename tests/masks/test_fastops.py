@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -154,3 +156,17 @@ def test_large_outputs_are_prefaulted_mappings_and_results_stay_equal(monkeypatc
     big = F.empty(5000, torch.float64)
     big.fill_(2.5)  # writable
     assert big.dtype == torch.float64 and big.shape == (5000,) and float(big.sum()) == 12500.0
+
+
+def test_empty_stops_mapping_beyond_its_budget(monkeypatch):
+    import gc
+
+    monkeypatch.setattr(F, "_POPULATE_MIN", 1 << 12)
+    monkeypatch.setattr(F, "_MAX_MAPPINGS", F._LIVE[0] + 2)
+    before = F._LIVE[0]
+    kept = [F.empty(4096, torch.float32) for _ in range(4)]
+    assert F._LIVE[0] - before == (2 if sys.platform == "linux" else 0)  # the last two are plain torch.empty
+    assert all(k.shape == (4096,) for k in kept)
+    del kept
+    gc.collect()
+    assert F._LIVE[0] == before  # each mapping is counted out when its tensor goes

@@ -45,7 +45,7 @@ def _bits(t: Tensor) -> Tensor | None:
     return t.view(_INT[t.element_size()])
 
 
-_POPULATE_MIN = 1 << 20  # bytes from which `empty` pre-faults its pages
+_POPULATE_MIN = 8 << 20  # bytes from which `empty` pre-faults its pages
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+; the mmap module has no name for it before Python 3.13
 
 
@@ -55,8 +55,9 @@ def empty(n: int, dtype: torch.dtype) -> Tensor:
     VM 400 MB took 150 ms that way vs 500-1,200 ms page by page, and the undo data of a 200M-weight plan is
     that big. Where the call is missing (another OS, an older kernel) it is a plain ``torch.empty``."""
     nbytes = n * torch.empty((), dtype=dtype).element_size()
-    if nbytes >= _POPULATE_MIN and sys.platform == "linux":
+    if nbytes >= _POPULATE_MIN and sys.platform == "linux" and _LIVE[0] < _MAX_MAPPINGS:
         import mmap
+        import weakref
 
         try:
             m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -64,8 +65,19 @@ def empty(n: int, dtype: torch.dtype) -> Tensor:
         except (OSError, ValueError, AttributeError):
             pass
         else:
-            return torch.frombuffer(m, dtype=dtype)  # the tensor keeps the mapping alive; unmapped with it
+            t = torch.frombuffer(m, dtype=dtype)  # the tensor keeps the mapping alive; unmapped with it
+            _LIVE[0] += 1
+            weakref.finalize(t, _unmapped)
+            return t
     return torch.empty(n, dtype=dtype)
+
+
+_LIVE = [0]  # mappings `empty` made that are still alive: each is one of the process's vm.max_map_count (65,530)
+_MAX_MAPPINGS = 4096  # beyond this, plain allocations, so other code never runs out of mappings because of us
+
+
+def _unmapped() -> None:
+    _LIVE[0] -= 1
 
 
 _CHUNK = 1 << 20  # elements per AND: its scratch (5 MB) is reused, so no fresh memory per tensor
