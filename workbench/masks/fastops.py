@@ -50,10 +50,13 @@ _MADV_POPULATE_WRITE = 23  # Linux 5.14+; the mmap module has no name for it bef
 
 
 def empty(n: int, dtype: torch.dtype) -> Tensor:
-    """``torch.empty(n, dtype=dtype)`` on the CPU. A large one is anonymous memory whose pages are all faulted in
-    by one ``madvise(MADV_POPULATE_WRITE)`` instead of one trap per 4 KB page on first write: on this project's
-    VM 400 MB took 150 ms that way vs 500-1,200 ms page by page, and the undo data of a 200M-weight plan is
-    that big. Where the call is missing (another OS, an older kernel) it is a plain ``torch.empty``."""
+    """``torch.empty(n, dtype=dtype)`` on the CPU. A large one is anonymous memory whose pages are all faulted in by
+    one ``madvise(MADV_POPULATE_WRITE)`` before anything writes to it. The store's outputs (undo values, masks) are
+    written by numpy's compress on two threads, and how their pages first get touched decided the store's time on
+    the 201M benchmark stack (interleaved runs, this project's VM): 0.49 s pre-faulted like this, 0.55 s from
+    ``torch.zeros``, 0.91 s from ``np.empty`` (numpy asks for transparent huge pages, whose first touch stalls on
+    this kernel), 1.8 s from ``torch.empty``. Where the call is missing (another OS, an older kernel, the mapping
+    budget spent) it is a plain ``torch.empty``."""
     nbytes = n * torch.empty((), dtype=dtype).element_size()
     if nbytes >= _POPULATE_MIN and sys.platform == "linux" and _LIVE[0] < _MAX_MAPPINGS:
         import mmap
