@@ -50,11 +50,15 @@ def _pack(mask: Tensor) -> Tensor:
 
 def _unpack(packed: Tensor, shape: torch.Size) -> Tensor:
     n = shape.numel()
-    if packed.device.type == "cpu":
+    if packed.device.type == "cpu":  # numpy's unpackbits, 1M bits at a time into pre-faulted memory (fastops.empty)
         import numpy as np
 
-        bits = np.unpackbits(packed.numpy(), count=n, bitorder="little").view(np.bool_)
-        return torch.from_numpy(bits).view(shape)
+        out = empty(n, torch.bool)
+        o, p = out.numpy().view(np.uint8), packed.numpy()
+        for i in range(0, n, 1 << 20):
+            chunk = p[i // 8 : (i + (1 << 20)) // 8]
+            o[i : i + (1 << 20)] = np.unpackbits(chunk, count=min(1 << 20, n - i), bitorder="little")
+        return out.view(shape)
     bits = (packed.unsqueeze(1) & _BITS.to(packed.device)) != 0
     return bits.view(-1)[:n].view(shape)
 
