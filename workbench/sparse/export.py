@@ -405,15 +405,7 @@ def _resize(model: nn.Module, name: str, spec: dict[str, Any]) -> None:
 
         t = spec["tensors"]
         kept = [list(range(t[f"kept_{i}"]["shape"][0])) for i in range(sum(k.startswith("kept_") for k in t))]
-        new_rnn = SlimRNN(
-            m.mode,
-            m.input_size,
-            m.hidden_size,
-            kept,
-            bias=m.bias,
-            batch_first=m.batch_first,
-            bidirectional=m.bidirectional,
-        )
+        new_rnn = SlimRNN.shaped_like(m, kept)
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, leaf, new_rnn)  # the saved kept_i buffers load
         return

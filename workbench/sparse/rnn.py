@@ -82,6 +82,20 @@ class SlimRNN(nn.Module):
         return getattr(self, f"kept_{j}")
 
     @classmethod
+    def shaped_like(cls, rnn: nn.RNNBase, kept: list[list[int]]) -> SlimRNN:
+        """A SlimRNN with `rnn`'s settings and the sizes of `kept`, weights not yet set (copied by `from_rnn`,
+        loaded from a file by `workbench.sparse.load`)."""
+        return cls(
+            rnn.mode,
+            rnn.input_size,
+            rnn.hidden_size,
+            kept,
+            bias=rnn.bias,
+            batch_first=rnn.batch_first,
+            bidirectional=rnn.bidirectional,
+        )
+
+    @classmethod
     def from_rnn(cls, rnn: nn.RNNBase, kept: list[list[int]]) -> SlimRNN:
         """A copy of `rnn` with, per layer and direction (``h_n``'s order), only the hidden units in `kept`."""
         why = slimmable_rnn(rnn)
@@ -91,15 +105,7 @@ class SlimRNN(nn.Module):
         if len(kept) != rnn.num_layers * dirs:
             raise ValueError(f"kept lists {len(kept)} layers-directions; the module has {rnn.num_layers * dirs}")
         g, h = _GATES[rnn.mode], rnn.hidden_size
-        new = cls(
-            rnn.mode,
-            rnn.input_size,
-            h,
-            kept,
-            bias=rnn.bias,
-            batch_first=rnn.batch_first,
-            bidirectional=rnn.bidirectional,
-        )
+        new = cls.shaped_like(rnn, kept)
         with torch.no_grad():
             for j, k in enumerate(kept):
                 layer, sfx = j // dirs, "_reverse" if j % dirs else ""
