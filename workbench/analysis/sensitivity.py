@@ -397,13 +397,17 @@ def _bar(progress, total: int, desc: str):
     return step
 
 
-def _grads(model, params, x, y) -> list[Tensor]:
-    out = model(*x) if isinstance(x, (list, tuple)) else model(x)
+def _loss(out, y: Tensor) -> Tensor:
+    """The estimate's summed loss of a model output (its first element if several): cross-entropy for class
+    labels and 2-D logits, else squared error."""
     out = out[0] if isinstance(out, (tuple, list)) else out
     if not y.is_floating_point() and out.dim() == 2:
-        loss = F.cross_entropy(out.float(), y, reduction="sum")
-    else:
-        loss = F.mse_loss(out.float(), y.float(), reduction="sum")
+        return F.cross_entropy(out.float(), y, reduction="sum")
+    return F.mse_loss(out.float(), y.float(), reduction="sum")
+
+
+def _grads(model, params, x, y) -> list[Tensor]:
+    loss = _loss(model(*x) if isinstance(x, (list, tuple)) else model(x), y)
     gs = torch.autograd.grad(loss, params, allow_unused=True)
     return [torch.zeros_like(p, dtype=torch.float64) if g is None else g.double() for p, g in zip(params, gs)]
 
@@ -417,11 +421,7 @@ def _squared_sample_grads(model, names, params, x, y) -> list[Tensor]:
             from torch.func import functional_call, grad, vmap
 
             def loss_one(pd: dict[str, Tensor], xs: Tensor, ys: Tensor) -> Tensor:
-                out = functional_call(model, pd, (xs.unsqueeze(0),))
-                out = out[0] if isinstance(out, (tuple, list)) else out
-                if not ys.is_floating_point() and out.dim() == 2:
-                    return F.cross_entropy(out.float(), ys.unsqueeze(0), reduction="sum")
-                return F.mse_loss(out.float(), ys.unsqueeze(0).float(), reduction="sum")
+                return _loss(functional_call(model, pd, (xs.unsqueeze(0),)), ys.unsqueeze(0))
 
             pd = {n: p.detach() for n, p in zip(names, params)}
             chunk = max(1, min(int(y.shape[0]), (1 << 24) // max(1, sum(p.numel() for p in params))))

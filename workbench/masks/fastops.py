@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["all_finite", "compress", "count_nonzero", "empty", "scatter_", "zero_"]
+__all__ = ["all_finite", "compress", "count_nonzero", "empty", "scatter_", "scratch", "zero_"]
 
 _INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -49,8 +49,8 @@ _POPULATE_MIN = 8 << 20  # bytes from which `empty` pre-faults its pages
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+; the mmap module has no name for it before Python 3.13
 
 
-def empty(n: int, dtype: torch.dtype) -> Tensor:
-    """``torch.empty(n, dtype=dtype)`` on the CPU. A large one is anonymous memory whose pages are all faulted in by
+def empty(n: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
+    """``torch.empty(n, dtype=dtype, device=device)``. On the CPU, a large one is anonymous memory whose pages are all faulted in by
     one ``madvise(MADV_POPULATE_WRITE)`` before anything writes to it. The store's outputs (undo values, masks) are
     written by numpy's compress on two threads, and how their pages first get touched decided the store's time on
     the 201M benchmark stack (interleaved runs, this project's VM): 0.49 s pre-faulted like this, 0.55 s from
@@ -58,7 +58,8 @@ def empty(n: int, dtype: torch.dtype) -> Tensor:
     this kernel), 1.8 s from ``torch.empty``. Where the call is missing (another OS, an older kernel, the mapping
     budget spent) it is a plain ``torch.empty``."""
     nbytes = n * torch.empty((), dtype=dtype).element_size()
-    if nbytes >= _POPULATE_MIN and sys.platform == "linux" and _LIVE[0] < _MAX_MAPPINGS:
+    cpu = torch.device(device).type == "cpu"
+    if cpu and nbytes >= _POPULATE_MIN and sys.platform == "linux" and _LIVE[0] < _MAX_MAPPINGS:
         import mmap
         import weakref
 
@@ -72,7 +73,7 @@ def empty(n: int, dtype: torch.dtype) -> Tensor:
             _LIVE[0] += 1
             weakref.finalize(t, _unmapped)
             return t
-    return torch.empty(n, dtype=dtype)
+    return torch.empty(n, dtype=dtype, device=device)
 
 
 _LIVE = [0]  # mappings `empty` made that are still alive: each is one of the process's vm.max_map_count (65,530)
@@ -81,6 +82,15 @@ _MAX_MAPPINGS = 4096  # beyond this, plain allocations, so other code never runs
 
 def _unmapped() -> None:
     _LIVE[0] -= 1
+
+
+def scratch(sizes, dtype: torch.dtype) -> dict[torch.device, Tensor]:
+    """One uninitialised buffer per device, as long as the largest of `sizes` ((device, numel) pairs) there, for
+    code that fills it for one tensor after another (slice and view it to each tensor's shape)."""
+    longest: dict[torch.device, int] = {}
+    for device, n in sizes:
+        longest[device] = max(longest.get(device, 0), n)
+    return {d: torch.empty(n, dtype=dtype, device=d) for d, n in longest.items()}
 
 
 _CHUNK = 1 << 20  # elements per AND: its scratch (5 MB) is reused, so no fresh memory per tensor

@@ -28,7 +28,7 @@ from ..groups import ChannelGroup, GroupAnalysis
 from ..plan import LayerPlan, Plan
 from ..targets import Target, Targets, pattern_fit
 from .block import block_scores, expand_blocks
-from .fastops import all_finite
+from .fastops import all_finite, scratch
 from .granularity import Granularity, get_granularity
 from .nm import nm_mask
 from .store import MaskStore
@@ -241,10 +241,8 @@ def weight_masks(
     env = (data, {} if cache is None else cache)
     params = [model.get_parameter(p) for _, p in pairs]
     n = sum(p.numel() for p in params)
-    sizes: dict[torch.device, int] = {}  # one float32 scratch per device, reused by every tensor's scores
-    for p in params:  # (lowest_k copies what it keeps), so scoring a large model needs no fresh memory per tensor
-        sizes[p.device] = max(sizes.get(p.device, 0), p.numel())
-    buffers = {d: torch.empty(size, dtype=torch.float32, device=d) for d, size in sizes.items()}
+    # every tensor's scores go into one reused buffer (lowest_k copies what it keeps): no fresh memory per tensor
+    buffers = scratch(((p.device, p.numel()) for p in params), torch.float32)
 
     def fn(t: Target, name: str, p: Tensor) -> Tensor:
         out = buffers[p.device][: p.numel()].view(p.shape)

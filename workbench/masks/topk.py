@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .fastops import empty
+from .fastops import empty, scratch
 
 __all__ = ["lowest_k", "sortable_keys"]
 
@@ -92,12 +92,12 @@ def _radix(score_fns: Sequence[Callable[[], Tensor]], k: int) -> list[Tensor]:
     """`lowest_k` by a radix select on the float bits: three passes, any scores (ties, -inf, NaN last)."""
     shapes: list[tuple[torch.Size, torch.device]] = []
     hist = torch.zeros(_BINS, dtype=torch.int64)
-    scratch = _Scratch()
+    buf = _Scratch()
     for fn in score_fns:  # pass 1: which high-16-bit bucket holds the k-th smallest key
         s = fn()
         shapes.append((s.shape, s.device))
         if k > 0:
-            a, b, _ = scratch.get(s.numel(), s.device)
+            a, b, _ = buf.get(s.numel(), s.device)
             key = sortable_keys(s, a, b)
             del s
             key >>= 16
@@ -114,7 +114,7 @@ def _radix(score_fns: Sequence[Callable[[], Tensor]], k: int) -> list[Tensor]:
     hist2 = torch.zeros(_BINS, dtype=torch.int64)
     for fn in score_fns:  # pass 2: the low 16 bits of the k-th smallest key, inside that bucket
         s = fn()
-        a, b, m = scratch.get(s.numel(), s.device)
+        a, b, m = buf.get(s.numel(), s.device)
         key = sortable_keys(s, a, b)
         del s
         hb = torch.bitwise_right_shift(key, 16, out=b[: key.numel()].view(key.shape))
@@ -128,7 +128,7 @@ def _radix(score_fns: Sequence[Callable[[], Tensor]], k: int) -> list[Tensor]:
     out = []
     for fn in score_fns:  # pass 3: masks
         s = fn()
-        a, b, m = scratch.get(s.numel(), s.device)
+        a, b, m = buf.get(s.numel(), s.device)
         key = sortable_keys(s, a, b)
         del s
         mask = key < threshold
@@ -203,20 +203,15 @@ def _banded(score_fns, shapes, k: int, lo: float, hi: float) -> list[Tensor]:
     """Pass 2: masks = scores below `lo`, plus the lowest of the scores in ``[lo, hi]`` to make k."""
     masks, cands = [], []
     below = 0
-    scratch = _Scratch()
+    bands = scratch(((d, sh.numel()) for sh, d in shapes), torch.bool)
     for fn, (shape, device) in zip(score_fns, shapes):
         s = fn().float()
-        # row-major whatever the scores' strides; on CPU pre-faulted (see fastops.empty): the masks are 1 byte per weight
-        n = shape.numel()
-        mask = (empty(n, torch.bool) if device.type == "cpu" else torch.empty(n, dtype=torch.bool, device=device)).view(
-            shape
-        )
+        mask = empty(shape.numel(), torch.bool, device).view(shape)  # row-major, whatever the scores' strides
         if lo > -math.inf:
             torch.lt(s, lo, out=mask)
         else:
             mask.zero_()
-        _, _, m = scratch.get(s.numel(), s.device)
-        band = torch.le(s, hi, out=m[: s.numel()].view(s.shape))
+        band = torch.le(s, hi, out=bands[device][: shape.numel()].view(shape))
         band.logical_xor_(mask)  # lo <= hi, so what is below lo is inside <= hi: xor leaves lo <= s <= hi
         pos = _positions(band).to(s.device)
         cands.append((pos, s.reshape(-1)[pos]))
