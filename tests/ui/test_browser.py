@@ -183,6 +183,17 @@ def test_tour_dashboard_in_chromium(lab):
                 page.screenshot(path=str(ARTIFACTS / f"dashboard-{what}.png"), full_page=False)
             assert "step 1" in effects["interpretability"] and "→" in effects["robustness"] and "→" in effects["bias"]
 
+            # a sensitivity scan from the panel: the estimate includes the Fisher term, and the panel says so
+            page.click(".wb-dashboard .lm-TabBar-tab:has-text('Sensitivity')", timeout=10_000)
+            page.locator(".wb-dashboard button:has-text('Scan')").first.click(timeout=10_000)
+            page.wait_for_function(
+                "() => { const e = document.querySelector('.wb-dashboard .wb-sensitivity-source');"
+                " return e && e.innerText.includes('Fisher'); }",
+                timeout=120_000,
+            )
+            page.wait_for_selector(".wb-dashboard .wb-apply:not([disabled])", timeout=120_000)  # scan finished
+            page.screenshot(path=str(ARTIFACTS / "dashboard-sensitivity.png"), full_page=False)
+
             page.click(".wb-dashboard .wb-undo")
             page.wait_for_function(
                 "(dense) => document.querySelector('.wb-dashboard .wb-metric-now').innerText === dense",

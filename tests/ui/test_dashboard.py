@@ -130,6 +130,7 @@ def test_sensitivity_scan_heatmap_and_cell_click(cnn):
     s.scan_button.click()
     assert bench.last_sensitivity is not None and bench.last_sensitivity.mode == "estimate"
     assert "Fisher" in bench.last_sensitivity.engine  # first order alone predicts layers improving when pruned
+    assert "estimate scan" in s.source.value and "Fisher" in s.source.value  # the panel says which scan it shows
     assert s.image.value[:4] == b"\x89PNG"
     d.editor.rows["features.3"].slider.value = 0.4
     assert d.editor.last_preview.predicted is not None and "predicted" in d.editor.preview_label.value

@@ -158,13 +158,21 @@ class SensitivityPanel(Panel):
         self.scan_button.on_click(lambda _: self.scan())
         self.busy.buttons.append(self.scan_button)
         self.image = _image()
+        self.source = W.HTML()  # what the heatmap shows: which scan, by which engine, how long it took
+        self.source.add_class("wb-sensitivity-source")
         self.grid = W.VBox()
         self.refresh()
 
     def widget(self) -> W.Widget:
         note = W.HTML("click a cell to set that layer's slider to the cell's ratio")
         return W.VBox(
-            [W.HBox([self.granularity, self.criterion, self.mode, self.scan_button]), self.image, note, self.grid]
+            [
+                W.HBox([self.granularity, self.criterion, self.mode, self.scan_button]),
+                self.source,
+                self.image,
+                note,
+                self.grid,
+            ]
         )
 
     def scan(self) -> None:
@@ -186,8 +194,13 @@ class SensitivityPanel(Panel):
         if sens is None:
             self.image.layout.display = "none"
             self.grid.children = ()
+            self.source.value = ""
             return
         from ..viz import plot_sensitivity
+
+        self.source.value = (
+            f"{sens.mode} scan, {sens.granularity}/{sens.criterion}: {sens.engine or 'measured'}, {sens.seconds:.1f} s"
+        )
 
         self.image.layout.display = ""
         self.image.value = render_png(
