@@ -15,7 +15,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .evaluate import batches, call, eval_mode, model_device
+from .evaluate import batches, call, eval_mode
 
 __all__ = ["UnitStats", "histogram_entropy", "unit_stats", "units_of"]
 
@@ -88,7 +88,6 @@ def unit_stats(model: nn.Module, data: Iterable, names: Sequence[str]) -> UnitSt
         zeros[name] = zeros.get(name, 0) + z.cpu()
         counts[name] = counts.get(name, 0) + c
 
-    device = model_device(model)
     try:
         gm = fx.symbolic_trace(model)
     except Exception:  # fx cannot trace every model: fall back to hooks removed in `finally`
@@ -109,7 +108,7 @@ def unit_stats(model: nn.Module, data: Iterable, names: Sequence[str]) -> UnitSt
             handles.append(modules[name].register_forward_hook(lambda m, i, o, _n=name: record(_n, o, None)))
             relu_found[name] = False
         with eval_mode(model), torch.inference_mode():
-            for x, y in batches(data, device):
+            for x, y in batches(data, model):
                 if gm is None:
                     call(model, x)
                 else:

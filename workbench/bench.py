@@ -14,14 +14,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+import warnings
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from .errors import DataError, ModelError
-from .evaluate import Metric, _split, evaluate, model_device, to_device
+from ._interrupt import deferred_interrupt, settle
+from .errors import DataError, ModelError, WorkbenchWarning
+from .evaluate import MetricLike, _split, check_metric, evaluate, model_device, reiterable, to_device
 from .groups import GroupAnalysis, analyze_groups
 from .masks import MaskStore, select
 from .plan import Plan
@@ -73,7 +78,7 @@ class Workbench:
         self,
         model: nn.Module,
         data: Iterable | None = None,
-        metric: Metric = "accuracy",
+        metric: MetricLike = "accuracy",
         *,
         train: Iterable | None = None,
         calib: Iterable | None = None,
@@ -89,6 +94,10 @@ class Workbench:
             example_inputs = example_inputs if example_inputs is not None else getattr(data, "example", None)
             name = name or getattr(data, "name", None)
             data = data.val
+        for what, d in (("data", data), ("train", train), ("calib", calib)):
+            reiterable(d, what)
+        check_metric(metric, warn=True)
+        earlier = _attached(model)
         self.model = model
         self.data = data
         self.train = train
@@ -104,12 +113,30 @@ class Workbench:
         self.groups: GroupAnalysis | None = None if example_inputs is None else analyze_groups(model, example_inputs)
         self.targets: Targets = find_targets(model, self.groups)
         self.store = MaskStore(model)
+        self.start_sparsity = _zeros_share(model, self.targets)
         self._entries: list[HistoryEntry] = []
         self._dense: dict[str, Any] | None = None
         self.last_sensitivity = None
         self.last_allocation = None
         self.ui_state: dict[str, Any] = {}  # plain data the dashboard keeps across re-opening
         self._dashboard = None
+        _BENCHES.setdefault(model, []).append(weakref.ref(self))
+        if earlier is not None:
+            warnings.warn(
+                f"this model already has a Workbench with {earlier.store.position} pruning step(s) applied "
+                f"({earlier!r}); the weights that bench pruned are held by it, and this new bench starts from the "
+                "pruned model. To get the original weights back, reset the first bench: "
+                "wb.Workbench.of(model).reset() (or keep using it instead of a new one).",
+                WorkbenchWarning,
+                stacklevel=2,
+            )
+        elif self.start_sparsity >= _SPARSE_START:
+            warnings.warn(
+                f"the model already had {self.start_sparsity:.0%} of its target weights at zero: history entry 0 "
+                "is this state, not a dense model (bench.start_sparsity)",
+                WorkbenchWarning,
+                stacklevel=2,
+            )
 
     @staticmethod
     def _example(data: Iterable) -> Any:
@@ -119,12 +146,13 @@ class Workbench:
         raise DataError("evaluation data yielded no batches; pass a non-empty DataLoader of (inputs, labels)")
 
     # evaluation --------------------------------------------------------------------------------
-    def evaluate(self, data: Iterable | None = None, metric: Metric | None = None) -> dict[str, Any]:
+    def evaluate(self, data: Iterable | None = None, metric: MetricLike | None = None) -> dict[str, Any]:
         """Evaluate the model as it is now: ``{"metric", "accuracy", "loss", "per_class", ...}``."""
         data = self.data if data is None else data
         if data is None:
             raise DataError("this Workbench has no evaluation data; pass it as Workbench(model, data) or here")
-        return evaluate(self.model, data, self.metric if metric is None else metric)
+        with self.store.lock:
+            return evaluate(self.model, data, self.metric if metric is None else metric)
 
     def _dense_metrics(self) -> dict[str, Any] | None:
         if self._dense is None and self.data is not None and self.store.position == 0:
@@ -143,9 +171,11 @@ class Workbench:
         evaluation after the step fails, the step is undone and the error re-raised.
         """
         t0 = time.perf_counter()
-        sel = self.preview(plan)
-        layers = {k: v.to_dict() for k, v in sel.layers.items()}
-        return self._record(sel.masks, label or repr(plan), plan.to_dict(), layers, "prune", None, evaluate, t0)
+        with self.store.lock:
+            self._check_edits()
+            sel = self.preview(plan)
+            layers = {k: v.to_dict() for k, v in sel.layers.items()}
+            return self._record(sel.masks, label or repr(plan), plan.to_dict(), layers, "prune", None, evaluate, t0)
 
     def apply_masks(
         self,
@@ -170,26 +200,27 @@ class Workbench:
         4
         """
         plan_dict = plan.to_dict() if isinstance(plan, Plan) else plan
-        return self._record(masks, label, plan_dict, {}, kind, weights, evaluate, time.perf_counter())
+        with self.store.lock:
+            self._check_edits()
+            return self._record(masks, label, plan_dict, {}, kind, weights, evaluate, time.perf_counter())
+
+    def _check_edits(self) -> None:
+        """Before a step on the dense state: weights edited since the last step recorded (none can be blended: no
+        step is applied) make the cached dense metrics stale. On top of applied steps the store refuses."""
+        if self.store.position == 0 and not self.store.in_transaction and self.store.outside_edits():
+            self._dense = None
 
     def _record(self, masks, label, plan_dict, layers, kind, weights, evaluate: bool, t0: float) -> HistoryEntry:
         """Apply `masks` as one store step (with a training step's weight swap), evaluate, add the history entry;
-        if the evaluation fails the step is rolled back and dropped, and the error re-raised."""
+        if the evaluation fails (or is interrupted) the step is rolled back and dropped, and the error re-raised."""
         if evaluate:
             self._dense_metrics()
-        step = self.store.apply_(masks, {"plan": plan_dict, "kind": kind, "weights": weights})
+        store, pos = self.store, self.store.position
         try:
-            if weights is not None:
-                weights.swap_(self.model)
+            step = store.apply_(masks, {"plan": plan_dict, "kind": kind, "weights": weights})
             metrics = self.evaluate() if evaluate and self.data is not None else None
-        except BaseException:
-            self.store.undo_()
-            del self.store._steps[self.store.position :]
-            raise
-        del self._entries[self.store.position - 1 :]
-        self._entries.append(
-            HistoryEntry(
-                index=self.store.position,
+            entry = HistoryEntry(
+                index=pos + 1,
                 label=label,
                 plan=plan_dict,
                 layers=layers,
@@ -200,7 +231,12 @@ class Workbench:
                 active=True,
                 kind=kind,
             )
-        )
+            with deferred_interrupt():
+                self._entries[pos:] = [entry]
+        except BaseException:  # the step is dropped whole (also when Ctrl-C lands between two of these lines)
+            settle(lambda: store.position == pos, store.discard_last_)
+            del self._entries[len(store.steps) :]
+            raise
         return self.current
 
     def finetune(
@@ -247,10 +283,100 @@ class Workbench:
         self.store.redo_()
         return self.current
 
-    def reset(self) -> HistoryEntry:
-        """Back to the dense model, bitwise; the steps stay in the history and can be redone."""
-        self.store.reset_()
+    def reset(self, *, force: bool = False) -> HistoryEntry:
+        """Back to the dense model, bitwise; the steps stay in the history and can be redone.
+
+        ``force=True`` is the way out after weights were edited outside the workbench (`OutsideEditError`): the
+        recorded dense values are written back wherever the workbench pruned (and the weights before each training
+        step wherever one trained), edits elsewhere are kept, and the history is cleared: the result is the new
+        starting point. Tensors that no longer fit (a layer replaced by one of another shape) are named in a
+        warning and left as they are."""
+        if not force:
+            self.store.reset_()
+            return self.current
+        with self.store.lock:
+            skipped = self.store.force_reset_()
+            self._rebase()
+        if skipped:
+            warnings.warn(
+                f"reset(force=True) left {len(skipped)} tensor(s) as they are because they no longer fit what was "
+                f"recorded: {', '.join(repr(n) for n in skipped[:8])}",
+                WorkbenchWarning,
+                stacklevel=2,
+            )
         return self.current
+
+    def adopt(self) -> HistoryEntry:
+        """Take the weights as they are now, edits made outside the workbench included, as the new starting point.
+
+        The way out of an `OutsideEditError` that keeps the edits: the history is cleared (the values from before
+        the edits were never recorded, so nothing before this point can be undone), and the pruned weights that are
+        still exactly zero stay masked (fine-tuning keeps them at zero). Returns the new entry 0.
+
+        >>> import torch, workbench as wb
+        >>> model = torch.nn.Linear(4, 2)
+        >>> bench = wb.Workbench(model, [(torch.randn(8, 4), torch.randint(0, 2, (8,)))])
+        >>> _ = bench.apply(wb.Plan.uniform(0.5))
+        >>> with torch.no_grad():
+        ...     _ = model.bias.add_(1.0)             # an edit behind the workbench's back
+        >>> bench.undo()                             # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        workbench.errors.OutsideEditError: 1 tensor(s) changed outside the workbench ... 'bias' was modified in place ...
+        >>> bench.adopt().index, bench.store.position, len(bench.masks["weight"].nonzero())
+        (0, 0, 4)
+        """
+        with self.store.lock:
+            self.store.adopt_()
+            self._rebase()
+        return self.current
+
+    def _rebase(self) -> None:
+        self._entries.clear()
+        self._dense = None
+        self.start_sparsity = _zeros_share(self.model, self.targets)
+        self.last_sensitivity = None
+        self.last_allocation = None
+
+    @contextmanager
+    def edit(self, label: str = "edit") -> Iterator[nn.Module]:
+        """Edit the weights by hand and keep exact undo: the changes made inside the block become one history step
+        (``kind="edit"``) that undo reverses bitwise. Pruned weights stay zero (the masks are enforced at the end).
+        An error inside the block puts every tensor back as it was.
+
+        >>> import torch, workbench as wb
+        >>> model = torch.nn.Linear(4, 2)
+        >>> bench = wb.Workbench(model, [(torch.randn(8, 4), torch.randint(0, 2, (8,)))])
+        >>> before = model.bias.detach().clone()
+        >>> with bench.edit() as m, torch.no_grad():
+        ...     _ = m.bias.add_(1.0)
+        >>> bench.current.kind, torch.equal(model.bias, before)
+        ('edit', False)
+        >>> _ = bench.undo(); torch.equal(model.bias, before)
+        True
+        """
+        from .training._state import MaskView, named_state, record, snapshot
+
+        with self.store.transaction():
+            before = snapshot(self.model)
+            try:
+                yield self.model
+            except BaseException:
+                live = named_state(self.model)
+                with torch.no_grad():
+                    for k, v in before.items():
+                        live[k].detach().copy_(v)
+                raise
+            record(self, before, MaskView(self.model, self.store), label=label, kind="edit")
+
+    @classmethod
+    def of(cls, model: nn.Module) -> Workbench | None:
+        """The earliest live Workbench attached to `model` that has steps applied (else the latest one; None if no
+        bench is attached): the one to `reset()` for the model's original weights."""
+        benches = [b for r in _BENCHES.get(model, ()) if (b := r()) is not None]
+        for b in benches:
+            if b.store.position:
+                return b
+        return benches[-1] if benches else None
 
     def goto(self, index: int) -> HistoryEntry:
         """Undo or redo until history entry `index` (0 = dense) is the current state."""
@@ -261,7 +387,8 @@ class Workbench:
     def history(self) -> tuple[HistoryEntry, ...]:
         """Entry 0 (dense) and one entry per recorded step; undone ones have ``active=False``."""
         pos = self.store.position
-        dense = HistoryEntry(0, "dense", None, {}, self._dense, 0.0, 0, 0.0, True)
+        label = "dense" if self.start_sparsity < _SPARSE_START else f"start ({self.start_sparsity:.0%} zeros)"
+        dense = HistoryEntry(0, label, None, {}, self._dense, self.start_sparsity, 0, 0.0, True)
         return (dense, *(replace(e, active=e.index <= pos) for e in self._entries))
 
     @property
@@ -285,6 +412,7 @@ class Workbench:
             dense=self._dense if evaluate else None,
             now=now,
             steps=self.store.position,
+            start_sparsity=self.start_sparsity,
         )
 
     # analyses ----------------------------------------------------------------------------------
@@ -439,3 +567,29 @@ class Workbench:
         doc = {"model": self.name, "position": self.store.position, "history": self.history_table()}
         out.write_text(json.dumps(doc, indent=2, default=str))
         return out
+
+
+_SPARSE_START = 0.05  # a share of exactly-zero target weights that no trained dense model has by chance
+_BENCHES: weakref.WeakKeyDictionary[nn.Module, list[weakref.ref[Workbench]]] = weakref.WeakKeyDictionary()
+
+
+def _attached(model: nn.Module) -> Workbench | None:
+    """A live bench already attached to `model` with steps applied (the one holding its original weights)."""
+    earlier = Workbench.of(model) if model in _BENCHES else None
+    return earlier if earlier is not None and earlier.store.position else None
+
+
+def _zeros_share(model: nn.Module, targets: Targets) -> float:
+    """Share of the targets' prunable weights that are exactly zero."""
+    from .masks.fastops import count_nonzero
+
+    total = zeros = 0
+    with torch.no_grad():
+        for t in targets:
+            if t.tied_to:
+                continue
+            for n in t.param_names():
+                p = model.get_parameter(n)
+                total += p.numel()
+                zeros += p.numel() - count_nonzero(p)
+    return zeros / total if total else 0.0

@@ -42,9 +42,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ._interrupt import deferred_interrupt, settle
 from ._text import table_lines
 from .errors import PlanError, suggest
-from .evaluate import _split, call, eval_mode, model_device, to_device
+from .evaluate import _split, call, eval_mode, higher_is_better, model_device, to_device
 from .plan import LayerPlan, Plan, check_ratio
 
 __all__ = [
@@ -390,8 +391,6 @@ def _latencies(bench, start: int, end: int, deployed: nn.Module, x: Any, repeats
     """Median ms per call of the model at the start state, the masked model now and the deployed model, measured
     in interleaved rounds: the live model moves between the two states (exact undo/redo, not timed) between
     blocks, so a busy machine slows all three alike and no copy of the start model is needed."""
-    from .analysis.states import _no_interrupt
-
     model, store = bench.model, bench.store
     dev = model_device(model)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
@@ -403,14 +402,12 @@ def _latencies(bench, start: int, end: int, deployed: nn.Module, x: Any, repeats
     with eval_mode(model), eval_mode(deployed), torch.inference_mode():
         n: dict[str, int] = {}
         for state, keys in rounds:
-            with _no_interrupt():
-                store.goto_(state)
+            store.goto_(state)
             n.update({k: _calls_per_block(fns[k], sync) for k in keys})
         for _ in range(repeats):
             for state, keys in rounds:
                 if start != end:
-                    with _no_interrupt():
-                        store.goto_(state)
+                    store.goto_(state)
                 for k in keys:
                     samples[k].append(_block_ms(fns[k], n[k], sync))
     out = {k: statistics.median(v) for k, v in samples.items()}
@@ -562,7 +559,6 @@ def compare(
     enforced before it is measured; needs training data (a DemoData, or a bench made with ``train=``).
     `progress(done, total)` is called after each row.
     """
-    from .analysis.states import _no_interrupt
     from .bench import Workbench
 
     if on_error not in ("raise", "record"):
@@ -588,10 +584,15 @@ def compare(
         raise StrategyError(f"compare takes an nn.Module or a Workbench, got {type(model_or_bench).__name__}")
     if finetune is not None and bench.train is None:
         raise StrategyError("finetune needs training data: pass a DemoData, or a Workbench made with train=...")
+    with bench.store.transaction():
+        return _compare(bench, data, items, ratios, backend, batch_size, repeats, finetune, on_error, progress, seed)
+
+
+def _compare(bench, data, items, ratios, backend, batch_size, repeats, finetune, on_error, progress, seed):
     x = _inputs(bench, batch_size)
     store = bench.store
     start = store.position
-    tail_steps, tail_entries = list(store._steps[start:]), list(bench._entries[start:])
+    tail_steps, tail_entries = store.steps[start:], list(bench._entries[start:])
     kept = (bench.last_sensitivity, bench.last_allocation)
     ctx = StrategyContext({}, seed)
     rows: list[dict[str, Any]] = []
@@ -625,24 +626,21 @@ def compare(
                     row["error"] = f"{type(e).__name__}: {e}"
                     row["seconds"] = time.perf_counter() - t0
                 finally:
-                    with _no_interrupt():
-                        store.goto_(start)
+                    settle(lambda: store.position == start, lambda: store.goto_(start))
                 rows.append(row)
                 if progress is not None:
                     progress(len(rows), total)
     finally:
-        with _no_interrupt():
-            store.goto_(start)
-            del store._steps[start:]
-            store._steps.extend(tail_steps)
-            del bench._entries[start:]
-            bench._entries.extend(tail_entries)
+        settle(lambda: store.position == start, lambda: store.goto_(start))
+        with deferred_interrupt():
+            store.restore_tail_(tail_steps)
+            bench._entries[start:] = tail_entries
             bench.last_sensitivity, bench.last_allocation = kept
     return CompareResult(
         rows=tuple(rows),
         baseline=base,
         metric_name=metric_name,
-        higher_is_better=metric_name != "loss",
+        higher_is_better=higher_is_better(bench.metric),
         strategies=tuple(label for label, _ in items),
         sparsities=tuple(ratios),
         batch_size=batch_size,

@@ -10,6 +10,7 @@ __all__ = [
     "DataError",
     "GranularityError",
     "ModelError",
+    "OutsideEditError",
     "PlanError",
     "TargetError",
     "WorkbenchError",
@@ -50,6 +51,16 @@ class ModelError(WorkbenchError, ValueError):
 
 class DataError(WorkbenchError, ValueError):
     """The evaluation data is empty, of the wrong form, or on another device than the model."""
+
+
+class OutsideEditError(WorkbenchError, RuntimeError):
+    """Weights the workbench recorded were changed behind its back (an optimizer step, ``model.double()``, a layer
+    swapped, ``load_state_dict``): undo or redo would blend recorded values into the edited tensors. `edits` maps
+    each tensor's name to what happened to it."""
+
+    def __init__(self, message: str, edits: dict[str, str] | None = None):
+        super().__init__(message)
+        self.edits = dict(edits or {})
 
 
 class WorkbenchWarning(UserWarning):

@@ -13,10 +13,71 @@ from torch import Tensor, nn
 
 from .errors import DataError
 
-__all__ = ["Metric", "eval_mode", "evaluate", "model_device", "to_device"]
+__all__ = [
+    "Metric",
+    "MetricLike",
+    "eval_mode",
+    "evaluate",
+    "higher_is_better",
+    "model_device",
+    "reiterable",
+    "to_device",
+]
 
-Metric = str | Callable[[nn.Module, Any], float]
+
+class Metric:
+    """A metric function ``fn(model, data) -> float`` with its direction, for everything that ranks by it
+    (sensitivity, allocate, compare, recommend, monitor, the dashboard).
+
+    >>> mae = Metric(lambda model, data: 0.1, higher_is_better=False, name="mae")
+    >>> mae.higher_is_better, mae.__name__, higher_is_better(mae), higher_is_better("loss")
+    (False, 'mae', False, False)
+    """
+
+    def __init__(self, fn: Callable[[nn.Module, Any], float], *, higher_is_better: bool, name: str | None = None):
+        if not callable(fn):
+            raise DataError(f"Metric needs a callable (model, data) -> float, got {type(fn).__name__}")
+        if not isinstance(higher_is_better, bool):
+            raise DataError(f"higher_is_better must be True or False, got {higher_is_better!r}")
+        self.fn = fn
+        self.higher_is_better = higher_is_better
+        self.__name__ = name or getattr(fn, "__name__", "metric")
+
+    def __call__(self, model: nn.Module, data: Any) -> float:
+        return self.fn(model, data)
+
+    def __repr__(self) -> str:
+        return f"Metric({self.__name__!r}, higher_is_better={self.higher_is_better})"
+
+
+MetricLike = str | Metric | Callable[[nn.Module, Any], float]
 METRICS = ("accuracy", "loss")
+
+
+def higher_is_better(metric: MetricLike) -> bool:
+    """The direction of `metric`: ``"loss"`` is lower-is-better, ``"accuracy"`` higher; a `Metric` says; a plain
+    callable is taken as higher-is-better (wrap it in `Metric` to say otherwise)."""
+    if isinstance(metric, str):
+        return metric != "loss"
+    return bool(getattr(metric, "higher_is_better", True))
+
+
+def reiterable(data: Any, what: str = "data") -> None:
+    """Raise a `DataError` for a one-shot iterator (a generator, ``iter(loader)``): the workbench reads its data many
+    times (evaluate, every scan point), and a second pass over an iterator would silently see fewer samples."""
+    if data is None or isinstance(data, (list, tuple)):
+        return
+    try:
+        one_shot = iter(data) is data
+    except TypeError:
+        raise DataError(
+            f"{what} must be an iterable of batches (a DataLoader or a list), got {type(data).__name__}"
+        ) from None
+    if one_shot:
+        raise DataError(
+            f"{what} is a one-shot iterator ({type(data).__name__}): the workbench reads its data many times and a "
+            "second pass would be empty. Pass something re-iterable: the DataLoader itself, or list(...) of the batches"
+        )
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -39,9 +100,21 @@ def eval_mode(model: nn.Module):
             m.training = flag
 
 
-def to_device(x: Any, device: torch.device, where: str = "data") -> Any:
-    """Move a batch to the model's device: CPU tensors move; a tensor on another accelerator is an error."""
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the model's first floating parameter (or buffer); None if it has none."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def to_device(x: Any, device: torch.device, where: str = "data", dtype: torch.dtype | None = None) -> Any:
+    """Move a batch to the model's device: CPU tensors move; a tensor on another accelerator is an error.
+    With `dtype`, floating tensors are also cast to it (inputs follow the model's dtype: a float32 DataLoader feeds
+    a bfloat16 or float64 model); integer tensors (token ids, labels) keep theirs."""
     if isinstance(x, Tensor):
+        if dtype is not None and x.is_floating_point() and x.dtype != dtype:
+            x = x.to(dtype)
         if x.device == device:
             return x
         if x.device.type == "cpu":
@@ -51,9 +124,9 @@ def to_device(x: Any, device: torch.device, where: str = "data") -> Any:
             f"or keep the data on the CPU (the workbench moves CPU batches to the model's device)"
         )
     if isinstance(x, (list, tuple)):
-        return type(x)(to_device(v, device, where) for v in x)
+        return type(x)(to_device(v, device, where, dtype) for v in x)
     if isinstance(x, dict):
-        return {k: to_device(v, device, where) for k, v in x.items()}
+        return {k: to_device(v, device, where, dtype) for k, v in x.items()}
     return x
 
 
@@ -87,6 +160,7 @@ class Accumulator:
         if isinstance(out, (tuple, list)):
             out = out[0]
         if not y.is_floating_point() and out.dim() == 2:
+            check_labels(y, out.shape[1])
             self.loss += F.cross_entropy(out.float(), y, reduction="sum").item()
             if self.hits is None:
                 self.hits = torch.zeros(out.shape[1], dtype=torch.float64)
@@ -113,19 +187,49 @@ class Accumulator:
         return result
 
 
-def check_metric(metric: Any) -> None:
+def check_labels(y: Tensor, classes: int) -> None:
+    """Class labels must index the model's `classes` outputs: a clear error instead of an IndexError deep inside."""
+    if y.numel() == 0:
+        return
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= classes:
+        bad = hi if hi >= classes else lo
+        raise DataError(
+            f"a batch has class label {bad} but the model outputs {classes} classes (labels must be in "
+            f"[0, {classes - 1}]); check the labels, or that the model's last layer has one output per class"
+        )
+
+
+def check_metric(metric: Any, *, warn: bool = False) -> None:
     if not (isinstance(metric, str) and metric in METRICS) and not callable(metric):
         raise DataError(f"metric must be one of {METRICS} or a callable (model, data) -> float, got {metric!r}")
+    if warn and callable(metric) and not isinstance(metric, Metric):
+        import warnings
+
+        from .errors import WorkbenchWarning
+
+        name = getattr(metric, "__name__", "metric")
+        warnings.warn(
+            f"metric {name!r} is taken as higher-is-better; if lower is better (an error or a loss), pass "
+            f"metric=wb.Metric({name}, higher_is_better=False) so rankings and budgets point the right way",
+            WorkbenchWarning,
+            stacklevel=3,
+        )
 
 
-def batches(data: Iterable, device: torch.device) -> Iterable[tuple[Any, Tensor]]:
-    """(inputs, labels) of each batch, moved to `device` (CPU batches only; see `to_device`)."""
+def batches(
+    data: Iterable, device: torch.device | nn.Module, dtype: torch.dtype | None = None
+) -> Iterable[tuple[Any, Tensor]]:
+    """(inputs, labels) of each batch, moved to `device` (CPU batches only; see `to_device`); floating inputs are
+    cast to `dtype` when given. Given the model instead of a device, batches follow its device and dtype."""
+    if isinstance(device, nn.Module):
+        device, dtype = model_device(device), model_dtype(device)
     for i, batch in enumerate(data):
         x, y = _split(batch)
-        yield to_device(x, device, f"batch {i} inputs"), to_device(y, device, f"batch {i} labels")
+        yield to_device(x, device, f"batch {i} inputs", dtype), to_device(y, device, f"batch {i} labels")
 
 
-def evaluate(model: nn.Module, data: Iterable, metric: Metric = "accuracy") -> dict[str, Any]:
+def evaluate(model: nn.Module, data: Iterable, metric: MetricLike = "accuracy") -> dict[str, Any]:
     """Evaluate `model` on `data` (batches of ``(x, y)``) in eval mode under `torch.inference_mode`.
 
     Returns ``{"metric": primary value, "metric_name": ..., "loss": mean loss, "n": samples}`` and, for
@@ -136,7 +240,7 @@ def evaluate(model: nn.Module, data: Iterable, metric: Metric = "accuracy") -> d
     check_metric(metric)
     acc = Accumulator()
     with eval_mode(model), torch.inference_mode():
-        for x, y in batches(data, model_device(model)):
+        for x, y in batches(data, model):
             acc.add(call(model, x), y)
     result = acc.result(metric)
     if callable(metric):

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._interrupt import deferred_interrupt, settle
 from ._text import table_lines
 from .errors import DataError, WorkbenchError
 from .evaluate import _split, eval_mode, model_device, to_device
@@ -401,7 +402,7 @@ def suggest_easing(
     on `batches`: each pruned layer's removed weights are put back alone (a transaction, restored bitwise), and
     the agreement recovered ranks them. The top `top` get a suggested ratio `ease` of the way back to the
     reference's. The model and the bench's history are left exactly as they were."""
-    from .analysis.states import _no_interrupt, at, logits
+    from .analysis.states import at, logits
 
     if _bench_of(bench) is None:
         raise WorkbenchError(f"suggest_easing needs the pruned model's Workbench, got {type(bench).__name__}")
@@ -454,18 +455,24 @@ def suggest_easing(
         if not any(p in unit for p in t.param_names()):
             continue
         saved: dict[str, Tensor] = {}
-        try:
-            with _no_interrupt(), torch.no_grad():
-                for p, m in unit.items():
-                    param = model.get_parameter(p).detach()
-                    md = m.to(param.device)
-                    saved[p] = param[md].clone()
-                    param.masked_scatter_(md, ref_values[p][m[diff[p]]].to(param.device))
-            agree = float((predictions() == ref_preds).float().mean())
-        finally:
-            with _no_interrupt(), torch.no_grad():
-                for p, values in saved.items():
-                    model.get_parameter(p).detach().masked_scatter_(unit[p].to(values.device), values)
+        with bench.store.transaction():  # a deliberate write, put back below: not an outside edit
+            try:
+                with deferred_interrupt(), torch.no_grad():
+                    for p, m in unit.items():
+                        param = model.get_parameter(p).detach()
+                        md = m.to(param.device)
+                        saved[p] = param[md].clone()
+                        param.masked_scatter_(md, ref_values[p][m[diff[p]]].to(param.device))
+                agree = float((predictions() == ref_preds).float().mean())
+            finally:
+
+                def restore(saved: dict[str, Tensor] = saved, unit: dict[str, Tensor] = unit) -> None:
+                    with deferred_interrupt(), torch.no_grad():
+                        for p, values in saved.items():
+                            model.get_parameter(p).detach().masked_scatter_(unit[p].to(values.device), values)
+                        saved.clear()
+
+                settle(lambda saved=saved: not saved, restore)
         own = t.param_names()
         numel = sum(model.get_parameter(p).numel() for p in own)
         ratio = sum(int(now_masks[p].sum()) for p in own if p in now_masks) / numel

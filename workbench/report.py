@@ -37,6 +37,7 @@ class Report:
     dense: dict[str, Any] | None
     now: dict[str, Any] | None
     steps: int
+    start_sparsity: float = 0.0  # share of target weights already at zero when the Workbench attached
 
     @property
     def params(self) -> int:
@@ -60,6 +61,7 @@ class Report:
             "dense": self.dense,
             "now": self.now,
             "steps": self.steps,
+            "start_sparsity": self.start_sparsity,
         }
 
     def to_pandas(self):
@@ -77,9 +79,13 @@ class Report:
         lines.insert(len(lines) - 1, "-" * len(lines[0]))
         out = "\n".join(lines)
         out += f"\nall parameters: {self.model_params:,}; steps applied: {self.steps}"
+        start = "dense"
+        if self.start_sparsity >= 0.05:
+            start = "start"
+            out += f"\nthe model arrived with {self.start_sparsity:.0%} of its target weights at zero (entry 0 is not dense)"
         if self.dense and self.now:
             name = self.dense.get("metric_name", "metric")
-            out += f"\n{name}: dense {self.dense['metric']:.4f} -> now {self.now['metric']:.4f}"
+            out += f"\n{name}: {start} {self.dense['metric']:.4f} -> now {self.now['metric']:.4f}"
             out += f" (delta {self.now['metric'] - self.dense['metric']:+.4f}); loss {self.dense['loss']:.4f} -> {self.now['loss']:.4f}"
         return out
 

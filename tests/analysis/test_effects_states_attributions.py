@@ -11,19 +11,21 @@ from zoo import make
 import workbench as wb
 from workbench.analysis.attributions import available_attributions, register_attribution, similarity
 from workbench.analysis.states import StateError, at, default_pair, resolve
-from workbench.errors import WorkbenchError, WorkbenchWarning
+from workbench.errors import OutsideEditError, WorkbenchError, WorkbenchWarning
 
 
 @pytest.fixture
 def cnn(demo_models):
     """The demo CNN with two steps applied and the second undone (a redo branch); reset afterwards."""
     model, data = demo_models["digits-cnn"]
+    dense = snapshot(model)
     bench = wb.Workbench(model, data)
     bench.apply(wb.Plan.uniform(0.5))
     bench.apply(wb.Plan.global_(0.8))
     bench.undo()
     yield bench
     bench.reset()
+    assert_bitwise(model, dense)
 
 
 def state_of(bench):
@@ -61,14 +63,15 @@ def test_at_restores_on_error_and_interrupt(cnn, error):
     assert_same_state(cnn, before)
 
 
-def test_at_restores_weights_edited_outside_the_store(cnn):
+def test_at_refuses_weights_edited_outside_the_store_and_changes_nothing(cnn):
     with torch.no_grad():  # a pruned weight revived by hand (e.g. training without enforce)
         name, mask = next(iter(cnn.store.masks().items()))
-        cnn.model.get_parameter(name)[mask.nonzero()[0].tolist()] = 0.125
+        cnn.model.get_parameter(name)[tuple(mask.nonzero()[0].tolist())] = 0.125
     before = state_of(cnn)
-    with at(cnn, 0):
+    with pytest.raises(OutsideEditError, match=name.replace(".", r"\.")), at(cnn, 0):
         pass
     assert_same_state(cnn, before)
+    cnn.reset(force=True)  # the way out that writes the recorded dense values back: the edit was on a pruned weight
 
 
 def test_history_indices_that_do_not_exist(cnn):

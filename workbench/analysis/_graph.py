@@ -19,7 +19,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from ..evaluate import batches, call, eval_mode, model_device
+from ..evaluate import batches, call, eval_mode
 
 __all__ = ["SuffixRunner", "clone_with", "full_outputs", "masked_params"]
 
@@ -79,11 +79,10 @@ class SuffixRunner:
         self.output = next(n for n in self.nodes if n.op == "output")
         self.leaves = {n.target for n in self.nodes if n.op == "call_module"}
         self.attrs = {n.target for n in self.nodes if n.op == "get_attr"}
-        device = model_device(model)
         self.cache: list[tuple[dict[fx.Node, Any], Tensor]] = []
         total = 0
         with eval_mode(model), torch.inference_mode():
-            for x, y in batches(data, device):
+            for x, y in batches(data, model):
                 interp = _Interpreter(self.gm, {}, {})
                 interp.run(*(x if isinstance(x, (list, tuple)) else (x,)))
                 env = dict(interp.env)
@@ -141,5 +140,5 @@ def full_outputs(model: nn.Module, params: Mapping[str, Tensor], data: Iterable)
     """(output, labels) per batch of a structural clone of `model` with `params` replaced (no tracing)."""
     clone = clone_with(model, params).eval()
     with torch.inference_mode():
-        for x, y in batches(data, model_device(model)):
+        for x, y in batches(data, model):
             yield call(clone, x), y

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import DataError, WorkbenchError
-from ..evaluate import batches, eval_mode, model_device
+from ..evaluate import batches, eval_mode
 from ._graph import clone_with, masked_params
 from .states import at, default_pair, label_of, logits, resolve
 
@@ -41,7 +41,7 @@ def _predict(model: nn.Module, data: Iterable, keep: bool = False) -> tuple[np.n
     of classes (the logits' width)."""
     preds, labels, inputs, width = [], [], [], 0
     with eval_mode(model), torch.inference_mode():
-        for x, y in batches(data, model_device(model)):
+        for x, y in batches(data, model):
             out = logits(model, x)
             if out.dim() != 2 or y.is_floating_point():
                 raise DataError("bias needs class labels (integer) and 2-D logits (a classifier)")

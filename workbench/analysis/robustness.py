@@ -261,7 +261,7 @@ def _accuracy_under(
     clean_hits, n = 0.0, 0
     forward = lambda v: logits(model, v)  # noqa: E731
     with eval_mode(model), grad_context(model):
-        for b, (x, y) in enumerate(batches(data, device)):
+        for b, (x, y) in enumerate(batches(data, model)):
             if samples is not None and n >= samples:
                 break
             if b == 0:

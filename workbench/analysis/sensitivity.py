@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import DataError, GranularityError, WorkbenchError
-from ..evaluate import Accumulator, Metric, batches, check_metric, eval_mode, model_device
+from ..evaluate import Accumulator, Metric, batches, check_metric, eval_mode
 from ..masks.granularity import get_granularity
 from ..masks.select import Ranking, block_ranking, group_ranking, nm_masks, weight_ranking
 from ._graph import SuffixRunner, clone_with, full_outputs, masked_params
@@ -442,12 +442,11 @@ def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t
     model = bench.model
     names = sorted({n for r in rows for n in r.ranking.masks(float(ratios.max()))})
     params = [model.get_parameter(n) for n in names]
-    device = model_device(model)
     grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     fisher = [torch.zeros_like(p, dtype=torch.float64) for p in params] if second_order else None
     n = 0
     with eval_mode(model), torch.enable_grad():
-        for x, y in batches(data, device):
+        for x, y in batches(data, model):
             gs = _grads(model, params, x, y)  # torch.autograd.grad: no .grad is written on the model
             for acc, g in zip(grads, gs):
                 acc += g

@@ -19,8 +19,6 @@ No copy of the model is kept; the history (including steps that could be redone)
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._interrupt import settle
 from ..errors import DataError, WorkbenchError, WorkbenchWarning
 from ..evaluate import batches, call, model_device
 
@@ -75,44 +74,13 @@ def label_of(bench, index: int) -> str:
 
 
 @contextmanager
-def _no_interrupt() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) back while the store moves, and raise it once the move is complete."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    hit: list[int] = []
-    try:
-        old = signal.signal(signal.SIGINT, lambda sig, frame: hit.append(sig))
-    except ValueError:  # not allowed here (e.g. an embedded interpreter)
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
-        if hit:
-            raise KeyboardInterrupt
-
-
-def _touched(store, lo: int, hi: int) -> dict[str, Tensor]:
-    """Union of the elements the steps ``lo..hi-1`` zero, by parameter name."""
-    out: dict[str, Tensor] = {}
-    for step in store.steps[lo:hi]:
-        for name, d in step.deltas.items():
-            m = d.mask()
-            out[name] = m if name not in out else out[name] | m
-    return out
-
-
-@contextmanager
 def at(bench, index: int | None) -> Iterator[int]:
     """Temporarily put the live model in history entry `index` (a transaction); yields the resolved index.
 
-    The store moves with the bench's exact undo/redo (never dropping a step that could be redone) and moves back in
-    a ``finally``. The values of every element the move
-    touches are also kept (only those, never the model) and written back afterwards, so the model is restored
-    bitwise even if its weights were edited outside the workbench since the steps were recorded. Ctrl-C is held
-    back while the store moves and raised right after.
+    The store moves with the bench's exact undo/redo (never dropping a step that could be redone; each move all or
+    nothing, Ctrl-C held back while it writes) and moves back in a ``finally``, so the model is restored bitwise also
+    when the analysis raises or is interrupted. The bench's lock is held throughout (no other thread changes the
+    model meanwhile), and weights edited outside the workbench make it refuse (`OutsideEditError`) before moving.
     """
     store = bench.store
     target = resolve(bench, index)
@@ -120,25 +88,12 @@ def at(bench, index: int | None) -> Iterator[int]:
     if target == start:
         yield target
         return
-    lo, hi = min(start, target), max(start, target)
-    saved: dict[str, tuple[Tensor, Tensor]] = {}
-    with torch.no_grad():
-        for name, mask in _touched(store, lo, hi).items():
-            p = store._param(name)
-            m = mask.to(p.device)
-            saved[name] = (m, p.detach()[m].clone())
-    moved = False
-    try:
-        with _no_interrupt():
-            moved = True
-            store.goto_(target)  # exact undo/redo; training steps swap their trained weights too
-        yield target
-    finally:
-        if moved:
-            with _no_interrupt(), torch.no_grad():
-                store.goto_(start)
-                for name, (m, values) in saved.items():
-                    store._param(name).detach().masked_scatter_(m, values)
+    with store.transaction():  # refuses if weights were edited behind the store's back; holds the bench's lock
+        store.goto_(target)  # exact undo/redo (all or nothing); training steps swap their trained weights too
+        try:
+            yield target
+        finally:
+            settle(lambda: store.position == start, lambda: store.goto_(start))
 
 
 # helpers the effect analyses share --------------------------------------------------------------------------

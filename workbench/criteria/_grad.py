@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CriterionError
-from ..evaluate import batches, eval_mode, model_device
+from ..evaluate import batches, eval_mode
 from ._registry import ScoreContext
 
 __all__ = ["forward", "gradient_stat", "leaves", "loss_sum", "need_data", "one_thread_if_small"]
@@ -84,7 +84,7 @@ def _mean_grad(model: nn.Module, data: Iterable, first_only: bool) -> tuple[dict
     acc = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in lv.items()}
     n = 0
     with _grad_mode(model):
-        for x, y in batches(data, model_device(model)):
+        for x, y in batches(data, model):
             gs = torch.autograd.grad(loss_sum(forward(model, lv, x), y), list(lv.values()), allow_unused=True)
             for k, g in zip(lv, gs):
                 if g is not None:
@@ -104,7 +104,7 @@ def _hg(model: nn.Module, data: Iterable) -> dict[str, Tensor]:
     names = list(lv)
     acc = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in lv.items()}
     with _grad_mode(model), _math_attention():
-        for x, y in batches(data, model_device(model)):
+        for x, y in batches(data, model):
             loss = loss_sum(forward(model, lv, x), y) / n
             gs = torch.autograd.grad(loss, [lv[k] for k in names], create_graph=True, allow_unused=True)
             z = sum(((gi * g[k].to(gi.dtype)).sum() for k, gi in zip(names, gs) if gi is not None), torch.zeros(()))
@@ -145,7 +145,7 @@ def _fisher(model: nn.Module, data: Iterable) -> dict[str, Tensor]:
 def _fisher_loop(model: nn.Module, lv: dict[str, Tensor], data: Iterable, acc: dict[str, Tensor]) -> int:
     n = 0
     with _grad_mode(model):
-        for x, y in batches(data, model_device(model)):
+        for x, y in batches(data, model):
             # one sample at a time: torch.func.vmap is far slower on grouped/depthwise convs and cannot batch
             # every layer, and a plain loop is exact and predictable
             for s in range(_n(y)):

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CriterionError
-from ..evaluate import batches, call, eval_mode, model_device
+from ..evaluate import batches, call, eval_mode
 from ._grad import need_data
 from ._registry import ScoreContext, register_criterion
 
@@ -257,7 +257,7 @@ def input_norms(model: nn.Module, data) -> dict[str, Tensor]:
         if mha is not None:
             mha.set_fastpath_enabled(False)
         with eval_mode(model), torch.no_grad():
-            for x, _ in batches(data, model_device(model)):
+            for x, _ in batches(data, model):
                 call(model, x)
     finally:
         for h in handles:

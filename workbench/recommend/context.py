@@ -65,7 +65,7 @@ class _Ctx:
     def __init__(self, bench, goal: str, budget: float, device: torch.device, batch_size: int):
         from ..analysis._graph import clone_with
         from ..analysis.sensitivity import _grads
-        from ..evaluate import batches, eval_mode, model_device
+        from ..evaluate import batches, eval_mode
         from ..masks.select import DEFAULT_KINDS
 
         self.bench, self.goal, self.budget, self.device, self.batch_size = bench, goal, budget, device, batch_size
@@ -97,7 +97,7 @@ class _Ctx:
         grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
         count = 0
         with eval_mode(model), torch.enable_grad():
-            for x, y in batches(bench.calib, model_device(model)):
+            for x, y in batches(bench.calib, model):
                 for acc, g in zip(grads, _grads(model, params, x, y)):  # autograd.grad: no .grad is written
                     acc += g
                 count += y.shape[0]

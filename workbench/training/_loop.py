@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import DataError, ModelError, WorkbenchError
-from ..evaluate import batches, call, model_device
+from ..evaluate import batches, call
 from ..masks.select import DEFAULT_KINDS
 from ._state import MaskView
 
@@ -287,7 +287,6 @@ def train_epochs(
     with the masks enforced, so the caller can record a consistent state.
     """
     model = bench.model
-    device = model_device(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("the model has no parameter that requires grad; nothing to train")
@@ -306,7 +305,7 @@ def train_epochs(
         for epoch in range(epochs):
             losses, n_steps = [], 0
             try:
-                for x, y in batches(data, device):
+                for x, y in batches(data, model):
                     opt.zero_grad(set_to_none=True)
                     out = _first(call(model, x) if forward is None else forward(x))
                     if teacher is not None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .._interrupt import deferred_interrupt
 from ..errors import WorkbenchWarning
 from ..masks.select import select
 from ..plan import LayerPlan, Plan
@@ -37,6 +38,11 @@ def run_procedure(
     "stopped") and the result has ``stopped=True``. Any other error puts every tensor back as it was (bitwise)
     and re-raises; nothing is recorded.
     """
+    with bench.store.transaction():  # one state change: no other thread moves the model meanwhile
+        return _run(bench, kind, label, body, data, seed, progress, total_steps, plan, info)
+
+
+def _run(bench, kind, label, body, data, seed, progress, total_steps, plan, info) -> TrainingResult:
     t0 = time.perf_counter()
     seed = bench.seed if seed is None else seed
     before = snapshot(bench.model)
@@ -52,10 +58,7 @@ def run_procedure(
     except KeyboardInterrupt:
         stopped = True
     except BaseException:
-        live = named_state(bench.model)
-        with torch.no_grad():
-            for k, v in before.items():
-                live[k].detach().copy_(v)
+        _restore(bench.model, before)
         raise
     finally:
         bar.close()
@@ -69,10 +72,22 @@ def run_procedure(
         )
     if plan is None and isinstance(info.get("plan"), Plan):  # a plan the procedure learned (learned masks)
         plan = info["plan"]
-    with torch.random.fork_rng(devices=[]):  # evaluating a DataLoader draws a seed from the global RNG
-        entry = record(bench, before, view, label=label, kind=kind, plan=plan)
+    try:
+        with torch.random.fork_rng(devices=[]):  # evaluating a DataLoader draws a seed from the global RNG
+            entry = record(bench, before, view, label=label, kind=kind, plan=plan)
+    except BaseException:  # nothing was recorded (the store rolled back its part): the state before training
+        _restore(bench.model, before)
+        raise
     metric_name = (entry.metrics or {}).get("metric_name", str(getattr(bench.metric, "__name__", bench.metric)))
     return result(kind, label, curves, metric_name, entry.index, stopped, t0, info)
+
+
+def _restore(model, before) -> None:
+    """Every parameter and buffer back to `before` (a `snapshot`), bitwise, with Ctrl-C held back."""
+    live = named_state(model)
+    with deferred_interrupt(), torch.no_grad():
+        for k, v in before.items():
+            live[k].detach().copy_(v)
 
 
 def final_plan(plan: Plan | None, final: float | None, criterion: str) -> Plan:

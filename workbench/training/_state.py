@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import WorkbenchError
+
 __all__ = ["MaskView", "WeightSwap", "frozen_clone", "named_state", "record", "snapshot", "state_at"]
 
 
@@ -40,6 +42,11 @@ def _same(a: Tensor, b: Tensor) -> bool:
     return torch.equal(a, b)
 
 
+def copy_(dst: Tensor, src: Tensor) -> Tensor:
+    """``dst.copy_(src)``: the one write a `WeightSwap` makes (a seam for fault-injection tests)."""
+    return dst.copy_(src)
+
+
 class WeightSwap:
     """Values of some of a model's tensors (by name) that `swap_` exchanges with the live ones, bitwise.
 
@@ -57,12 +64,34 @@ class WeightSwap:
 
     @torch.no_grad()
     def swap_(self, model: nn.Module) -> None:
+        """Exchange the stored values with the live tensors; all or nothing (on an error the tensors exchanged so
+        far are exchanged back, and the error propagates)."""
         live = named_state(model)
-        for name, stored in self.values.items():
-            t = live[name].detach()
-            tmp = t.clone()
-            t.copy_(stored)
-            self.values[name] = tmp
+        missing = [n for n in self.values if n not in live]
+        if missing:
+            raise WorkbenchError(
+                f"the model has no tensor {missing[0]!r} that this training step recorded; was a layer replaced "
+                "after training? Re-create the Workbench on the new model."
+            )
+        done: list[str] = []
+        try:
+            for name, stored in self.values.items():
+                t = live[name].detach()
+                tmp = t.clone()
+                try:
+                    copy_(t, stored)
+                except BaseException:
+                    t.copy_(tmp)  # a copy stopped half-way: the tensor gets its own values back
+                    raise
+                self.values[name] = tmp
+                done.append(name)
+        except BaseException:
+            for name in reversed(done):
+                t = live[name].detach()
+                tmp = t.clone()
+                t.copy_(self.values[name])
+                self.values[name] = tmp
+            raise
 
     @property
     def nbytes(self) -> int:
@@ -103,9 +132,11 @@ class MaskView:
             m = m.to(p.device)
             cur = self.current(name)
             fresh = m if cur is None else m & ~cur.to(p.device)
-            new += int(fresh.sum())
+            count = int(fresh.sum())
+            new += count
             self.extra[name] = m if name not in self.extra else self.extra[name].to(p.device) | m
-            p.detach().masked_fill_(m, 0)
+            if count:  # masked elements are zero already: write only new ones (a write moves the version counter)
+                p.detach().masked_fill_(fresh, 0)
         return new
 
     @torch.no_grad()
