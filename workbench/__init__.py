@@ -13,12 +13,13 @@ from .errors import (
     DataError,
     GranularityError,
     ModelError,
+    OutsideEditError,
     PlanError,
     TargetError,
     WorkbenchError,
     WorkbenchWarning,
 )
-from .evaluate import evaluate
+from .evaluate import Metric, evaluate
 from .monitor import EasingSuggestion, Monitor, MonitorResult, monitor, suggest_easing
 from .plan import LayerPlan, Plan
 from .quantize import QuantProfile, quantize, quantize_profile
@@ -53,9 +54,11 @@ __all__ = [
     "GranularityError",
     "HistoryEntry",
     "LayerPlan",
+    "Metric",
     "ModelError",
     "Monitor",
     "MonitorResult",
+    "OutsideEditError",
     "Plan",
     "PlanError",
     "QuantProfile",

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ._interrupt import deferred_interrupt, settle
 from .errors import DataError, ModelError, WorkbenchWarning
-from .evaluate import MetricLike, _split, check_metric, evaluate, model_device, reiterable, to_device
+from .evaluate import MetricLike, _split, check_metric, evaluate, model_device, model_dtype, reiterable, to_device
 from .groups import GroupAnalysis, analyze_groups
 from .masks import MaskStore, select
 from .plan import Plan
@@ -108,7 +108,7 @@ class Workbench:
         if example_inputs is None and data is not None:
             example_inputs = self._example(data)
         if example_inputs is not None:
-            example_inputs = to_device(example_inputs, model_device(model), "example_inputs")
+            example_inputs = to_device(example_inputs, model_device(model), "example_inputs", model_dtype(model))
         self.example_inputs = example_inputs
         self.groups: GroupAnalysis | None = None if example_inputs is None else analyze_groups(model, example_inputs)
         self.targets: Targets = find_targets(model, self.groups)
@@ -275,13 +275,15 @@ class Workbench:
     # undo/redo: a training step (`apply_masks(weights=...)`) also swaps the weights it changed; the store does that
     def undo(self) -> HistoryEntry:
         """Restore the state before the last applied step, bitwise."""
-        self.store.undo_()
-        return self.current
+        with self.store.lock:
+            self.store.undo_()
+            return self.current
 
     def redo(self) -> HistoryEntry:
         """Re-apply the step undone last."""
-        self.store.redo_()
-        return self.current
+        with self.store.lock:
+            self.store.redo_()
+            return self.current
 
     def reset(self, *, force: bool = False) -> HistoryEntry:
         """Back to the dense model, bitwise; the steps stay in the history and can be redone.
@@ -292,8 +294,9 @@ class Workbench:
         starting point. Tensors that no longer fit (a layer replaced by one of another shape) are named in a
         warning and left as they are."""
         if not force:
-            self.store.reset_()
-            return self.current
+            with self.store.lock:
+                self.store.reset_()
+                return self.current
         with self.store.lock:
             skipped = self.store.force_reset_()
             self._rebase()
@@ -380,8 +383,9 @@ class Workbench:
 
     def goto(self, index: int) -> HistoryEntry:
         """Undo or redo until history entry `index` (0 = dense) is the current state."""
-        self.store.goto_(index)  # raises the store's error for an index out of range
-        return self.current
+        with self.store.lock:
+            self.store.goto_(index)  # raises the store's error for an index out of range
+            return self.current
 
     @property
     def history(self) -> tuple[HistoryEntry, ...]:

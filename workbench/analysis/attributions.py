@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import WorkbenchError, suggest
-from ..evaluate import eval_mode, model_device
+from ..evaluate import eval_mode
 from ._graph import clone_with
 from .states import at, default_pair, grad_context, label_of, logits, take
 
@@ -297,7 +297,7 @@ def attributions(
         raise WorkbenchError(f"target must be 'dense', 'before', 'label' or a class index, got {target!r}")
     model = bench.model
     data = bench.data if data is None else data
-    x, y = take(data, samples, model_device(model), "samples")
+    x, y = take(data, samples, model, "samples")
     tokens = not x.is_floating_point()
     states = [b, a]
     total, done = len(states) + 1, 0

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import DataError, GranularityError, WorkbenchError
-from ..evaluate import Accumulator, Metric, batches, check_metric, eval_mode
+from ..evaluate import Accumulator, MetricLike, batches, check_metric, eval_mode, higher_is_better
 from ..masks.granularity import get_granularity
 from ..masks.select import Ranking, block_ranking, group_ranking, nm_masks, weight_ranking
 from ._graph import SuffixRunner, clone_with, full_outputs, masked_params
@@ -226,7 +226,7 @@ def _merged_ranking(rankings: list[Ranking]) -> Ranking:
     return _Many(rankings[0].order, rankings[0].n, rankings[0].to_masks)
 
 
-def _metric_value(outputs: Iterable, metric: Metric) -> float:
+def _metric_value(outputs: Iterable, metric: MetricLike) -> float:
     acc = Accumulator()
     for out, y in outputs:
         acc.add(out, y)
@@ -241,7 +241,7 @@ def sensitivity(
     *,
     layers: Sequence[str] | None = None,
     data: Iterable | None = None,
-    metric: Metric | None = None,
+    metric: MetricLike | None = None,
     mode: str = "exact",
     second_order: bool = False,
     executor: Executor | None = None,
@@ -282,7 +282,7 @@ def _exact(bench, rows, ratios, data, metric, granularity, criterion, executor, 
     model = bench.model
     values = np.full((len(rows), len(ratios)), np.nan)
     metric_name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
-    higher = metric != "loss"
+    higher = higher_is_better(metric)
     runner = None
     with eval_mode(model):
         if engine in ("auto", "suffix") and isinstance(metric, str):
@@ -406,9 +406,17 @@ def _loss(out, y: Tensor) -> Tensor:
     return F.mse_loss(out.float(), y.float(), reduction="sum")
 
 
-def _grads(model, params, x, y) -> list[Tensor]:
-    loss = _loss(model(*x) if isinstance(x, (list, tuple)) else model(x), y)
-    gs = torch.autograd.grad(loss, params, allow_unused=True)
+def _grads(model, names, params, x, y) -> list[Tensor]:
+    """Loss gradients of `params` (named `names`) as float64, also for frozen ones (``requires_grad=False``): the
+    model runs on detached leaves through `torch.func.functional_call`, so no flag and no ``.grad`` is touched."""
+    from torch.func import functional_call
+
+    leaves = {n: p.detach().requires_grad_(True) for n, p in zip(names, params)}
+    args, kwargs = (x, {}) if isinstance(x, (list, tuple)) else (((), x) if isinstance(x, dict) else ((x,), {}))
+    loss = _loss(functional_call(model, leaves, tuple(args), kwargs), y)
+    if not loss.requires_grad:  # nothing the loss depends on is among `params`
+        return [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    gs = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
     return [torch.zeros_like(p, dtype=torch.float64) if g is None else g.double() for p, g in zip(params, gs)]
 
 
@@ -432,7 +440,7 @@ def _squared_sample_grads(model, names, params, x, y) -> list[Tensor]:
     out = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     for s in range(y.shape[0]):
         xs = type(x)(v[s : s + 1] for v in x) if isinstance(x, (list, tuple)) else x[s : s + 1]
-        for acc, g in zip(out, _grads(model, params, xs, y[s : s + 1])):
+        for acc, g in zip(out, _grads(model, names, params, xs, y[s : s + 1])):
             acc += g * g
     return out
 
@@ -447,7 +455,7 @@ def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t
     n = 0
     with eval_mode(model), torch.enable_grad():
         for x, y in batches(data, model):
-            gs = _grads(model, params, x, y)  # torch.autograd.grad: no .grad is written on the model
+            gs = _grads(model, names, params, x, y)  # torch.autograd.grad: no .grad is written on the model
             for acc, g in zip(grads, gs):
                 acc += g
             if fisher is not None:  # diagonal empirical Fisher from per-sample gradients

@@ -83,12 +83,13 @@ def at(bench, index: int | None) -> Iterator[int]:
     model meanwhile), and weights edited outside the workbench make it refuse (`OutsideEditError`) before moving.
     """
     store = bench.store
-    target = resolve(bench, index)
-    start = store.position
-    if target == start:
-        yield target
-        return
-    with store.transaction():  # refuses if weights were edited behind the store's back; holds the bench's lock
+    with store.transaction(check=False):  # holds the bench's lock: position and moves belong together
+        target = resolve(bench, index)
+        start = store.position
+        if target == start:
+            yield target
+            return
+        store.check()  # weights edited behind the store's back: refuse before moving
         store.goto_(target)  # exact undo/redo (all or nothing); training steps swap their trained weights too
         try:
             yield target
@@ -103,9 +104,12 @@ def logits(model: nn.Module, x: Any) -> Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def take(data: Iterable, samples: int | None, device: torch.device, what: str = "samples") -> tuple[Tensor, Tensor]:
-    """The first `samples` inputs and labels of `data` as two tensors (all of them when None). Asking for more
-    than the data holds clamps to its size with a warning."""
+def take(
+    data: Iterable, samples: int | None, device: torch.device | nn.Module, what: str = "samples"
+) -> tuple[Tensor, Tensor]:
+    """The first `samples` inputs and labels of `data` as two tensors (all of them when None), on `device` (given the
+    model: on its device, inputs in its dtype). Asking for more than the data holds clamps to its size with a
+    warning."""
     if samples is not None and (isinstance(samples, bool) or int(samples) != samples or samples < 1):
         raise DataError(f"{what} must be a positive integer, got {samples!r}")
     xs, ys, n = [], [], 0

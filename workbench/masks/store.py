@@ -207,6 +207,10 @@ class MaskStore:
                 )
         return out
 
+    def check(self) -> None:
+        """Raise `OutsideEditError` if recorded steps exist and a tracked tensor changed behind the store's back."""
+        self._verify()
+
     def _verify(self) -> None:
         """Raise `OutsideEditError` if recorded steps exist and a tracked tensor changed behind the store's back."""
         if not self._steps:
@@ -312,9 +316,9 @@ class MaskStore:
     @torch.no_grad()
     def undo_(self) -> Step:
         """Restore the bits the last applied step removed."""
-        if self._position == 0:
-            raise WorkbenchError("nothing to undo: no pruning step is applied")
         with self._writing(check=True) as journal:
+            if self._position == 0:
+                raise WorkbenchError("nothing to undo: no pruning step is applied")
             step = self._steps[self._position - 1]
             swap = step.info.get("weights")
             if swap is not None:  # a training step: put the weights from before training back first
@@ -338,9 +342,9 @@ class MaskStore:
     @torch.no_grad()
     def redo_(self) -> Step:
         """Zero again what the next undone step removed."""
-        if self._position >= len(self._steps):
-            raise WorkbenchError("nothing to redo: no undone step follows the current one")
         with self._writing(check=True) as journal:
+            if self._position >= len(self._steps):
+                raise WorkbenchError("nothing to redo: no undone step follows the current one")
             step = self._steps[self._position]
             current = dict(self._current)
             for name, d in step.deltas.items():
@@ -361,10 +365,13 @@ class MaskStore:
 
     def goto_(self, position: int) -> None:
         """Undo or redo until exactly `position` steps are applied; on any error, back where it started."""
-        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position <= len(self._steps):
-            raise WorkbenchError(f"history position must be an int in [0, {len(self._steps)}], got {position!r}")
-        if position == self._position:
-            return
+        with self.lock:
+            if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position <= len(self._steps):
+                raise WorkbenchError(f"history position must be an int in [0, {len(self._steps)}], got {position!r}")
+            if position != self._position:
+                self._goto(position)
+
+    def _goto(self, position: int) -> None:
         with self.transaction(check=True), deferred_interrupt():
             start = self._position
             try:

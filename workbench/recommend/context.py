@@ -65,12 +65,12 @@ class _Ctx:
     def __init__(self, bench, goal: str, budget: float, device: torch.device, batch_size: int):
         from ..analysis._graph import clone_with
         from ..analysis.sensitivity import _grads
-        from ..evaluate import batches, eval_mode
+        from ..evaluate import batches, eval_mode, higher_is_better
         from ..masks.select import DEFAULT_KINDS
 
         self.bench, self.goal, self.budget, self.device, self.batch_size = bench, goal, budget, device, batch_size
         self.model = model = bench.model
-        self.higher = bench.metric != "loss"
+        self.higher = higher_is_better(bench.metric)
         now = bench.evaluate()
         self.metric_now = float(now["metric"])
         self.metric_name = str(now.get("metric_name") or bench.metric)
@@ -92,13 +92,13 @@ class _Ctx:
                 self.cuda_24[f"{name}.weight"] = float(self.prof.flops_dense[i])
         self.sens: dict[str, Any] = {}
         # one gradient pass: the first-order Taylor prediction of every candidate's loss change
-        names = [n for n, p in model.named_parameters() if p.requires_grad and p.is_floating_point()]
+        names = [n for n, p in model.named_parameters() if p.is_floating_point()]  # frozen ones too
         params = [model.get_parameter(n) for n in names]
         grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
         count = 0
         with eval_mode(model), torch.enable_grad():
             for x, y in batches(bench.calib, model):
-                for acc, g in zip(grads, _grads(model, params, x, y)):  # autograd.grad: no .grad is written
+                for acc, g in zip(grads, _grads(model, names, params, x, y)):  # autograd.grad: no .grad is written
                     acc += g
                 count += y.shape[0]
         self.taylor = {n: -g / max(count, 1) * p.detach().double() for n, g, p in zip(names, grads, params)}
