@@ -24,7 +24,7 @@ help:
 	@echo "make demo   the command-line story: load, prune, report, undo, reset"
 	@echo "make lint   ruff check + ruff format --check"
 	@echo "make bench  run every benchmarks/*.py"
-	@echo "make cuda-wheels  fetch what a lent GPU machine lacks into .whl/ (README: Development)"
+	@echo "make cuda-wheels  download the pure-Python dependencies into .whl/ for an offline GPU machine (README: Development)"
 	@echo "make clean  remove .venv, caches and build outputs"
 
 venv: $(STAMP)
@@ -68,7 +68,7 @@ clean:
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . -name .ipynb_checkpoints -type d -prune -exec rm -rf {} +
 
-# The lent GPU machine's python3 has CUDA torch, numpy, onnx, pytest and hypothesis but not these (pure Python).
+# For a GPU machine without network whose python3 has a CUDA torch, numpy, onnx, pytest and hypothesis: the rest.
 cuda-wheels: venv
 	$(VENV)/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
 		torch-pruning==1.6.1 captum==0.9.0 platformdirs

@@ -432,33 +432,38 @@ class Workbench:
         The model is never written to. The last result is kept as `self.last_sensitivity`."""
         from .analysis.sensitivity import sensitivity
 
-        result = sensitivity(self, ratios, granularity, criterion, **kwargs)
-        self.last_sensitivity = result
+        with self.store.lock:
+            result = sensitivity(self, ratios, granularity, criterion, **kwargs)
+            self.last_sensitivity = result
         return result
 
     def entropy(self, **kwargs: Any):
         """Per-unit activation entropy on `calib` and per-layer weight entropy (`workbench.analysis.entropy`)."""
         from .analysis.entropy import entropy
 
-        return entropy(self, **kwargs)
+        with self.store.lock:
+            return entropy(self, **kwargs)
 
     def connectivity(self, layer: str):
         """Surviving connections of `layer` now vs dense, with dead units (`workbench.analysis.connectivity`)."""
         from .analysis.connectivity import connectivity
 
-        return connectivity(self, layer)
+        with self.store.lock:
+            return connectivity(self, layer)
 
     def paths(self):
         """Surviving input-to-output path counts per layer (log10), now vs dense."""
         from .analysis.connectivity import paths
 
-        return paths(self)
+        with self.store.lock:
+            return paths(self)
 
     def profile(self, **kwargs: Any):
         """Per layer: params, non-zeros, dense/effective FLOPs, latency, memory (`workbench.analysis.profile`)."""
         from .analysis.profile import profile
 
-        return profile(self, **kwargs)
+        with self.store.lock:
+            return profile(self, **kwargs)
 
     def allocate(
         self,
@@ -474,7 +479,8 @@ class Workbench:
         the choice are kept in `self.last_allocation`."""
         from .analysis.allocate import allocate
 
-        self.last_allocation = allocate(self, budget, target, granularity, criterion, sens, ratios)
+        with self.store.lock:
+            self.last_allocation = allocate(self, budget, target, granularity, criterion, sens, ratios)
         return self.last_allocation.plan
 
     # effects of pruning: two history states compared on the live model (transactions, no copies) -------------
@@ -484,28 +490,32 @@ class Workbench:
         `workbench.analysis.attributions`."""
         from .analysis.attributions import attributions
 
-        return attributions(self, method, samples, **kwargs)
+        with self.store.lock:
+            return attributions(self, method, samples, **kwargs)
 
     def robustness(self, attacks=("fgsm", "pgd", "noise"), eps=(0.0, 0.05, 0.1, 0.2), **kwargs: Any):
         """Accuracy under attack (FGSM, PGD, Gaussian noise) vs eps, before vs after; see
         `workbench.analysis.robustness`."""
         from .analysis.robustness import robustness
 
-        return robustness(self, attacks, eps, **kwargs)
+        with self.store.lock:
+            return robustness(self, attacks, eps, **kwargs)
 
     def bias(self, **kwargs: Any):
         """Per-class accuracy, confusion, flipped samples and train/val gap before vs after, and optionally overall
         vs worst-class accuracy over plans (``plans=``); see `workbench.analysis.bias`."""
         from .analysis.bias import bias
 
-        return bias(self, **kwargs)
+        with self.store.lock:
+            return bias(self, **kwargs)
 
     def compare_states(self, a: int = 0, b: int = -1, **kwargs: Any):
         """Metrics, sparsity and prediction agreement of history entries `a` and `b` (negative: from the end of
         the history); the model is visited in each state and restored bitwise. See `workbench.analysis.bias`."""
         from .analysis.bias import compare_states
 
-        return compare_states(self, a, b, **kwargs)
+        with self.store.lock:
+            return compare_states(self, a, b, **kwargs)
 
     def show(self, *, new: bool = False, **kwargs: Any):
         """The interactive dashboard for this bench (ipywidgets). Showing it again returns the same dashboard, so
