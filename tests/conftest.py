@@ -67,7 +67,8 @@ def assert_deployable(fast, model, x, before, path, fresh: torch.nn.Module) -> N
 
 @pytest.fixture(scope="session")
 def demo_models():
-    """All five demo models, trained once (cached) for the test session."""
+    """All five demo models with the weights shipped in the package (seed 0; nothing trains), loaded once for the
+    session. Shared and mutable: a test that prunes one must leave it as it found it (bench.reset())."""
     import workbench as wb
 
     with warnings.catch_warnings():

@@ -40,10 +40,11 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def demo_cached():
-    """Train (or load) the demo models the notebooks use here, so a notebook's time is its own."""
+    """Load the demo models the notebooks use (the shipped weights: nothing trains), so a broken file fails here
+    with its own message rather than inside a notebook cell."""
     import workbench as wb
 
-    for name in wb.demo.available():  # the chapters use all five; training them is not a notebook's own time
+    for name in wb.demo.available():  # the chapters use all five
         wb.demo.load(name)
 
 
