@@ -9,6 +9,23 @@ import torch
 collect_ignore = ["nbchecks"]
 
 
+@pytest.fixture(autouse=True)
+def _no_demo_training(request, monkeypatch):
+    """Tests run on the demo weights shipped with the package: training one (which gives other weights on another
+    CPU) fails the test, unless it is marked ``trains_demo`` because training is what it tests."""
+    if request.node.get_closest_marker("trains_demo") is None:
+        import workbench.demo
+
+        def refuse(model, name, seed):
+            raise AssertionError(
+                f"{request.node.nodeid} trained demo model {name!r} (seed {seed}); tests use the shipped weights "
+                "(wb.demo.load(name) with seed 0). Mark the test @pytest.mark.trains_demo if training is what it tests."
+            )
+
+        monkeypatch.setattr(workbench.demo, "train_model", refuse)
+    yield
+
+
 @pytest.fixture
 def one_thread():
     """Run a test on one torch thread (tiny models train faster and steadier on one), restoring the count after.

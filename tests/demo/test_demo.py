@@ -286,6 +286,7 @@ def test_shipped_file_of_another_model_is_a_clear_error(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.trains_demo
 @pytest.mark.parametrize("name", NAMES)
 def test_retraining_reaches_the_accuracy_threshold(name):
     """The recipe still trains: a floor on the retrained model's accuracy, not equality with the shipped weights
