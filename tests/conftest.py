@@ -9,6 +9,23 @@ import torch
 collect_ignore = ["nbchecks"]
 
 
+@pytest.fixture(autouse=True)
+def _no_demo_training(request, monkeypatch):
+    """Tests run on the demo weights shipped with the package: training one (which gives other weights on another
+    CPU) fails the test, unless it is marked ``trains_demo`` because training is what it tests."""
+    if request.node.get_closest_marker("trains_demo") is None:
+        import workbench.demo
+
+        def refuse(model, name, seed):
+            raise AssertionError(
+                f"{request.node.nodeid} trained demo model {name!r} (seed {seed}); tests use the shipped weights "
+                "(wb.demo.load(name) with seed 0). Mark the test @pytest.mark.trains_demo if training is what it tests."
+            )
+
+        monkeypatch.setattr(workbench.demo, "train_model", refuse)
+    yield
+
+
 @pytest.fixture
 def one_thread():
     """Run a test on one torch thread (tiny models train faster and steadier on one), restoring the count after.
@@ -67,7 +84,8 @@ def assert_deployable(fast, model, x, before, path, fresh: torch.nn.Module) -> N
 
 @pytest.fixture(scope="session")
 def demo_models():
-    """All five demo models, trained once (cached) for the test session."""
+    """All five demo models with the weights shipped in the package (seed 0; nothing trains), loaded once for the
+    session. Shared and mutable: a test that prunes one must leave it as it found it (bench.reset())."""
     import workbench as wb
 
     with warnings.catch_warnings():

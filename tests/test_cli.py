@@ -34,7 +34,7 @@ def _run(*args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess,
 def demo_output() -> str:
     import workbench as wb
 
-    wb.demo.load("digits-cnn")  # train/cache first, so the timing below is the demo's own
+    wb.demo.load("digits-cnn")  # the shipped weights load (sha256-checked) before the demo is timed
     proc, seconds = _run("demo")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert seconds < 60, f"python -m workbench demo took {seconds:.1f} s"

@@ -112,18 +112,23 @@ def test_an_interrupt_leaves_the_model_bitwise_unchanged():
     assert_bitwise(model, before)
 
 
-def test_magnitude_beats_random_at_80_percent_on_digits_cnn():
+def test_magnitude_beats_random_one_shot_and_fine_tuned_rows_are_undone_bitwise():
     model, _, val, train = small()
     bench = wb.Workbench(model, val, train=train)
     before = snapshot(model)
-    # one-shot at 80% every criterion collapses this small CNN; a short fine-tune shows which one kept what matters
+    one_shot = wb.compare(bench, None, ["magnitude", "random"], [0.7], backend=None)
+    # shipped weights: 0.850 vs 0.106 on the 180 digits
+    assert one_shot.row("magnitude", 0.7)["metric"] > one_shot.row("random", 0.7)["metric"] + 0.2
+    # which criterion recovers more with fine-tuning is decided by the training run: benchmarks/trained_claims.py
+    # measures it; here only what holds by construction
     res = wb.compare(bench, None, ["magnitude", "random"], [0.8], backend=None, finetune={"epochs": 2, "lr": 3e-3})
     assert_bitwise(model, before)  # fine-tuning steps are undone bitwise too
     mag, rnd = res.row("magnitude", 0.8), res.row("random", 0.8)
     assert mag["achieved"] == pytest.approx(rnd["achieved"], abs=0.01)
-    assert mag["metric"] > rnd["metric"] + 0.2, (mag["metric"], rnd["metric"])
-    one_shot = wb.compare(bench, None, ["magnitude", "random"], [0.7], backend=None)
-    assert one_shot.row("magnitude", 0.7)["metric"] > one_shot.row("random", 0.7)["metric"] + 0.2
+    for r in (mag, rnd):
+        assert 0.0 <= r["metric"] <= 1.0 and r["error"] is None
+    again = wb.compare(bench, None, ["magnitude"], [0.8], backend=None, finetune={"epochs": 2, "lr": 3e-3})
+    assert again.row("magnitude", 0.8)["metric"] == mag["metric"]  # the fine-tune is seeded: the same run again
 
 
 def test_structured_removal_buys_measured_speed_and_unstructured_masks_do_not():

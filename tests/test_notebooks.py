@@ -40,10 +40,11 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def demo_cached():
-    """Train (or load) the demo models the notebooks use here, so a notebook's time is its own."""
+    """Load the demo models the notebooks use (the shipped weights: nothing trains), so a broken file fails here
+    with its own message rather than inside a notebook cell."""
     import workbench as wb
 
-    for name in wb.demo.available():  # the chapters use all five; training them is not a notebook's own time
+    for name in wb.demo.available():  # the chapters use all five
         wb.demo.load(name)
 
 
@@ -132,7 +133,8 @@ def widget_outputs(nb: nbformat.NotebookNode) -> list[dict]:
 
 
 def _check_tour(nb: nbformat.NotebookNode, s: dict) -> None:
-    assert s["dense_accuracy"] >= 0.95
+    """Margins are stated on the weights shipped with the package (digits-cnn, seed 0)."""
+    assert s["dense_accuracy"] >= 0.95  # shipped weights: 0.997
     for key in ("accuracy_after_uniform", "accuracy_after_global", "accuracy_after_undo"):
         assert isinstance(s[key], float) and 0.0 <= s[key] <= 1.0, (key, s[key])
     assert s["undo_bitwise"] is True
@@ -150,7 +152,8 @@ def _check_tour(nb: nbformat.NotebookNode, s: dict) -> None:
     for key in ("accuracy_after_allocation", "accuracy_uniform_same_flops"):
         assert isinstance(s[key], float) and 0.0 <= s[key] <= 1.0, (key, s[key])
     assert "At the same FLOPs" in text
-    assert "the average hides who pays" in text and "PGD is the stronger attack" in text  # digits-cnn, seed 0
+    # shipped weights: PGD 0.234 vs FGSM 0.313 on the pruned model at eps 0.1 (5 of 64 digits), clean 0.891
+    assert "the average hides who pays" in text and "PGD is the stronger attack" in text
     assert s["effects_eps0_equals_evaluate"] is True and s["effects_per_class_consistent"] is True
     assert s["effects_restored_bitwise"] is True and -1 <= s["effects_spearman_mean"] <= 1
     pgd, fgsm, clean = s["effects_pgd_fgsm_clean"]

@@ -11,6 +11,7 @@ from .compare import CompareResult, available_strategies, compare, register_stra
 from .errors import (
     CriterionError,
     DataError,
+    DemoWeightsError,
     GranularityError,
     ModelError,
     OutsideEditError,
@@ -50,6 +51,7 @@ __all__ = [
     "CompareResult",
     "CriterionError",
     "DataError",
+    "DemoWeightsError",
     "EasingSuggestion",
     "GranularityError",
     "HistoryEntry",

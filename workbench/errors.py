@@ -8,6 +8,7 @@ from collections.abc import Iterable
 __all__ = [
     "CriterionError",
     "DataError",
+    "DemoWeightsError",
     "GranularityError",
     "ModelError",
     "OutsideEditError",
@@ -51,6 +52,10 @@ class ModelError(WorkbenchError, ValueError):
 
 class DataError(WorkbenchError, ValueError):
     """The evaluation data is empty, of the wrong form, or on another device than the model."""
+
+
+class DemoWeightsError(WorkbenchError):
+    """The demo weights shipped with the package are missing, altered, or made for another model version."""
 
 
 class OutsideEditError(WorkbenchError, RuntimeError):

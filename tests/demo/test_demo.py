@@ -1,19 +1,24 @@
-"""Tests for ``workbench.demo``: offline digits data and the five pretrained demo models.
+"""Tests for ``workbench.demo``: offline digits data, the five demo models, the weights shipped with the package
+(sha256 and accuracy against their manifest) and the train-and-cache path of the other seeds.
 
-All pretrained models are trained once per test module into a shared temporary cache (~15 s on 2 cores).
+Seed 0 loads the shipped weights; the only test that trains is ``test_retraining_reaches_the_accuracy_threshold``.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import io
+import json
 import operator
 import os
 import pickle
-import time
+import shutil
 import warnings
 from collections import Counter
+from fnmatch import fnmatch
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,10 +26,15 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
+import workbench as wb
 from workbench import demo
-from workbench.demo import train as demo_train
+from workbench.demo import ship as demo_ship
+from workbench.demo import shipped
+from workbench.demo import trainer as demo_train
 
 NAMES = ["digits-mlp", "digits-cnn", "digits-resnet", "digits-lstm", "digits-transformer"]
+# Floors for a model trained with the demo recipe (seed 0), on any CPU. Shipped weights: mlp 0.981, cnn 0.997,
+# resnet 0.992, lstm 0.981, transformer 0.964 (workbench/demo/weights/manifest.json).
 MIN_ACC = {
     "digits-mlp": 0.95,
     "digits-cnn": 0.95,
@@ -32,30 +42,41 @@ MIN_ACC = {
     "digits-lstm": 0.90,
     "digits-transformer": 0.90,
 }
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory):
-    return tmp_path_factory.mktemp("demo-cache")
+def trained():
+    """The shipped (seed 0) models, loaded once per module: ``trained(name) -> (model, data)``."""
+    results: dict[str, tuple[nn.Module, demo.DemoData]] = {}
 
-
-@pytest.fixture(scope="module")
-def trained(cache_dir):
-    """Lazily trains each model once per module: ``trained(name) -> (model, data, seconds)``."""
-    results: dict[str, tuple[nn.Module, demo.DemoData, float]] = {}
-
-    def get(name: str) -> tuple[nn.Module, demo.DemoData, float]:
+    def get(name: str) -> tuple[nn.Module, demo.DemoData]:
         if name not in results:
-            start = time.perf_counter()
-            model, data = demo.load(name, pretrained=True, seed=0, cache_dir=cache_dir)
-            results[name] = (model, data, time.perf_counter() - start)
+            results[name] = demo.load(name, pretrained=True, seed=0)
         return results[name]
 
     return get
 
 
+@pytest.fixture
+def no_training(monkeypatch):
+    monkeypatch.setattr(demo, "train_model", _no_training)
+
+
 def _no_training(*args, **kwargs):
-    raise AssertionError("load() retrained although a valid cache file exists")
+    raise AssertionError("load() trained although the weights are shipped or cached")
+
+
+class _StandInTraining:
+    """Replaces ``train_model`` in the cache tests: it puts the shipped seed-0 weights into the model (a trained
+    model, without the seconds of training) and records each call, so the tests see what the cache does with it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def __call__(self, model: nn.Module, name: str, seed: int) -> nn.Module:
+        self.calls.append((name, seed))
+        return shipped.load_shipped(model, name).eval()
 
 
 def _assert_same_state(a: nn.Module, b: nn.Module) -> None:
@@ -163,12 +184,131 @@ def test_data_cannot_be_corrupted_by_callers():
     assert float(d1.val.dataset.tensors[0].max()) == 1.0 and float(d1.example.max()) > 0
 
 
+# --------------------------------------------------------------------------- shipped weights
+
+
+def test_shipped_weights_match_their_manifest():
+    doc = json.loads((shipped.WEIGHTS_DIR / "manifest.json").read_text())
+    entries = doc["models"]
+    assert sorted(entries) == sorted(NAMES)
+    files = {e["file"] for e in entries.values()}
+    assert {p.name for p in shipped.WEIGHTS_DIR.iterdir()} == files | {"manifest.json"}  # nothing unlisted ships
+    _, data = demo.load("digits-mlp", pretrained=False)
+    for name, e in entries.items():
+        path = shipped.WEIGHTS_DIR / e["file"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == e["sha256"], name
+        assert (e["name"], e["seed"], e["model_version"]) == (name, 0, demo.MODEL_VERSION)
+        assert e["file"] == f"{name}-seed0-v{demo.MODEL_VERSION}.safetensors"
+        assert isinstance(e["torch"], str) and e["torch"][0].isdigit()
+        with safe_open(str(path), "pt") as f:
+            assert f.metadata() == {"name": name, "seed": "0", "version": str(demo.MODEL_VERSION), "torch": e["torch"]}
+        model = demo.build(name)
+        model.load_state_dict(load_file(str(path)), strict=True)
+        acc = demo.evaluate(model.eval(), data.val)  # fixed weights on fixed data: the same on every machine
+        assert acc == pytest.approx(e["val_accuracy"], abs=1e-9), name
+        assert e["val_samples"] == len(data.val.dataset) == 360
+        assert acc >= MIN_ACC[name], f"{name}: shipped val accuracy {acc:.4f} < {MIN_ACC[name]}"
+    assert demo_ship.check() == []  # the maintainer's check agrees
+
+
+def test_shipped_weights_are_package_data():
+    """A non-editable install copies only what pyproject's package-data names: every shipped file must match it."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["workbench.demo"]
+    demo_dir = shipped.WEIGHTS_DIR.parent
+    for path in shipped.WEIGHTS_DIR.iterdir():
+        rel = path.relative_to(demo_dir).as_posix()
+        assert any(fnmatch(rel, p) for p in patterns), f"{rel} is not in pyproject's package-data {patterns}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_seed0_loads_the_shipped_weights_without_training_or_writing(name, no_training, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "env"))
+    model, _ = demo.load(name, pretrained=True, seed=0, cache_dir=tmp_path / "explicit")
+    again, _ = demo.load(name)
+    path, _ = shipped.shipped_file(name)
+    state = load_file(str(path))
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(model.state_dict()[k], state[k]) for k in state)
+    _assert_same_state(model, again)
+    assert not any(tmp_path.iterdir())  # no cache directory, no file
+
+
+def _copy_weights(tmp_path: Path, monkeypatch) -> Path:
+    copy_dir = tmp_path / "weights"
+    shutil.copytree(shipped.WEIGHTS_DIR, copy_dir)
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", copy_dir)
+    return copy_dir
+
+
+def test_altered_shipped_file_is_a_clear_error(tmp_path, monkeypatch, no_training):
+    copy_dir = _copy_weights(tmp_path, monkeypatch)
+    path = copy_dir / f"digits-cnn-seed0-v{demo.MODEL_VERSION}.safetensors"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x01  # one bit of one weight
+    path.write_bytes(bytes(raw))
+    with pytest.raises(
+        wb.DemoWeightsError, match=r"digits-cnn-seed0-v1\.safetensors have sha256 .*python -m workbench\.demo\.ship"
+    ):
+        demo.load("digits-cnn")
+    demo.load("digits-mlp")  # the other files are still good
+
+    path.unlink()
+    with pytest.raises(wb.DemoWeightsError, match=r"digits-cnn-seed0-v1\.safetensors for 'digits-cnn' are missing"):
+        demo.load("digits-cnn")
+
+    manifest = copy_dir / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    doc["models"]["digits-mlp"]["model_version"] = demo.MODEL_VERSION + 1
+    del doc["models"]["digits-lstm"]
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(wb.DemoWeightsError, match=r"MODEL_VERSION 2, the code is at MODEL_VERSION 1"):
+        demo.load("digits-mlp")
+    with pytest.raises(wb.DemoWeightsError, match=r"lists no shipped weights for 'digits-lstm'"):
+        demo.load("digits-lstm")
+    manifest.write_text("{not json")
+    with pytest.raises(wb.DemoWeightsError, match=r"cannot read the demo weights manifest"):
+        demo.load("digits-mlp")
+    manifest.unlink()
+    with pytest.raises(wb.DemoWeightsError, match=r"manifest .* is missing"):
+        demo.load("digits-mlp")
+    assert demo.load("digits-mlp", pretrained=False)[0] is not None  # untrained models need no weights
+
+
+def test_shipped_file_of_another_model_is_a_clear_error(tmp_path, monkeypatch):
+    copy_dir = _copy_weights(tmp_path, monkeypatch)
+    doc = json.loads((copy_dir / "manifest.json").read_text())
+    doc["models"]["digits-mlp"] = dict(doc["models"]["digits-cnn"], name="digits-mlp")
+    (copy_dir / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(wb.DemoWeightsError, match=r"(?s)do not fit 'digits-mlp'.*Missing key"):
+        demo.load("digits-mlp")
+
+
+@pytest.mark.slow
+@pytest.mark.trains_demo
+@pytest.mark.parametrize("name", NAMES)
+def test_retraining_reaches_the_accuracy_threshold(name):
+    """The recipe still trains: a floor on the retrained model's accuracy, not equality with the shipped weights
+    (another CPU or torch gives other weights)."""
+    threads = torch.get_num_threads()
+    torch.manual_seed(1234)
+    rng = torch.random.get_rng_state()
+    model = demo.train(name, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), rng) and torch.get_num_threads() == threads
+    assert not model.training and all(p.dtype == torch.float32 for p in model.parameters())
+    _, data = demo.load(name, pretrained=False)
+    acc = demo.evaluate(model, data.val)
+    assert acc >= MIN_ACC[name], f"{name}: retrained val accuracy {acc:.4f} < {MIN_ACC[name]}"
+    assert _states_differ(model, demo.load(name, pretrained=False)[0])
+
+
 # --------------------------------------------------------------------------- pretrained models
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_pretrained_accuracy_and_contract(name, trained):
-    model, data, _ = trained(name)
+    model, data = trained(name)
     acc = demo.evaluate(model, data.val)
     assert acc >= MIN_ACC[name], f"{name}: val accuracy {acc:.4f} < {MIN_ACC[name]}"
 
@@ -187,22 +327,7 @@ def test_pretrained_accuracy_and_contract(name, trained):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_second_load_reads_cache_bitwise(name, trained, cache_dir, monkeypatch):
-    model, _, _ = trained(name)
-    path = demo_train.cache_path(name, 0, cache_dir)
-    assert path.is_file() and path.suffix == ".safetensors"
-    assert name in path.name and "seed0" in path.name and f"v{demo.MODEL_VERSION}" in path.name
-    assert not [p for p in os.listdir(cache_dir) if p.endswith(".tmp")]  # no leftover temp files
-
-    monkeypatch.setattr(demo, "train_model", _no_training)
-    again, _ = demo.load(name, pretrained=True, seed=0, cache_dir=cache_dir)
-    _assert_same_state(model, again)
-    assert not again.training
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_untrained_is_reproducible_per_seed(name, tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "train_model", _no_training)
+def test_untrained_is_reproducible_per_seed(name, tmp_path, no_training):
     a, _ = demo.load(name, pretrained=False, seed=0, cache_dir=tmp_path)
     b, _ = demo.load(name, pretrained=False, seed=0, cache_dir=tmp_path)
     c, _ = demo.load(name, pretrained=False, seed=1, cache_dir=tmp_path)
@@ -213,15 +338,15 @@ def test_untrained_is_reproducible_per_seed(name, tmp_path, monkeypatch):
 
 
 def test_pretrained_differs_from_untrained(trained):
-    model, _, _ = trained("digits-cnn")
+    model, _ = trained("digits-cnn")
     fresh, data = demo.load("digits-cnn", pretrained=False)
     assert _states_differ(model, fresh)
-    assert demo.evaluate(fresh, data.val) < 0.5
+    assert demo.evaluate(fresh, data.val) < 0.5  # shipped: 0.997 trained; untrained (seed 0) is near chance
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_copy_pickle_and_state_dict_roundtrip(name, trained):
-    model, data, _ = trained(name)
+    model, data = trained(name)
     with torch.no_grad():
         ref = model(data.example)
         dup = copy.deepcopy(model)
@@ -237,41 +362,62 @@ def test_copy_pickle_and_state_dict_roundtrip(name, trained):
         assert torch.equal(fresh(data.example), ref)
 
 
-# --------------------------------------------------------------------------- cache robustness
+# --------------------------------------------------------------------------- cache of the other seeds
+
+
+def test_other_seeds_train_once_then_read_the_cache_bitwise(tmp_path, monkeypatch):
+    stand_in = _StandInTraining()
+    monkeypatch.setattr(demo, "train_model", stand_in)
+    threads = torch.get_num_threads()
+    model, _ = demo.load("digits-lstm", pretrained=True, seed=1, cache_dir=tmp_path)
+    assert stand_in.calls == [("digits-lstm", 1)] and torch.get_num_threads() == threads
+    path = demo_train.cache_path("digits-lstm", 1, tmp_path)
+    assert path.is_file() and path.suffix == ".safetensors"
+    assert "digits-lstm" in path.name and "seed1" in path.name and f"v{demo.MODEL_VERSION}" in path.name
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # no leftover temp files
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata() == {"name": "digits-lstm", "seed": "1", "version": str(demo.MODEL_VERSION)}
+
+    again, _ = demo.load("digits-lstm", pretrained=True, seed=1, cache_dir=tmp_path)
+    assert stand_in.calls == [("digits-lstm", 1)]  # read back, not trained again
+    _assert_same_state(model, again)
+    assert not again.training
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "env"))
+    demo.load("digits-lstm", pretrained=True, seed=2)
+    assert stand_in.calls[-1] == ("digits-lstm", 2)
+    assert demo_train.cache_path("digits-lstm", 2).is_file() and demo_train.cache_root() == tmp_path / "env" / "demo"
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong-model", "empty"])
-def test_corrupt_cache_is_retrained(damage, trained, cache_dir, tmp_path, monkeypatch):
-    reference, _, _ = trained("digits-mlp")
-    good = demo_train.cache_path("digits-mlp", 0, cache_dir).read_bytes()
-    path = demo_train.cache_path("digits-mlp", 0, tmp_path)
+def test_corrupt_cache_is_retrained(damage, tmp_path, monkeypatch):
+    stand_in = _StandInTraining()
+    monkeypatch.setattr(demo, "train_model", stand_in)
+    good = tmp_path / "good"
+    reference, _ = demo.load("digits-mlp", pretrained=True, seed=1, cache_dir=good)
+    path = demo_train.cache_path("digits-mlp", 1, tmp_path)
     if damage == "garbage":
         path.write_bytes(b"\x00not a safetensors file" * 10)
     elif damage == "truncated":
-        path.write_bytes(good[: len(good) // 2])
+        path.write_bytes(demo_train.cache_path("digits-mlp", 1, good).read_bytes()[:1000])
     elif damage == "empty":
         path.write_bytes(b"")
     else:  # a valid safetensors file holding another model's weights
         assert demo_train.save_weights(demo.load("digits-cnn", pretrained=False)[0], path)
 
-    threads = torch.get_num_threads()
     with pytest.warns(RuntimeWarning, match="retraining"):
-        model, _ = demo.load("digits-mlp", pretrained=True, seed=0, cache_dir=tmp_path)
-    assert torch.get_num_threads() == threads  # training pins 1 thread but restores the setting
-    _assert_same_state(model, reference)  # retrained from a fresh init: identical to the first training
+        model, _ = demo.load("digits-mlp", pretrained=True, seed=1, cache_dir=tmp_path)
+    assert stand_in.calls == [("digits-mlp", 1)] * 2
+    _assert_same_state(model, reference)
     # ...and the cache file was rewritten (compare contents: the header's metadata order may vary)
-    rewritten, original = (
-        load_file(str(path)),
-        load_file(str(demo_train.cache_path("digits-mlp", 0, cache_dir))),
-    )
+    rewritten, original = load_file(str(path)), load_file(str(demo_train.cache_path("digits-mlp", 1, good)))
     assert rewritten.keys() == original.keys() and all(torch.equal(rewritten[k], original[k]) for k in original)
     with safe_open(str(path), "pt") as f:
-        assert f.metadata() == {"name": "digits-mlp", "seed": "0", "version": str(demo.MODEL_VERSION)}
+        assert f.metadata() == {"name": "digits-mlp", "seed": "1", "version": str(demo.MODEL_VERSION)}
 
     monkeypatch.setattr(demo, "train_model", _no_training)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        again, _ = demo.load("digits-mlp", pretrained=True, seed=0, cache_dir=tmp_path)
+        again, _ = demo.load("digits-mlp", pretrained=True, seed=1, cache_dir=tmp_path)
     _assert_same_state(again, reference)
 
 
@@ -290,12 +436,11 @@ def test_cache_location(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------- side effects
 
 
-def test_load_leaves_global_state_alone(trained, cache_dir):
-    trained("digits-lstm")
+def test_load_leaves_global_state_alone():
     threads = torch.get_num_threads()
     torch.manual_seed(1234)
     rng = torch.random.get_rng_state()
-    demo.load("digits-lstm", pretrained=True, cache_dir=cache_dir)
+    demo.load("digits-lstm", pretrained=True)
     demo.load("digits-resnet", pretrained=False, seed=5)
     assert torch.equal(torch.random.get_rng_state(), rng)
     assert torch.get_num_threads() == threads
@@ -312,10 +457,9 @@ def test_float32_even_with_float64_default():
     assert model(data.example).dtype == torch.float32
 
 
-def test_load_under_inference_mode_gives_trainable_model(trained, cache_dir):
-    trained("digits-mlp")
+def test_load_under_inference_mode_gives_trainable_model():
     with torch.inference_mode():
-        model, data = demo.load("digits-mlp", cache_dir=cache_dir)
+        model, data = demo.load("digits-mlp")
     assert not any(p.is_inference() for p in model.parameters())
     model(data.example).sum().backward()
     assert all(p.grad is not None for p in model.parameters())

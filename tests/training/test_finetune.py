@@ -158,7 +158,12 @@ def test_kd_from_before_uses_the_dense_state_and_does_not_touch_the_model():
     bench.undo()
     kd = bench.finetune(epochs=2, lr=1e-2, teacher="before", T=4.0, alpha=0.9, progress=False)
     assert "KD from entry 0" in bench.history[-1].label
-    assert kd.metric[-1] >= plain.metric[-1] - 0.05  # distillation from the dense model helps or is close
+    assert kd.loss.tolist() != plain.loss.tolist()  # the teacher enters the loss
+    # whether distillation beats labels alone is decided by the training run: benchmarks/trained_claims.py
+    # measures it; by construction, alpha=0 weighs the teacher by zero and is the label-only run exactly
+    bench.undo()
+    none = bench.finetune(epochs=2, lr=1e-2, teacher="before", T=4.0, alpha=0.0, progress=False)
+    assert none.loss.tolist() == plain.loss.tolist() and none.metric.tolist() == plain.metric.tolist()
     r = bench.finetune(epochs=1, teacher=0, progress=False)  # a history index
     assert r.info["teacher"] == "entry 0"
 

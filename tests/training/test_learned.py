@@ -73,7 +73,7 @@ def test_scores_learn_a_mask_that_magnitude_would_not_pick():
     bench.reset()
     wb.training.learned_masks(bench, target=0.8, epochs=2, finetune_epochs=0, score_lr=0.3, progress=False)
     kept = sum(int((~m).sum()) for m in magnitude.values())
-    assert diff() / 2 > 0.1 * kept
+    assert diff() / 2 > 0.1 * kept  # shipped weights, this run: 27% of the kept weights are swapped
 
 
 def test_earlier_pruning_stays_and_counts_towards_the_target_per_layer_scope():

@@ -24,7 +24,7 @@ def test_quantized_copy_leaves_the_live_model_untouched_and_keeps_accuracy(name)
     kinds = {m._get_name() for m in q.modules()}
     assert "DynamicQuantizedLinear" in kinds and (name != "digits-lstm" or "DynamicQuantizedLSTM" in kinds)
     acc_float = wb.evaluate(model, data.val)["accuracy"]
-    assert abs(wb.evaluate(q, data.val)["accuracy"] - acc_float) < 0.03
+    assert abs(wb.evaluate(q, data.val)["accuracy"] - acc_float) < 0.03  # shipped weights: 1 digit at most
 
 
 def test_pruned_weights_stay_exactly_zero_in_int8():

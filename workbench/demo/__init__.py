@@ -1,15 +1,21 @@
 """Small demo models trained on scikit-learn's offline ``load_digits`` data set.
 
-Every model takes ``(B, 1, 8, 8)`` images in ``[0, 1]`` and returns ``(B, 10)`` logits. Pretrained
-weights are trained deterministically on first use (a few seconds on a CPU) and cached as safetensors.
+Every model takes ``(B, 1, 8, 8)`` images in ``[0, 1]`` and returns ``(B, 10)`` logits. The trained weights of
+seed 0 ship inside the package (``workbench/demo/weights/``, checked against their manifest's sha256 on every
+load): :func:`load` never trains them and writes nothing. Other seeds are trained deterministically on first use
+(seconds on a CPU) and cached as safetensors. :func:`train` trains a model from scratch and returns it, touching no
+file; ``python -m workbench.demo.ship`` regenerates the shipped weights with it.
 
 Example:
     >>> from workbench import demo
     >>> demo.available()
     ['digits-mlp', 'digits-cnn', 'digits-resnet', 'digits-lstm', 'digits-transformer']
-    >>> model, data = demo.load("digits-cnn")  # doctest: +SKIP
-    >>> model(data.example).shape  # doctest: +SKIP
+    >>> model, data = demo.load("digits-cnn")  # the shipped weights: instant, no training
+    >>> model(data.example).shape
     torch.Size([8, 10])
+    >>> demo.evaluate(model, data.val) > 0.95
+    True
+    >>> retrained = demo.train("digits-cnn", seed=0)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import os
 import torch
 from torch import nn
 
+from ..errors import DemoWeightsError
 from .data import DemoData, make_data
 from .models import MODEL_VERSION, available, build
-from .train import cache_path, evaluate, load_weights, save_weights, train_model
+from .shipped import SHIPPED_SEED, load_shipped
+from .trainer import cache_path, evaluate, load_weights, save_weights, train_model
 
-__all__ = ["DemoData", "available", "evaluate", "load"]
+__all__ = ["SHIPPED_SEED", "DemoData", "DemoWeightsError", "available", "evaluate", "load", "train"]
 
 
 def _check_name(name: str) -> str:
@@ -41,6 +49,25 @@ def _fresh(name: str, seed: int) -> nn.Module:
     return build(name).to(device="cpu", dtype=torch.float32)
 
 
+def train(name: str, seed: int = 0) -> nn.Module:
+    """Train the demo model ``name`` from its ``seed`` initialisation and return it (float32, CPU, ``eval()``).
+
+    Deterministic for a given seed, CPU and torch version (one intra-op thread, see
+    :func:`~workbench.demo.trainer.train_model`); another CPU or torch may give other weights, which is why
+    :func:`load` uses the shipped ones for seed 0. Nothing is read from or written to any cache; the caller's
+    global RNG state and thread count are left as they were.
+
+    Example:
+        >>> model = train("digits-mlp", seed=0)  # doctest: +SKIP
+        >>> evaluate(model, load("digits-mlp")[1].val) > 0.95  # doctest: +SKIP
+        True
+    """
+    name = _check_name(name)
+    seed = int(seed)
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
+        return train_model(_fresh(name, seed), name, seed)
+
+
 def load(
     name: str,
     pretrained: bool = True,
@@ -51,17 +78,19 @@ def load(
 
     Args:
         name: One of :func:`available`.
-        pretrained: If true, load cached trained weights, training (and caching) them first if needed;
-            otherwise return the freshly initialised model for ``seed``.
+        pretrained: If true, return trained weights: for seed 0 the ones shipped with the package (sha256-checked,
+            never trained, nothing written); for other seeds the cached ones, training (:func:`train`) and caching
+            them first if needed. Otherwise return the freshly initialised model for ``seed``.
         seed: Seeds the initialisation, the training and the training-loader order (not the split).
-        cache_dir: Where the weights are cached; defaults to ``$WORKBENCH_CACHE/demo`` or the user
-            cache directory (``platformdirs.user_cache_dir("workbench")/demo``).
+        cache_dir: Where weights of seeds other than 0 are cached; defaults to ``$WORKBENCH_CACHE/demo`` or the
+            user cache directory (``platformdirs.user_cache_dir("workbench")/demo``).
 
     Returns:
         The model (float32, CPU, ``eval()`` mode) and its :class:`DemoData`.
 
     Raises:
         ValueError: If ``name`` is not a known demo model (the message suggests the closest name).
+        DemoWeightsError: If a shipped weights file is missing or does not match its manifest.
 
     The caller's global RNG state is left untouched.
 
@@ -74,10 +103,12 @@ def load(
     seed = int(seed)
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
         model = _fresh(name, seed)
-        if pretrained:
+        if pretrained and seed == SHIPPED_SEED:
+            load_shipped(model, name)
+        elif pretrained:
             path = cache_path(name, seed, cache_dir)
             if not load_weights(model, path):
-                model = train_model(_fresh(name, seed), name, seed)  # fresh: a failed load may be partial
+                model = train(name, seed)  # fresh: a failed load may be partial
                 meta = {"name": name, "seed": str(seed), "version": str(MODEL_VERSION)}
                 save_weights(model, path, metadata=meta)
         data = make_data(name, seed=seed)

@@ -1,8 +1,8 @@
-"""Deterministic training of the demo models and a safetensors weight cache.
+"""Deterministic training of the demo models and a safetensors weight cache for the seeds that do not ship.
 
-Weights live in ``<cache>/<name>-seed<seed>-v<MODEL_VERSION>.safetensors`` where ``<cache>`` is
-the ``cache_dir`` argument, else ``$WORKBENCH_CACHE/demo``, else
-``platformdirs.user_cache_dir("workbench")/demo``.
+Seed 0's trained weights ship with the package (:mod:`workbench.demo.shipped`). Weights of other seeds live in
+``<cache>/<name>-seed<seed>-v<MODEL_VERSION>.safetensors`` where ``<cache>`` is the ``cache_dir`` argument, else
+``$WORKBENCH_CACHE/demo``, else ``platformdirs.user_cache_dir("workbench")/demo``.
 Files are written atomically (temp file + :func:`os.replace`); an unreadable file is retrained.
 
 Example:
