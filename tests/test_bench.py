@@ -151,7 +151,7 @@ def test_data_problems_are_clear():
     model, _ = make("rescat")
     with pytest.raises(DataError, match="no batches"):
         wb.Workbench(model, [])
-    with pytest.raises(DataError, match=r"\(inputs, labels\)"):
+    with pytest.raises(DataError, match=r"have no labels.*\(inputs, target\) pairs"):
         wb.Workbench(model, [torch.randn(2, 1, 8, 8)])
     b = wb.Workbench(model)  # no data: prune without evaluation
     assert "filter" not in b.targets["a"].granularities

@@ -7,6 +7,7 @@ removed in a `finally`, so none survives the call, even on error.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .adapter import size
 from .evaluate import batches, call, eval_mode
 
 __all__ = ["UnitStats", "histogram_entropy", "unit_stats", "units_of"]
@@ -88,8 +90,9 @@ def unit_stats(model: nn.Module, data: Iterable, names: Sequence[str]) -> UnitSt
         zeros[name] = zeros.get(name, 0) + z.cpu()
         counts[name] = counts.get(name, 0) + c
 
-    try:
-        gm = fx.symbolic_trace(model)
+    keyword = any(isinstance(x, dict) for x, _ in itertools.islice(batches(data, model), 1))
+    try:  # fx replays positional inputs; keyword inputs (Hugging Face batches) run the model itself, with hooks
+        gm = None if keyword else fx.symbolic_trace(model)
     except Exception:  # fx cannot trace every model: fall back to hooks removed in `finally`
         gm = None
     watch: dict[fx.Node, str] = {}
@@ -108,7 +111,7 @@ def unit_stats(model: nn.Module, data: Iterable, names: Sequence[str]) -> UnitSt
             handles.append(modules[name].register_forward_hook(lambda m, i, o, _n=name: record(_n, o, None)))
             relu_found[name] = False
         with eval_mode(model), torch.inference_mode():
-            for x, y in batches(data, model):
+            for x, _ in batches(data, model):
                 if gm is None:
                     call(model, x)
                 else:
@@ -117,7 +120,7 @@ def unit_stats(model: nn.Module, data: Iterable, names: Sequence[str]) -> UnitSt
                     for nd, name in watch.items():
                         post = post_of[nd]
                         record(name, interp.env[nd], interp.env[post] if post is not None else None)
-                n += y.shape[0]
+                n += size(x)
     finally:
         for h in handles:
             h.remove()

@@ -25,8 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from ._interrupt import deferred_interrupt, settle
+from .adapter import Adapter
 from .errors import DataError, ModelError, WorkbenchWarning
-from .evaluate import MetricLike, _split, check_metric, evaluate, model_device, model_dtype, reiterable, to_device
+from .evaluate import MetricLike, check_metric, evaluate, model_device, model_dtype, reiterable, to_device
 from .groups import GroupAnalysis, analyze_groups
 from .masks import MaskStore, select
 from .plan import Plan
@@ -67,10 +68,14 @@ class HistoryEntry:
 class Workbench:
     """Attach to a live `nn.Module` to prune it in place, evaluate, undo and redo.
 
-    `data` is the evaluation data: an iterable of ``(inputs, labels)`` batches (a DataLoader), or a
-    demo `DemoData` (then `data.val` evaluates, `data.calib` calibrates and `data.train` trains).
-    `metric` is ``"accuracy"``, ``"loss"`` or a callable ``(model, data) -> float``.
-    `example_inputs` (default: two samples of the first batch) are used once to trace coupled
+    `data` is the evaluation data: a re-iterable of batches (a DataLoader, a list) in any form the adapter reads
+    (`workbench.adapter`: ``(inputs, labels)`` pairs, Hugging Face dicts with ``input_ids`` / ``pixel_values`` /
+    ``labels`` ..., or anything through ``batch_fn=lambda batch: (inputs, target)``), or a demo `DemoData` (then
+    `data.val` evaluates, `data.calib` calibrates and `data.train` trains). `task` is detected from the model and
+    the first batch (classification, regression, causal-lm, masked-lm, seq2seq) unless given. `metric` is
+    ``"accuracy"``, ``"loss"``, ``"perplexity"``, a `workbench.Metric` or a callable ``(model, data) -> float``;
+    None takes the task's default (accuracy for classification, perplexity for language models, the loss for
+    regression). `example_inputs` (default: two samples of the first batch) are used once to trace coupled
     channels for structured pruning. The model is never copied, wrapped or hooked.
     """
 
@@ -78,8 +83,10 @@ class Workbench:
         self,
         model: nn.Module,
         data: Iterable | None = None,
-        metric: MetricLike = "accuracy",
+        metric: MetricLike = None,
         *,
+        task: str | None = None,
+        batch_fn: Any = None,
         train: Iterable | None = None,
         calib: Iterable | None = None,
         example_inputs: Tensor | tuple | None = None,
@@ -99,14 +106,17 @@ class Workbench:
         check_metric(metric, warn=True)
         earlier = _attached(model)
         self.model = model
+        self.adapter = Adapter(model, task, batch_fn)
         self.data = data
         self.train = train
         self.calib = calib if calib is not None else data
+        if metric is None:
+            metric = self.adapter.detect(data).metrics[0] if data is not None else "accuracy"
         self.metric = metric
         self.seed = seed
         self.name = name or type(model).__name__
         if example_inputs is None and data is not None:
-            example_inputs = self._example(data)
+            example_inputs = self.adapter.example(data)
         if example_inputs is not None:
             example_inputs = to_device(example_inputs, model_device(model), "example_inputs", model_dtype(model))
         self.example_inputs = example_inputs
@@ -138,13 +148,6 @@ class Workbench:
                 stacklevel=2,
             )
 
-    @staticmethod
-    def _example(data: Iterable) -> Any:
-        for batch in data:
-            x, _ = _split(batch)
-            return x[:2] if isinstance(x, Tensor) else type(x)(v[:2] for v in x)
-        raise DataError("evaluation data yielded no batches; pass a non-empty DataLoader of (inputs, labels)")
-
     # evaluation --------------------------------------------------------------------------------
     def evaluate(self, data: Iterable | None = None, metric: MetricLike | None = None) -> dict[str, Any]:
         """Evaluate the model as it is now: ``{"metric", "accuracy", "loss", "per_class", ...}``."""
@@ -152,7 +155,7 @@ class Workbench:
         if data is None:
             raise DataError("this Workbench has no evaluation data; pass it as Workbench(model, data) or here")
         with self.store.lock:
-            return evaluate(self.model, data, self.metric if metric is None else metric)
+            return evaluate(self.model, data, self.metric if metric is None else metric, adapter=self.adapter)
 
     def _dense_metrics(self) -> dict[str, Any] | None:
         if self._dense is None and self.data is not None and self.store.position == 0:
@@ -162,7 +165,16 @@ class Workbench:
     # pruning -----------------------------------------------------------------------------------
     def preview(self, plan: Plan):
         """The masks `plan` would apply (a `Selection`), without changing the model."""
-        return select(self.model, self.targets, self.groups, plan, self.store, seed=self.seed, data=self.calib)
+        return select(
+            self.model,
+            self.targets,
+            self.groups,
+            plan,
+            self.store,
+            seed=self.seed,
+            data=self.calib,
+            adapter=self.adapter,
+        )
 
     def apply(self, plan: Plan, *, label: str | None = None, evaluate: bool = True) -> HistoryEntry:
         """Prune in place as `plan` says and record a history step; returns its entry.

@@ -45,7 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ._interrupt import deferred_interrupt, settle
 from ._text import table_lines
 from .errors import PlanError, suggest
-from .evaluate import _split, call, eval_mode, higher_is_better, model_device, to_device
+from .evaluate import call, eval_mode, higher_is_better, model_device, to_device
 from .plan import LayerPlan, Plan, check_ratio
 
 __all__ = [
@@ -336,20 +336,9 @@ def pareto_front(result: CompareResult, x: str = "flops") -> list[int]:
 # measuring ----------------------------------------------------------------------------------------------------
 def _inputs(bench, batch_size: int) -> Any:
     """`batch_size` rows of real inputs (the evaluation data's first batches, repeated if needed)."""
-    xs, n = [], 0
-    for batch in bench.data:
-        x, _ = _split(batch)
-        if not isinstance(x, Tensor):
-            break
-        xs.append(x)
-        n += x.shape[0]
-        if n >= batch_size:
-            break
-    x = torch.cat(xs) if xs else bench.example_inputs
-    if not isinstance(x, Tensor):
-        return to_device(x, model_device(bench.model))
-    idx = torch.arange(batch_size) % x.shape[0]
-    return to_device(x[idx], model_device(bench.model))
+    if bench.data is None:
+        return to_device(bench.example_inputs, model_device(bench.model))
+    return bench.adapter.rows(bench.data, batch_size)
 
 
 def _flops(module: nn.Module, x: Any) -> int:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .adapter import Accumulator, Adapter, call, split
 from .errors import DataError
 
 __all__ = [
@@ -50,15 +49,16 @@ class Metric:
         return f"Metric({self.__name__!r}, higher_is_better={self.higher_is_better})"
 
 
-MetricLike = str | Metric | Callable[[nn.Module, Any], float]
-METRICS = ("accuracy", "loss")
+MetricLike = str | Metric | Callable[[nn.Module, Any], float] | None
+METRICS = ("accuracy", "loss", "perplexity")
+LOWER_IS_BETTER = ("loss", "perplexity")
 
 
 def higher_is_better(metric: MetricLike) -> bool:
-    """The direction of `metric`: ``"loss"`` is lower-is-better, ``"accuracy"`` higher; a `Metric` says; a plain
-    callable is taken as higher-is-better (wrap it in `Metric` to say otherwise)."""
+    """The direction of `metric`: ``"loss"`` and ``"perplexity"`` are lower-is-better, ``"accuracy"`` higher; a
+    `Metric` says; a plain callable is taken as higher-is-better (wrap it in `Metric` to say otherwise)."""
     if isinstance(metric, str):
-        return metric != "loss"
+        return metric not in LOWER_IS_BETTER
     return bool(getattr(metric, "higher_is_better", True))
 
 
@@ -130,79 +130,13 @@ def to_device(x: Any, device: torch.device, where: str = "data", dtype: torch.dt
     return x
 
 
-def _split(batch: Any) -> tuple[Any, Tensor]:
-    if isinstance(batch, dict):
-        for xk, yk in (("x", "y"), ("input", "label"), ("inputs", "labels"), ("input", "target")):
-            if xk in batch and yk in batch:
-                return batch[xk], batch[yk]
-    elif isinstance(batch, (list, tuple)) and len(batch) == 2:
-        return batch[0], batch[1]
-    raise DataError(
-        "evaluation data must yield (inputs, labels) pairs, like a DataLoader over a TensorDataset; "
-        f"got a batch of type {type(batch).__name__}"
-    )
-
-
-def call(model: nn.Module, x: Any) -> Tensor:
-    return model(*x) if isinstance(x, (list, tuple)) else model(**x) if isinstance(x, dict) else model(x)
-
-
-class Accumulator:
-    """Running loss, accuracy and per-class hits over batches of model outputs and labels."""
-
-    def __init__(self) -> None:
-        self.loss = 0.0
-        self.n = 0
-        self.hits: Tensor | None = None
-        self.counts: Tensor | None = None
-
-    def add(self, out: Any, y: Tensor) -> None:
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        if not y.is_floating_point() and out.dim() == 2:
-            check_labels(y, out.shape[1])
-            self.loss += F.cross_entropy(out.float(), y, reduction="sum").item()
-            if self.hits is None:
-                self.hits = torch.zeros(out.shape[1], dtype=torch.float64)
-                self.counts = torch.zeros(out.shape[1], dtype=torch.float64)
-            yc = y.cpu()
-            self.counts.index_add_(0, yc, torch.ones_like(yc, dtype=torch.float64))
-            self.hits.index_add_(0, yc, (out.argmax(1).cpu() == yc).double())
-        else:
-            self.loss += F.mse_loss(out.float(), y.float(), reduction="sum").item() / max(1, out[0].numel())
-        self.n += y.shape[0]
-
-    def result(self, metric: Metric) -> dict[str, Any]:
-        if self.n == 0:
-            raise DataError("evaluation data yielded no samples; pass a non-empty DataLoader of (inputs, labels)")
-        result: dict[str, Any] = {"loss": self.loss / self.n, "n": self.n}
-        if self.hits is not None:
-            result["accuracy"] = float(self.hits.sum()) / self.n
-            nan = torch.tensor(math.nan, dtype=torch.float64)
-            result["per_class"] = torch.where(self.counts > 0, self.hits / self.counts.clamp(min=1), nan).tolist()
-        if isinstance(metric, str):
-            if metric == "accuracy" and "accuracy" not in result:
-                raise DataError("metric 'accuracy' needs integer class labels and 2-D logits; use metric='loss' here")
-            result["metric"], result["metric_name"] = result[metric], metric
-        return result
-
-
-def check_labels(y: Tensor, classes: int) -> None:
-    """Class labels must index the model's `classes` outputs: a clear error instead of an IndexError deep inside."""
-    if y.numel() == 0:
-        return
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= classes:
-        bad = hi if hi >= classes else lo
-        raise DataError(
-            f"a batch has class label {bad} but the model outputs {classes} classes (labels must be in "
-            f"[0, {classes - 1}]); check the labels, or that the model's last layer has one output per class"
-        )
-
-
 def check_metric(metric: Any, *, warn: bool = False) -> None:
+    if metric is None:
+        return
     if not (isinstance(metric, str) and metric in METRICS) and not callable(metric):
-        raise DataError(f"metric must be one of {METRICS} or a callable (model, data) -> float, got {metric!r}")
+        raise DataError(
+            f"metric must be one of {METRICS}, None (the task's default) or a callable (model, data) -> float, got {metric!r}"
+        )
     if warn and callable(metric) and not isinstance(metric, Metric):
         import warnings
 
@@ -219,32 +153,48 @@ def check_metric(metric: Any, *, warn: bool = False) -> None:
 
 def batches(
     data: Iterable, device: torch.device | nn.Module, dtype: torch.dtype | None = None
-) -> Iterable[tuple[Any, Tensor]]:
-    """(inputs, labels) of each batch, moved to `device` (CPU batches only; see `to_device`); floating inputs are
-    cast to `dtype` when given. Given the model instead of a device, batches follow its device and dtype."""
+) -> Iterable[tuple[Any, Tensor | None]]:
+    """(inputs, target) of each batch (any form `workbench.adapter.split` reads), moved to `device` (CPU batches
+    only; see `to_device`); floating inputs are cast to `dtype` when given. Given the model instead of a device,
+    batches follow its device and dtype."""
     if isinstance(device, nn.Module):
         device, dtype = model_device(device), model_dtype(device)
     for i, batch in enumerate(data):
-        x, y = _split(batch)
+        x, y = split(batch)
         yield to_device(x, device, f"batch {i} inputs", dtype), to_device(y, device, f"batch {i} labels")
 
 
-def evaluate(model: nn.Module, data: Iterable, metric: MetricLike = "accuracy") -> dict[str, Any]:
-    """Evaluate `model` on `data` (batches of ``(x, y)``) in eval mode under `torch.inference_mode`.
+def evaluate(
+    model: nn.Module,
+    data: Iterable,
+    metric: MetricLike | None = None,
+    *,
+    task: str | None = None,
+    batch_fn: Callable[[Any], Any] | None = None,
+    adapter: Adapter | None = None,
+) -> dict[str, Any]:
+    """Evaluate `model` on `data` in eval mode under `torch.inference_mode`, leaving the model as it was.
 
-    Returns ``{"metric": primary value, "metric_name": ..., "loss": mean loss, "n": samples}`` and, for
-    classification (integer labels, 2-D logits), ``"accuracy"`` and ``"per_class"`` (accuracy per class,
-    NaN for classes absent from the data). The loss is cross-entropy for classification, else MSE.
-    A callable metric gets ``(model, data)`` in eval mode (with autograd available) and returns a float.
+    `data`: batches in any form the adapter reads (`workbench.adapter`: ``(x, y)`` pairs, Hugging Face dicts, or
+    ``batch_fn``). Returns ``{"metric": primary value, "metric_name", "loss", "n" (samples), "task"}`` and per task:
+    ``"accuracy"`` and ``"per_class"`` (classification; NaN for classes absent from the data), ``"accuracy"``,
+    ``"perplexity"`` and ``"tokens"`` (language models). `metric` None is the task's default (accuracy,
+    perplexity, or the loss for regression). A callable metric gets ``(model, data)`` in eval mode (with autograd
+    available) and returns a float.
     """
     check_metric(metric)
-    acc = Accumulator()
+    adapter = adapter or Adapter(model, task, batch_fn)
+    acc = adapter.accumulator()
     with eval_mode(model), torch.inference_mode():
-        for x, y in batches(data, model):
-            acc.add(call(model, x), y)
-    result = acc.result(metric)
+        for x, y in adapter.batches(data, model):
+            acc.add(adapter.call(x, model), x, y)
+    result = acc.result(None if callable(metric) else metric)
     if callable(metric):
         with eval_mode(model):
             value = float(metric(model, data))
         result["metric"], result["metric_name"] = value, getattr(metric, "__name__", "metric")
     return result
+
+
+_split = split  # the adapter's batch reader, under the name the older modules import
+__all__ += ["Accumulator", "call"]

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ._text import table_lines
 from .errors import WorkbenchError
-from .evaluate import _split, evaluate, model_device
+from .evaluate import evaluate, model_device
 
 __all__ = ["SCHEMES", "QuantProfile", "QuantizationError", "quantize", "quantize_profile"]
 
@@ -148,16 +148,8 @@ def _size(model: nn.Module) -> tuple[int, int]:
     return len(raw), len(zlib.compress(raw, 6))
 
 
-def _batch(data: Iterable, n: int) -> Any:
-    xs = []
-    for batch in data:
-        x, _ = _split(batch)
-        if not isinstance(x, Tensor):
-            return x
-        xs.append(x)
-        if sum(len(v) for v in xs) >= n:
-            break
-    return torch.cat(xs)[:n]
+def _batch(data: Iterable, n: int, adapter) -> Any:
+    return adapter.rows(data, n)
 
 
 def _latency(model: nn.Module, x: Any, repeats: int) -> float:
@@ -220,14 +212,14 @@ def quantize_profile(
         (scheme, quantize(dense_model, scheme), "dense"),
         (f"pruned + {scheme}", quantize(live, scheme), "pruned"),
     ]
-    x = _batch(bench.data, batch)
+    x = _batch(bench.data, batch, bench.adapter)
     rows = []
     for name, model, source in variants:
         raw, zipped = _size(model)
         flags = [(m, m.training) for m in model.modules()]
         model.eval()
         try:
-            m = evaluate(model, bench.data, bench.metric)
+            m = evaluate(model, bench.data, bench.metric, adapter=bench.adapter)
             lat = _latency(model, x, repeats)
         finally:
             for mod, flag in flags:

@@ -10,6 +10,7 @@ from conftest import assert_bitwise, assert_plain, snapshot
 from zoo import make
 
 import workbench as wb
+from workbench.adapter import Adapter
 from workbench.analysis.sensitivity import AnalysisError, SensitivityResult, rows_for
 from workbench.errors import DataError, GranularityError, TargetError, WorkbenchError
 from workbench.masks import n_to_prune
@@ -211,10 +212,15 @@ def test_vectorised_per_sample_fisher_equals_the_per_sample_loop(name, demo_mode
     x, y = x[:24], y[:24]
     names = [n for n, p in model.named_parameters() if p.dim() > 1]
     params = [model.get_parameter(n) for n in names]
+    ad = Adapter(model, task="classification")
+    used = []
+    real = torch.func.vmap
+    monkeypatch.setattr(torch.func, "vmap", lambda *a, **k: used.append(1) or real(*a, **k))
     with torch.enable_grad():
-        fast = S._squared_sample_grads(model.eval(), names, params, x, y)
+        fast = S._squared_sample_grads(ad, model.eval(), names, params, x, y)
+        assert used  # the vectorised path ran (the LSTM's falls back inside it)
         monkeypatch.setattr(torch.func, "vmap", None)  # the fallback: one backward pass per sample
-        slow = S._squared_sample_grads(model, names, params, x, y)
+        slow = S._squared_sample_grads(ad, model, names, params, x, y)
     for n, a, b in zip(names, fast, slow):
         # float32 gradients summed in another order: equal to ~1e-5 of the largest entry
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max())), n

@@ -19,7 +19,8 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from ..evaluate import batches, call, eval_mode
+from ..adapter import Adapter
+from ..evaluate import eval_mode
 
 __all__ = ["SuffixRunner", "clone_with", "full_outputs", "masked_params"]
 
@@ -72,8 +73,9 @@ class SuffixRunner:
     Build raises if fx cannot trace the model; callers then fall back to `clone_with` + full forward.
     """
 
-    def __init__(self, model: nn.Module, data: Iterable, max_bytes: int = 1 << 30):
+    def __init__(self, model: nn.Module, data: Iterable, max_bytes: int = 1 << 30, adapter: Adapter | None = None):
         self.model = model
+        adapter = adapter or Adapter(model)
         self.gm = fx.symbolic_trace(model)
         self.nodes = list(self.gm.graph.nodes)
         self.output = next(n for n in self.nodes if n.op == "output")
@@ -82,14 +84,16 @@ class SuffixRunner:
         self.cache: list[tuple[dict[fx.Node, Any], Tensor]] = []
         total = 0
         with eval_mode(model), torch.inference_mode():
-            for x, y in batches(data, model):
+            for x, y in adapter.batches(data, model):
+                if isinstance(x, Mapping):
+                    raise TypeError("keyword inputs: the suffix engine replays positional inputs only")
                 interp = _Interpreter(self.gm, {}, {})
                 interp.run(*(x if isinstance(x, (list, tuple)) else (x,)))
                 env = dict(interp.env)
                 total += sum(v.nbytes for v in env.values() if isinstance(v, Tensor))
                 if total > max_bytes:
                     raise MemoryError(f"cached activations would exceed {max_bytes / 2**20:.0f} MiB")
-                self.cache.append((env, y))
+                self.cache.append((env, x, y))
 
     def _leaf_of(self, param: str) -> str | None:
         if param in self.attrs:
@@ -124,21 +128,24 @@ class SuffixRunner:
                 order.append(n)
         return modules, attrs, order
 
-    def outputs(self, params: Mapping[str, Tensor]) -> Iterable[tuple[Any, Tensor]]:
-        """(output, labels) per cached batch with `params` replacing the live tensors."""
+    def outputs(self, params: Mapping[str, Tensor]) -> Iterable[tuple[Any, Any, Tensor | None]]:
+        """(output, inputs, labels) per cached batch with `params` replacing the live tensors."""
         modules, attrs, order = self.plan(params)
         with torch.inference_mode():
-            for env, y in self.cache:
+            for env, x, y in self.cache:
                 interp = _Interpreter(self.gm, modules, attrs)
                 interp.env = dict(env)
                 for n in order:
                     interp.env[n] = interp.run_node(n)
-                yield fx.node.map_arg(self.output.args[0], lambda n: interp.env[n]), y  # noqa: B023
+                yield fx.node.map_arg(self.output.args[0], lambda n: interp.env[n]), x, y  # noqa: B023
 
 
-def full_outputs(model: nn.Module, params: Mapping[str, Tensor], data: Iterable) -> Iterable[tuple[Any, Tensor]]:
-    """(output, labels) per batch of a structural clone of `model` with `params` replaced (no tracing)."""
+def full_outputs(
+    model: nn.Module, params: Mapping[str, Tensor], data: Iterable, adapter: Adapter | None = None
+) -> Iterable[tuple[Any, Any, Tensor | None]]:
+    """(output, inputs, labels) per batch of a structural clone of `model` with `params` replaced (no tracing)."""
+    adapter = adapter or Adapter(model)
     clone = clone_with(model, params).eval()
     with torch.inference_mode():
-        for x, y in batches(data, model):
-            yield call(clone, x), y
+        for x, y in adapter.batches(data, model):
+            yield adapter.call(x, clone), x, y

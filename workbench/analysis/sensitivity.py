@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ..adapter import Adapter, logits_of, size, take
 from ..errors import DataError, GranularityError, WorkbenchError
-from ..evaluate import Accumulator, MetricLike, batches, check_metric, eval_mode, higher_is_better
+from ..evaluate import MetricLike, check_metric, eval_mode, higher_is_better
 from ..masks.granularity import get_granularity
 from ..masks.select import Ranking, block_ranking, group_ranking, nm_masks, weight_ranking
 from ._graph import SuffixRunner, clone_with, full_outputs, masked_params
@@ -226,10 +226,10 @@ def _merged_ranking(rankings: list[Ranking]) -> Ranking:
     return _Many(rankings[0].order, rankings[0].n, rankings[0].to_masks)
 
 
-def _metric_value(outputs: Iterable, metric: MetricLike) -> float:
-    acc = Accumulator()
-    for out, y in outputs:
-        acc.add(out, y)
+def _metric_value(adapter: Adapter, outputs: Iterable, metric: MetricLike) -> float:
+    acc = adapter.accumulator()
+    for out, x, y in outputs:
+        acc.add(out, x, y)
     return acc.result(metric)["metric"]
 
 
@@ -279,7 +279,7 @@ def sensitivity(
 
 
 def _exact(bench, rows, ratios, data, metric, granularity, criterion, executor, progress, engine, t0):
-    model = bench.model
+    model, adapter = bench.model, bench.adapter
     values = np.full((len(rows), len(ratios)), np.nan)
     metric_name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
     higher = higher_is_better(metric)
@@ -287,20 +287,20 @@ def _exact(bench, rows, ratios, data, metric, granularity, criterion, executor, 
     with eval_mode(model):
         if engine in ("auto", "suffix") and isinstance(metric, str):
             try:
-                runner = SuffixRunner(model, data)
+                runner = SuffixRunner(model, data, adapter=adapter)
             except Exception as e:  # fx cannot trace every model; the fallback is exact too
                 if engine == "suffix":
                     raise WorkbenchError(f"the suffix engine cannot run this model: {e}") from e
-        baseline = _baseline(model, data, metric, runner)
+        baseline = _baseline(adapter, model, data, metric, runner)
         if not math.isfinite(baseline):
             raise AnalysisError(f"the metric is {baseline} on the unpruned model; it must be a finite number")
 
         def point(i: int, j: int) -> float:
             params = masked_params(model, rows[i].ranking.masks(float(ratios[j])))
             if runner is not None:
-                value = _metric_value(runner.outputs(params), metric)
+                value = _metric_value(adapter, runner.outputs(params), metric)
             elif isinstance(metric, str):
-                value = _metric_value(full_outputs(model, params, data), metric)
+                value = _metric_value(adapter, full_outputs(model, params, data, adapter), metric)
             else:
                 clone = clone_with(model, params).eval()
                 value = float(metric(clone, data))
@@ -350,11 +350,11 @@ def _exact(bench, rows, ratios, data, metric, granularity, criterion, executor, 
     )
 
 
-def _baseline(model, data, metric, runner) -> float:
+def _baseline(adapter, model, data, metric, runner) -> float:
     if runner is not None:
-        return _metric_value(((fx_out, y) for fx_out, y in runner.outputs({})), metric)
+        return _metric_value(adapter, runner.outputs({}), metric)
     if isinstance(metric, str):
-        return _metric_value(full_outputs(model, {}, data), metric)
+        return _metric_value(adapter, full_outputs(model, {}, data, adapter), metric)
     return float(metric(model, data))
 
 
@@ -397,39 +397,32 @@ def _bar(progress, total: int, desc: str):
     return step
 
 
-def _loss(out, y: Tensor) -> Tensor:
-    """The estimate's summed loss of a model output (its first element if several): cross-entropy for class
-    labels and 2-D logits, else squared error."""
-    out = out[0] if isinstance(out, (tuple, list)) else out
-    if not y.is_floating_point() and out.dim() == 2:
-        return F.cross_entropy(out.float(), y, reduction="sum")
-    return F.mse_loss(out.float(), y.float(), reduction="sum")
-
-
-def _grads(model, names, params, x, y) -> list[Tensor]:
+def _grads(adapter, model, names, params, x, y) -> list[Tensor]:
     """Loss gradients of `params` (named `names`) as float64, also for frozen ones (``requires_grad=False``): the
     model runs on detached leaves through `torch.func.functional_call`, so no flag and no ``.grad`` is touched."""
     from torch.func import functional_call
 
     leaves = {n: p.detach().requires_grad_(True) for n, p in zip(names, params)}
     args, kwargs = (x, {}) if isinstance(x, (list, tuple)) else (((), x) if isinstance(x, dict) else ((x,), {}))
-    loss = _loss(functional_call(model, leaves, tuple(args), kwargs), y)
+    loss, count = adapter.loss(functional_call(model, leaves, tuple(args), kwargs), x, y)
     if not loss.requires_grad:  # nothing the loss depends on is among `params`
-        return [torch.zeros_like(p, dtype=torch.float64) for p in params]
+        return [torch.zeros_like(p, dtype=torch.float64) for p in params], count
     gs = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-    return [torch.zeros_like(p, dtype=torch.float64) if g is None else g.double() for p, g in zip(params, gs)]
+    return [torch.zeros_like(p, dtype=torch.float64) if g is None else g.double() for p, g in zip(params, gs)], count
 
 
-def _squared_sample_grads(model, names, params, x, y) -> list[Tensor]:
+def _squared_sample_grads(adapter, model, names, params, x, y) -> list[Tensor]:
     """Per parameter, the sum over the batch's samples of each sample's squared loss gradient. One vectorised
     pass (torch.func.vmap over per-sample grads, in chunks of at most ~64 MB of gradients); models vmap cannot
     batch (recurrent kernels, random ops) take one backward pass per sample instead, with the same result."""
-    if isinstance(x, Tensor) and x.dim() > 0 and y.dim() > 0:
+    if isinstance(x, Tensor) and x.dim() > 0 and y is not None and y.dim() > 0 and adapter.task is not None:
+        task = adapter.task
         try:
             from torch.func import functional_call, grad, vmap
 
             def loss_one(pd: dict[str, Tensor], xs: Tensor, ys: Tensor) -> Tensor:
-                return _loss(functional_call(model, pd, (xs.unsqueeze(0),)), ys.unsqueeze(0))
+                out = logits_of(functional_call(model, pd, (xs.unsqueeze(0),)))
+                return task.loss_sum(out, ys.unsqueeze(0), check=False)[0]
 
             pd = {n: p.detach() for n, p in zip(names, params)}
             chunk = max(1, min(int(y.shape[0]), (1 << 24) // max(1, sum(p.numel() for p in params))))
@@ -438,30 +431,30 @@ def _squared_sample_grads(model, names, params, x, y) -> list[Tensor]:
         except Exception:  # no batching rule for some op: the per-sample loop below
             pass
     out = [torch.zeros_like(p, dtype=torch.float64) for p in params]
-    for s in range(y.shape[0]):
-        xs = type(x)(v[s : s + 1] for v in x) if isinstance(x, (list, tuple)) else x[s : s + 1]
-        for acc, g in zip(out, _grads(model, names, params, xs, y[s : s + 1])):
+    for s in range(size(x)):
+        xs, ys = take(x, 1, s), None if y is None else y[s : s + 1]
+        for acc, g in zip(out, _grads(adapter, model, names, params, xs, ys)[0]):
             acc += g * g
     return out
 
 
 def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t0) -> SensitivityResult:
     """Predicted loss change per point from gradients (and squared gradients) of one pass over `data`."""
-    model = bench.model
+    model, adapter = bench.model, bench.adapter
     names = sorted({n for r in rows for n in r.ranking.masks(float(ratios.max()))})
     params = [model.get_parameter(n) for n in names]
     grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     fisher = [torch.zeros_like(p, dtype=torch.float64) for p in params] if second_order else None
     n = 0
     with eval_mode(model), torch.enable_grad():
-        for x, y in batches(data, model):
-            gs = _grads(model, names, params, x, y)  # torch.autograd.grad: no .grad is written on the model
+        for x, y in adapter.batches(data, model):
+            gs, count = _grads(adapter, model, names, params, x, y)  # autograd.grad: no .grad written on the model
             for acc, g in zip(grads, gs):
                 acc += g
             if fisher is not None:  # diagonal empirical Fisher from per-sample gradients
-                for acc, g2 in zip(fisher, _squared_sample_grads(model, names, params, x, y)):
+                for acc, g2 in zip(fisher, _squared_sample_grads(adapter, model, names, params, x, y)):
                     acc += g2
-            n += y.shape[0]
+            n += count  # loss terms: samples, or tokens for language models
     if n == 0:
         raise DataError("sensitivity estimate: the data yielded no samples")
     index = {name: i for i, name in enumerate(names)}

@@ -28,8 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from .._interrupt import settle
+from ..adapter import call, logits_of
 from ..errors import DataError, WorkbenchError, WorkbenchWarning
-from ..evaluate import batches, call, model_device
+from ..evaluate import batches, model_device
 
 __all__ = ["StateError", "at", "default_pair", "label_of", "logits", "resolve", "take"]
 
@@ -99,9 +100,8 @@ def at(bench, index: int | None) -> Iterator[int]:
 
 # helpers the effect analyses share --------------------------------------------------------------------------
 def logits(model: nn.Module, x: Any) -> Tensor:
-    """The model's output for `x` (the first element when it returns a tuple)."""
-    out = call(model, x)
-    return out[0] if isinstance(out, (tuple, list)) else out
+    """The model's predictions for inputs `x` (its logits, whatever form its output takes: `adapter.logits_of`)."""
+    return logits_of(call(model, x))
 
 
 def take(

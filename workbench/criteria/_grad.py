@@ -17,14 +17,14 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..adapter import Adapter, size, take
 from ..errors import CriterionError
-from ..evaluate import batches, eval_mode
+from ..evaluate import eval_mode
 from ._registry import ScoreContext
 
-__all__ = ["forward", "gradient_stat", "leaves", "loss_sum", "need_data", "one_thread_if_small"]
+__all__ = ["forward", "gradient_stat", "leaves", "need_data", "one_thread_if_small"]
 
 KINDS = ("mean", "first", "fisher", "hg")
 
@@ -43,24 +43,11 @@ def leaves(model: nn.Module) -> dict[str, Tensor]:
     return {n: p.detach().requires_grad_(True) for n, p in model.named_parameters() if p.is_floating_point()}
 
 
-def forward(model: nn.Module, params: dict[str, Tensor], x: Any) -> Tensor:
-    """`model(x)` with `params` in place of its parameters (and buffers), the first output if several."""
+def forward(model: nn.Module, params: dict[str, Tensor], x: Any) -> Any:
+    """`model(x)` with `params` in place of its parameters (and buffers): the model's own output."""
     if isinstance(x, dict):
-        out = torch.func.functional_call(model, params, (), x)
-    else:
-        out = torch.func.functional_call(model, params, tuple(x) if isinstance(x, (list, tuple)) else (x,))
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
-def loss_sum(out: Tensor, y: Tensor) -> Tensor:
-    """Summed per-sample loss: cross-entropy for class labels and 2-D logits, else squared error."""
-    if not y.is_floating_point() and out.dim() == 2:
-        return F.cross_entropy(out.float(), y, reduction="sum")
-    return F.mse_loss(out.float(), y.float(), reduction="sum") / max(1, out[0].numel())
-
-
-def _n(y: Tensor) -> int:
-    return int(y.shape[0]) if y.dim() else 1
+        return torch.func.functional_call(model, params, (), x)
+    return torch.func.functional_call(model, params, tuple(x) if isinstance(x, (list, tuple)) else (x,))
 
 
 @contextlib.contextmanager
@@ -79,17 +66,18 @@ def _math_attention():
         return contextlib.nullcontext()
 
 
-def _mean_grad(model: nn.Module, data: Iterable, first_only: bool) -> tuple[dict[str, Tensor], int]:
+def _mean_grad(ad: Adapter, model: nn.Module, data: Iterable, first_only: bool) -> tuple[dict[str, Tensor], int]:
     lv = leaves(model)
     acc = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in lv.items()}
     n = 0
     with _grad_mode(model):
-        for x, y in batches(data, model):
-            gs = torch.autograd.grad(loss_sum(forward(model, lv, x), y), list(lv.values()), allow_unused=True)
+        for x, y in ad.batches(data, model):
+            loss, count = ad.loss(forward(model, lv, x), x, y)
+            gs = torch.autograd.grad(loss, list(lv.values()), allow_unused=True)
             for k, g in zip(lv, gs):
                 if g is not None:
                     acc[k] += g.double()
-            n += _n(y)
+            n += count
             if first_only:
                 break
     if n == 0:
@@ -97,15 +85,15 @@ def _mean_grad(model: nn.Module, data: Iterable, first_only: bool) -> tuple[dict
     return {k: v / n for k, v in acc.items()}, n
 
 
-def _hg(model: nn.Module, data: Iterable) -> dict[str, Tensor]:
+def _hg(ad: Adapter, model: nn.Module, data: Iterable) -> dict[str, Tensor]:
     """H g: the Hessian of the mean loss times its gradient (one double-backward pass per batch)."""
-    g, n = _mean_grad(model, data, first_only=False)
+    g, n = _mean_grad(ad, model, data, first_only=False)
     lv = leaves(model)
     names = list(lv)
     acc = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in lv.items()}
     with _grad_mode(model), _math_attention():
-        for x, y in batches(data, model):
-            loss = loss_sum(forward(model, lv, x), y) / n
+        for x, y in ad.batches(data, model):
+            loss = ad.loss(forward(model, lv, x), x, y)[0] / n
             gs = torch.autograd.grad(loss, [lv[k] for k in names], create_graph=True, allow_unused=True)
             z = sum(((gi * g[k].to(gi.dtype)).sum() for k, gi in zip(names, gs) if gi is not None), torch.zeros(()))
             if not z.requires_grad:
@@ -131,32 +119,31 @@ def one_thread_if_small(model: nn.Module, limit: int = 1_000_000):
         torch.set_num_threads(threads)
 
 
-def _fisher(model: nn.Module, data: Iterable) -> dict[str, Tensor]:
+def _fisher(ad: Adapter, model: nn.Module, data: Iterable) -> dict[str, Tensor]:
     """Diagonal empirical Fisher: the mean over samples of squared per-sample gradients."""
     lv = leaves(model)
     acc = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in lv.items()}
     with one_thread_if_small(model):
-        n = _fisher_loop(model, lv, data, acc)
+        n = _fisher_loop(ad, model, lv, data, acc)
     if n == 0:
         raise CriterionError("the calibration data yielded no samples; pass a non-empty DataLoader of (inputs, labels)")
     return {k: v / n for k, v in acc.items()}
 
 
-def _fisher_loop(model: nn.Module, lv: dict[str, Tensor], data: Iterable, acc: dict[str, Tensor]) -> int:
+def _fisher_loop(ad: Adapter, model: nn.Module, lv: dict[str, Tensor], data: Iterable, acc: dict[str, Tensor]) -> int:
     n = 0
     with _grad_mode(model):
-        for x, y in batches(data, model):
+        for x, y in ad.batches(data, model):
             # one sample at a time: torch.func.vmap is far slower on grouped/depthwise convs and cannot batch
             # every layer, and a plain loop is exact and predictable
-            for s in range(_n(y)):
-                xs = torch.utils._pytree.tree_map(lambda t, s=s: t[s : s + 1], x)
-                gs = torch.autograd.grad(
-                    loss_sum(forward(model, lv, xs), y[s : s + 1]), list(lv.values()), allow_unused=True
-                )
+            for s in range(size(x)):
+                xs, ys = take(x, 1, s), None if y is None else y[s : s + 1]
+                loss, count = ad.loss(forward(model, lv, xs), xs, ys)
+                gs = torch.autograd.grad(loss, list(lv.values()), allow_unused=True)
                 for k, g in zip(lv, gs):
                     if g is not None:
                         acc[k] += g.double().square()
-            n += _n(y)
+                n += count
     return n
 
 
@@ -172,11 +159,11 @@ def gradient_stat(ctx: ScoreContext, kind: str, name: str) -> Tensor:
     stats = ctx.cache.get(key)
     if stats is None:
         if kind in ("mean", "first"):
-            by_name = _mean_grad(model, ctx.data, first_only=kind == "first")[0]
+            by_name = _mean_grad(ctx.adapter, model, ctx.data, first_only=kind == "first")[0]
         elif kind == "fisher":
-            by_name = _fisher(model, ctx.data)
+            by_name = _fisher(ctx.adapter, model, ctx.data)
         elif kind == "hg":
-            by_name = _hg(model, ctx.data)
+            by_name = _hg(ctx.adapter, model, ctx.data)
         else:  # pragma: no cover - internal misuse
             raise ValueError(f"unknown gradient statistic {kind!r}; one of {KINDS}")
         stats = ctx.cache[key] = {id(model.get_parameter(k)): v for k, v in by_name.items()}

@@ -35,6 +35,16 @@ class ScoreContext:
     cache: dict[str, Any] = field(default_factory=dict)
     out: Tensor | None = None
 
+    @property
+    def adapter(self):
+        """How to feed `model` its `data` (`workbench.adapter.Adapter`): the bench's, shared through `cache`."""
+        from ..adapter import Adapter
+
+        ad = self.cache.get("adapter")
+        if ad is None or ad.model is not self.model:
+            ad = self.cache["adapter"] = Adapter(self.model)
+        return ad
+
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         """A generator seeded from `seed` and the parameter name: independent of scoring order."""
         import zlib

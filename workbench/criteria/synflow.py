@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..adapter import logits_of, split
 from ..errors import CriterionError
-from ..evaluate import _split, eval_mode
+from ..evaluate import eval_mode
 from ._grad import forward, one_thread_if_small
 from ._registry import ScoreContext, register_criterion
 
@@ -33,7 +34,7 @@ __all__ = ["iterative_order", "ones_like_input", "synflow_scores"]
 def ones_like_input(data: Any) -> Any:
     """All-ones input of one sample, shaped like the first batch of `data` (float64 for floating inputs)."""
     for batch in data:
-        x, _ = _split(batch)
+        x, _ = split(batch)
         return _ones(x)
     raise CriterionError("synflow needs the shape of one input: the calibration data yielded no batches")
 
@@ -74,7 +75,7 @@ def synflow_scores(model: nn.Module, example: Any, masks: Mapping[str, Tensor] |
             v = v.masked_fill(masks[name].to(v.device), 0)
         lv[name] = v.requires_grad_(True)
     with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
-        out = forward(model, {**state, **lv}, example)
+        out = logits_of(forward(model, {**state, **lv}, example))
         r = out.sum()
         if not r.requires_grad:
             return {k: torch.zeros_like(v) for k, v in lv.items()}

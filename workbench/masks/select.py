@@ -340,8 +340,10 @@ def select(
     *,
     seed: int = 0,
     data=None,
+    adapter=None,
 ) -> Selection:
-    """Resolve `plan` on `model` and return the masks it asks for; the model is not changed."""
+    """Resolve `plan` on `model` and return the masks it asks for; the model is not changed. `adapter` says how to
+    feed the model `data` (criteria that need activations or gradients)."""
     if not isinstance(plan, Plan):
         raise PlanError(f"expected a workbench Plan, got {type(plan).__name__}; build one with Plan.uniform/global_")
     explicit, default, skipped = _resolve(plan, targets)
@@ -382,7 +384,7 @@ def select(
     _finite(model, list(dict.fromkeys(touched)))
 
     new: dict[str, Tensor] = {}
-    cache: dict = {}  # shared by every criterion call of this selection
+    cache: dict = {} if adapter is None else {"adapter": adapter}  # shared by every criterion call of this selection
 
     def merge(masks: dict[str, Tensor]) -> None:
         for k, v in masks.items():

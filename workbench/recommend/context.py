@@ -21,6 +21,7 @@ class _Masked:
 
     def __init__(self, bench, model: nn.Module, masks: dict[str, torch.Tensor]):
         self.model, self.groups, self.example_inputs, self.data = model, bench.groups, bench.example_inputs, bench.data
+        self.adapter = bench.adapter
         self.history: tuple = ()
         self.store = self
         self._masks = masks
@@ -65,7 +66,7 @@ class _Ctx:
     def __init__(self, bench, goal: str, budget: float, device: torch.device, batch_size: int):
         from ..analysis._graph import clone_with
         from ..analysis.sensitivity import _grads
-        from ..evaluate import batches, eval_mode, higher_is_better
+        from ..evaluate import eval_mode, higher_is_better
         from ..masks.select import DEFAULT_KINDS
 
         self.bench, self.goal, self.budget, self.device, self.batch_size = bench, goal, budget, device, batch_size
@@ -97,10 +98,11 @@ class _Ctx:
         grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
         count = 0
         with eval_mode(model), torch.enable_grad():
-            for x, y in batches(bench.calib, model):
-                for acc, g in zip(grads, _grads(model, names, params, x, y)):  # autograd.grad: no .grad is written
+            for x, y in bench.adapter.batches(bench.calib, model):
+                gs, n = _grads(bench.adapter, model, names, params, x, y)  # autograd.grad: no .grad is written
+                for acc, g in zip(grads, gs):
                     acc += g
-                count += y.shape[0]
+                count += n
         self.taylor = {n: -g / max(count, 1) * p.detach().double() for n, g, p in zip(names, grads, params)}
         self.robust = None
         self.robust_now = None
@@ -122,7 +124,7 @@ class _Ctx:
     def metric(self, module: nn.Module) -> float:
         from ..evaluate import evaluate
 
-        return float(evaluate(module, self.bench.data, self.bench.metric)["metric"])
+        return float(evaluate(module, self.bench.data, self.bench.metric, adapter=self.bench.adapter)["metric"])
 
     def drop(self, value: float) -> float:
         return self.metric_now - value if self.higher else value - self.metric_now

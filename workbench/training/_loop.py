@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..adapter import IGNORE, logits_of
 from ..errors import DataError, ModelError, WorkbenchError
-from ..evaluate import batches, call
 from ..masks.select import DEFAULT_KINDS
 from ._state import MaskView
 
@@ -245,14 +245,21 @@ def kd_loss(student: Tensor, teacher: Tensor, y: Tensor, T: float, alpha: float)
     return alpha * T * T * kl + (1 - alpha) * ce
 
 
-def task_loss(out: Tensor, y: Tensor) -> Tensor:
-    if not y.is_floating_point() and out.dim() == 2:
-        return F.cross_entropy(out, y)
-    return F.mse_loss(out.float(), y.float())
-
-
-def _first(out: Any) -> Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
+def _distill(adapter, out: Any, t_out: Any, x: Any, y: Any, T: float, alpha: float) -> Tensor:
+    """The distillation loss of one batch for a classification or token task (per counted sample or token)."""
+    task = adapter.task_for(out, x, y)
+    if task.name == "regression":
+        raise TrainingError("distillation needs class or token logits; pass teacher=None for a regression model")
+    target = adapter.target(task, x, y)
+    s, t = task.pairs(logits_of(out), target)
+    z, _ = task.pairs(logits_of(t_out), target)
+    if z.shape != s.shape:
+        raise ModelError(
+            f"the teacher outputs shape {tuple(z.shape)} but the model outputs {tuple(s.shape)} for the same batch; "
+            "distillation needs the same outputs (the same classes). Pass a teacher for this task, or teacher=None"
+        )
+    keep = t != IGNORE
+    return kd_loss(s[keep].float(), z[keep].float(), t[keep], T, alpha)
 
 
 def train_epochs(
@@ -286,7 +293,7 @@ def train_epochs(
     `curves`; a KeyboardInterrupt (Ctrl-C, or a progress callback) propagates after the partial epoch is logged,
     with the masks enforced, so the caller can record a consistent state.
     """
-    model = bench.model
+    model, adapter = bench.model, bench.adapter
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("the model has no parameter that requires grad; nothing to train")
@@ -300,33 +307,19 @@ def train_epochs(
     else:
         raise TrainingError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     step = 0
-    checked = teacher is None
     with training_mode(model):
         for epoch in range(epochs):
             losses, n_steps = [], 0
             try:
-                for x, y in batches(data, model):
+                for x, y in adapter.batches(data, model):
                     opt.zero_grad(set_to_none=True)
-                    out = _first(call(model, x) if forward is None else forward(x))
+                    out = adapter.call(x, model) if forward is None else forward(x)
                     if teacher is not None:
                         with torch.no_grad():
-                            t_out = _first(call(teacher, x))
-                        if not checked:
-                            if t_out.shape != out.shape:
-                                raise ModelError(
-                                    f"the teacher outputs shape {tuple(t_out.shape)} but the model outputs "
-                                    f"{tuple(out.shape)} for the same batch; distillation needs the same outputs "
-                                    "(the same classes). Pass a teacher for this task, or teacher=None"
-                                )
-                            if out.dim() != 2 or y.is_floating_point():
-                                raise TrainingError(
-                                    "distillation needs class logits (batch, classes) and integer labels; "
-                                    "pass teacher=None for this model"
-                                )
-                            checked = True
-                        loss = kd_loss(out.float(), t_out.float(), y, T, alpha)
+                            t_out = adapter.call(x, teacher)
+                        loss = _distill(adapter, out, t_out, x, y, T, alpha)
                     else:
-                        loss = task_loss(out, y)
+                        loss = adapter.mean_loss(out, x, y)
                     if extra_loss is not None:  # e.g. ADMM's rho/2 ||W - Z + U||^2
                         loss = loss + extra_loss()
                     if not torch.isfinite(loss):
