@@ -29,14 +29,16 @@ Two units get rules of our own instead (no tracing needed):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ChannelGroup", "GroupAnalysis", "Member", "analyze_groups"]
+__all__ = ["ChannelGroup", "GroupAnalysis", "Member", "TraceTimeout", "analyze_groups", "time_bound"]
 
 # grad_fn names (without "Backward<N>") of ops that act on each channel independently (or only move
 # data within a channel), so a zero channel stays a zero channel and no channel mixes with another.
@@ -104,6 +106,76 @@ class GroupAnalysis:
     branches: dict[str, Any] = field(default_factory=dict)  # residual branches (`workbench.branches.Branch`) by id
     branches_of: dict[str, list[str]] = field(default_factory=dict)  # module name -> ids of branches holding it
     branch_error: str = ""  # why there are no branches when torch.fx could not trace the model
+    refused: dict[str, str] = field(default_factory=dict)  # modules that look like attention but fit no rule, and why
+
+
+class TraceTimeout(Exception):
+    """Raised inside a bounded trace when its time is up."""
+
+
+@contextmanager
+def time_bound(seconds: float | None) -> Iterator[None]:
+    """Raise `TraceTimeout` in this thread if the block runs longer than `seconds` (None: no bound).
+
+    A watchdog thread raises the exception asynchronously in the traced thread (`PyThreadState_SetAsyncExc`), so a
+    pure-Python loop that never returns is stopped at its next bytecode; a pending exception is cleared when the
+    block ends first.
+    """
+    if seconds is None:
+        yield
+        return
+    import ctypes
+
+    tid = threading.get_ident()
+    lock = threading.Lock()
+    running = [True]
+
+    def fire() -> None:
+        with lock:
+            if running[0]:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), ctypes.py_object(TraceTimeout))
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            running[0] = False
+            timer.cancel()
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), None)  # clear one not delivered yet
+
+
+def _tensor_attrs(model: nn.Module) -> dict[tuple[nn.Module, str], Any]:
+    """Plain tensor attributes (not parameters or buffers) of every module and dicts of tensors (caches), as now."""
+    out: dict[tuple[nn.Module, str], Any] = {}
+    for m in model.modules():
+        for k, v in vars(m).items():
+            if isinstance(v, Tensor):
+                out[(m, k)] = v
+            elif isinstance(v, dict) and not k.startswith("_"):
+                out[(m, k)] = dict(v)
+    return out
+
+
+def _restore_tensor_attrs(model: nn.Module, before: dict[tuple[nn.Module, str], Any]) -> None:
+    """Undo what a forward pass cached on the modules (some models keep attention biases computed on their first
+    call, as a tensor or in a dict): a cached tensor from the trace would hold its autograd graph and break
+    `copy.deepcopy` of the model."""
+    for m in model.modules():
+        for k, v in list(vars(m).items()):
+            old = before.get((m, k))
+            if isinstance(v, Tensor) and old is not v:
+                if (m, k) in before:
+                    setattr(m, k, old)
+                else:
+                    delattr(m, k)
+            elif isinstance(v, dict) and not k.startswith("_") and any(isinstance(x, Tensor) for x in v.values()):
+                kept = old if isinstance(old, dict) else {}
+                if any(v.get(key) is not val for key, val in kept.items()) or set(v) - set(kept):
+                    v.clear()
+                    v.update(kept)
 
 
 def _op_name(node) -> str:
@@ -111,18 +183,41 @@ def _op_name(node) -> str:
     return m.group(1) if m else node.name
 
 
-def analyze_groups(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) -> GroupAnalysis:
+TRACE_SECONDS = 8.0  # the bound on Torch-Pruning's dependency graph; beyond it the module-tree rules stand alone
+
+
+def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | None = TRACE_SECONDS) -> GroupAnalysis:
     """Trace `model` on `example_inputs` and return its coupled output-channel groups.
 
-    The model is traced in eval mode with gradients on; its train/eval flags are restored and no hook
-    is left behind. Parameters and buffers are not changed.
+    Attention heads and MLP neurons of transformer blocks come from module-tree rules first (`workbench.rules`, no
+    tracing). Torch-Pruning's trace adds every other coupled channel; it runs under ``torch.no_grad``-free autograd
+    (it reads grad_fn graphs) for at most `timeout` seconds (its graph fix-up never returns on some models, e.g.
+    grouped-query attention): past that it is stopped and the rules stand alone, with the reason in
+    `GroupAnalysis.error`. `example_inputs`: a tensor, a tuple of positional inputs or a dict of keyword inputs.
+
+    The model is traced in eval mode; its train/eval flags are restored and no hook is left behind. Parameters and
+    buffers are not changed, and no tensor of the trace is kept.
     """
     import torch_pruning as tp
 
+    from .rules import find_attention, rule_groups
+
     names = {mod: name for name, mod in model.named_modules()}
     modes = {mod: mod.training for mod in model.modules()}
-    inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
+    if isinstance(example_inputs, dict):
+        inputs: Any = dict(example_inputs)
+        forward = lambda m, x: m(**x)  # noqa: E731
+    else:
+        inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
+        forward = lambda m, x: m(*x)  # noqa: E731
     analysis = GroupAnalysis()
+    claimed: set[str] = set()
+    for g in rule_groups(model):
+        analysis.groups[g.id] = g
+        for p in g.producers:
+            analysis.by_module.setdefault(p, []).append(g.id)
+        claimed.update(g.producers)
+    analysis.refused = find_attention(model)[1]
     from .branches import find_branches
 
     found, analysis.branch_error = find_branches(model)  # the `layer` granularity's units (torch.fx, no forward)
@@ -136,22 +231,39 @@ def analyze_groups(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) 
         for g in own:
             analysis.groups[g.id] = g
             analysis.by_module.setdefault(name, []).append(g.id)
+    cached = _tensor_attrs(model)
     try:
-        with torch.enable_grad():
-            dg = tp.DependencyGraph().build_dependency(
-                model, example_inputs=inputs, forward_fn=lambda m, x: m(*x), verbose=False
-            )
+        with time_bound(timeout):
+            try:
+                model.eval()
+                with torch.enable_grad():
+                    dg = tp.DependencyGraph().build_dependency(
+                        model, example_inputs=inputs, forward_fn=forward, verbose=False
+                    )
+            finally:
+                for mod, flag in modes.items():
+                    mod.training = flag
+                _restore_tensor_attrs(model, cached)
+            _tp_groups(dg, model, names, claimed, analysis)
+    except TraceTimeout:
+        analysis.error = (
+            f"Torch-Pruning's dependency graph did not finish within {timeout:g} s and was stopped; coupled channels "
+            "outside the transformer rules (attention heads, MLP neurons) are known only where it got to"
+        )
     except Exception as e:
         analysis.error = f"tracing the model with Torch-Pruning failed ({type(e).__name__}: {e})"
-        return analysis
-    finally:
-        for mod, flag in modes.items():
-            mod.training = flag
+    return analysis
+
+
+def _tp_groups(dg, model: nn.Module, names, claimed: set[str], analysis: GroupAnalysis) -> None:
+    """Add Torch-Pruning's coupled groups to `analysis`, skipping channels a module-tree rule already covers."""
     params = {p: n for n, p in model.named_parameters()}
     seen: set[nn.Module] = set()
     for mod in list(dg.module2node):
         if not isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)) or mod in seen or mod not in names:
             continue
+        if names[mod] in claimed:
+            continue  # its output channels are a rule's (heads, MLP neurons): no need to ask the graph
         pruner = dg.get_pruner_of_module(mod)
         n = pruner.get_out_channels(mod) if pruner is not None else None
         if not n:
@@ -178,11 +290,12 @@ def analyze_groups(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) 
             else:
                 members.extend(got)
         gid = names[mod]
+        if claimed.intersection(producers) or gid in analysis.groups:
+            continue  # a module-tree rule covers these channels exactly
         cg = ChannelGroup(gid, n, tuple(producers), tuple(members), "; ".join(dict.fromkeys(reasons)))
         analysis.groups[gid] = cg
         for p in producers:
             analysis.by_module.setdefault(p, []).append(gid)
-    return analysis
 
 
 def _members(target, names, params, node, out: bool, idx: Tensor, root: Tensor) -> list[Member] | str:

@@ -19,6 +19,7 @@ from torch import nn
 from ._text import table_lines
 from .errors import ModelError, TargetError, WorkbenchWarning, suggest
 from .groups import GroupAnalysis
+from .rules import is_conv1d
 
 __all__ = ["KINDS", "PATTERN_EXAMPLES", "Target", "Targets", "find_targets", "parse_pattern", "pattern_fit"]
 
@@ -62,6 +63,10 @@ def pattern_fit(name: str, kind: str, module_type: str, shape: Sequence[int]) ->
     p = parse_pattern(name)
     if p is None:
         return f"{name!r} is not an N:M or blockRxC granularity"
+    if module_type == "Conv1D":
+        return (
+            f"{name} is not supported on Hugging Face Conv1D layers yet (their weight is stored transposed, in x out)"
+        )
     if kind not in ("linear", "conv") or module_type.startswith("ConvTranspose") or len(shape) < 2:
         return f"{name} applies to the weights of Linear and (non-transposed) Conv layers, not {module_type}"
     family, a, b = p
@@ -203,7 +208,7 @@ class Targets(Sequence[Target]):
 
 def _kind(module: nn.Module) -> tuple[str, tuple[str, ...]] | None:
     """(kind, prunable local parameter names) of a module, or None if it is not a target."""
-    if isinstance(module, nn.Linear):
+    if isinstance(module, nn.Linear) or is_conv1d(module):
         return "linear", ("weight",)
     if isinstance(module, nn.modules.conv._ConvNd):
         return "conv", ("weight",)
@@ -218,6 +223,28 @@ def _kind(module: nn.Module) -> tuple[str, tuple[str, ...]] | None:
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
         return "embedding", ("weight",)
     return None
+
+
+def _units(kind: str, gids: tuple[str, ...], groups: GroupAnalysis | None) -> list[tuple[str, str]]:
+    """(granularity, group unit) pairs a target of `kind` may offer: its kind's own, plus ``head`` for the linear
+    projections of an attention block."""
+    own = {"linear": ("neuron", "channel"), "conv": ("filter", "channel"), "attention": ("head", "head")}
+    own["lstm"] = ("lstm-unit", "lstm-unit")
+    out = [own[kind]]
+    if kind == "linear" and groups is not None and any(groups.groups[g].unit == "head" for g in gids):
+        out.append(("head", "head"))
+    return out
+
+
+def _unreached(name: str, groups: GroupAnalysis, unit: str) -> str:
+    parent = name.rsplit(".", 1)[0] if "." in name else ""
+    if parent in groups.refused:
+        return groups.refused[parent]
+    if unit == "channel" and any(groups.groups[g].unit == "head" for g in groups.by_module.get(name, ())):
+        return "its outputs are attention heads: prune them with granularity 'head'"
+    if unit == "channel":
+        return "its outputs were not reached when tracing the model"
+    return f"it belongs to no {unit} group"
 
 
 def find_targets(model: nn.Module, groups: GroupAnalysis | None = None) -> Targets:
@@ -250,19 +277,20 @@ def find_targets(model: nn.Module, groups: GroupAnalysis | None = None) -> Targe
         gids: tuple[str, ...] = ()
         structured = STRUCTURED.get(kind)
         if structured and not tied:
-            if groups is None:
-                unsupported[structured] = "no example input was given to trace coupled channels"
-            elif groups.error and kind not in ("attention", "lstm"):  # heads/units need no tracing
-                unsupported[structured] = groups.error
-            else:
-                gids = tuple(groups.by_module.get(name, ()))
-                bad = [groups.groups[g].reason for g in gids if not groups.groups[g].supported]
-                if not gids:
-                    unsupported[structured] = "its outputs were not reached when tracing the model"
+            gids = tuple(groups.by_module.get(name, ())) if groups is not None else ()
+            for gran, unit in _units(kind, gids, groups):
+                mine = [g for g in gids if groups.groups[g].unit == unit]  # type: ignore[union-attr]
+                bad = [groups.groups[g].reason for g in mine if not groups.groups[g].supported]  # type: ignore[union-attr]
+                if groups is None:
+                    unsupported[gran] = "no example input was given to trace coupled channels"
+                elif mine and not bad:
+                    granularities.append(gran)
                 elif bad:
-                    unsupported[structured] = bad[0]
+                    unsupported[gran] = bad[0]
+                elif groups.error and unit == "channel":
+                    unsupported[gran] = groups.error
                 else:
-                    granularities.append(structured)
+                    unsupported[gran] = _unreached(name, groups, unit)
         bids: tuple[str, ...] = ()
         if not tied:
             if groups is None:

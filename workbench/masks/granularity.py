@@ -50,6 +50,7 @@ class Granularity:
     structured: bool
     family: str = ""
     shape: tuple[int, ...] = ()
+    unit: str = ""  # the unit of the coupled groups it removes ("channel", "head", "lstm-unit"); "" for none
 
     def __post_init__(self) -> None:
         if not self.family:
@@ -132,17 +133,24 @@ register_granularity(
     )
 )
 register_granularity(
-    Granularity("neuron", "output rows of a Linear layer, with everything coupled to them", ("linear",), True)
+    Granularity(
+        "neuron", "output rows of a Linear layer, with everything coupled to them", ("linear",), True, unit="channel"
+    )
 )
 register_granularity(
-    Granularity("filter", "output channels of a conv layer, with everything coupled to them", ("conv",), True)
+    Granularity(
+        "filter", "output channels of a conv layer, with everything coupled to them", ("conv",), True, unit="channel"
+    )
 )
 register_granularity(
     Granularity(
         "head",
-        "whole heads of a MultiheadAttention: their q/k/v rows and out_proj columns",
-        ("attention",),
+        "whole attention heads: their q/k/v rows and output-projection columns (nn.MultiheadAttention, and the "
+        "q/k/v/o projections of transformer blocks; with grouped-query attention a key/value head goes with the "
+        "query heads that read it)",
+        ("attention", "linear"),
         True,
+        unit="head",
     )
 )
 register_granularity(
@@ -151,6 +159,7 @@ register_granularity(
         "hidden units of an LSTM/GRU/RNN layer: the unit's row in every gate and the weights reading it",
         ("lstm",),
         True,
+        unit="lstm-unit",
     )
 )
 register_granularity(

@@ -356,8 +356,11 @@ def select(
     }
     jobs: dict[str, LayerPlan] = {}
     for name, lp in structured.items():
+        unit = get_granularity(lp.granularity).unit
         for gid in targets[name].groups:
             grp = groups.groups[gid]  # type: ignore[union-attr]  (structured support implies groups)
+            if grp.unit != unit:
+                continue
             missing = [p for p in grp.producers if p not in structured]
             if missing:
                 if any(p in explicit for p in grp.producers):

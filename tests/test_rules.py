@@ -1,0 +1,147 @@
+"""Module-tree rules (workbench.rules): heads and MLP neurons of real Hugging Face blocks, masked exactly.
+
+By construction: zeroing a head's q/k/v rows and output-projection columns gives the same outputs as zeroing only
+its output-projection columns (so the rule's indices hit that head and no other), and the same holds for an MLP
+neuron and the output projection's column. Models are built from configs in memory (random weights, no download).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from workbench.groups import TraceTimeout, analyze_groups, time_bound
+
+T = pytest.importorskip("transformers")
+V = 50
+
+
+def _ids(b: int = 2, t: int = 7) -> torch.Tensor:
+    return torch.randint(0, V, (b, t), generator=torch.Generator().manual_seed(1))
+
+
+def _models():
+    yield (
+        "llama-gqa",
+        T.LlamaForCausalLM(
+            T.LlamaConfig(
+                vocab_size=V,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=48,
+            )
+        ),
+    )
+    yield "gpt2", T.GPT2LMHeadModel(T.GPT2Config(vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=16))
+    yield (
+        "bert",
+        T.BertForSequenceClassification(
+            T.BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
+        ),
+    )
+    yield (
+        "neox",
+        T.GPTNeoXForCausalLM(
+            T.GPTNeoXConfig(
+                vocab_size=V,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=48,
+                max_position_embeddings=16,
+            )
+        ),
+    )
+    yield (
+        "distilbert",
+        T.DistilBertForSequenceClassification(
+            T.DistilBertConfig(vocab_size=V, dim=32, n_layers=2, n_heads=4, hidden_dim=48)
+        ),
+    )
+
+
+MODELS = dict(_models())
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def _zero(model, masks):
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name][mask] = 0
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_rule_groups_zero_exactly_one_unit(name):
+    torch.manual_seed(0)
+    model = MODELS[name].eval()
+    ids = _ids()
+    t0 = time.perf_counter()
+    analysis = analyze_groups(model, {"input_ids": ids})
+    assert time.perf_counter() - t0 < 60  # grouped-query attention used to hang Torch-Pruning's graph here
+    units = {g.unit for g in analysis.groups.values() if g.supported}
+    assert "head" in units and "channel" in units, analysis.error
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    checked = 0
+    for g in analysis.groups.values():
+        if not g.supported or not (":heads" in g.id or g.unit == "channel" and len(g.members) >= 2):
+            continue
+        pruned = torch.zeros(g.size, dtype=torch.bool)
+        pruned[g.size // 2] = True
+        masks = g.masks(pruned, shapes)
+        consumer = [g.members[-1]]  # the output projection's input slice: the rules list it last
+        assert consumer[0].param.endswith("weight"), g.id
+        _zero(model, masks)
+        full = _logits(model, ids)
+        model.load_state_dict(state)
+        only = {m.param: masks[m.param] for m in consumer}
+        _zero(model, only)
+        part = _logits(model, ids)
+        model.load_state_dict(state)
+        torch.testing.assert_close(full, part, rtol=1e-5, atol=1e-5, msg=lambda s, g=g: f"{g.id}: {s}")
+        checked += 1
+    assert checked >= 2
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_t5_attention_refused_with_a_reason():
+    model = T.T5ForConditionalGeneration(
+        T.T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=48, num_layers=1, num_heads=4, decoder_start_token_id=0)
+    )
+    analysis = analyze_groups(model, {"input_ids": _ids(), "decoder_input_ids": _ids()})
+    assert analysis.refused and all(r for r in analysis.refused.values())
+
+
+def test_time_bound_stops_an_endless_loop():
+    t0 = time.perf_counter()
+    with pytest.raises(TraceTimeout), time_bound(0.5):
+        while True:
+            pass
+    assert time.perf_counter() - t0 < 5
+    with time_bound(5):  # a block that ends first: nothing is raised later
+        pass
+    time.sleep(0.1)
+
+
+def test_a_hanging_dependency_graph_is_stopped(monkeypatch):
+    import torch_pruning as tp
+
+    def forever(*args, **kwargs):
+        while True:
+            pass
+
+    monkeypatch.setattr(tp.DependencyGraph, "get_pruning_group", forever)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    t0 = time.perf_counter()
+    analysis = analyze_groups(model, torch.randn(2, 4), timeout=1.0)
+    assert time.perf_counter() - t0 < 10
+    assert "did not finish within 1 s" in analysis.error
