@@ -274,7 +274,7 @@ def sensitivity(
     t0 = time.perf_counter()
     rows = rows_for(bench, granularity, criterion, layers)
     if mode == "estimate":
-        return _estimate(bench, rows, ratios_arr, data, second_order, granularity, criterion, t0)
+        return _estimate(bench, rows, ratios_arr, data, second_order, granularity, criterion, t0, progress)
     return _exact(bench, rows, ratios_arr, data, metric, granularity, criterion, executor, progress, engine, t0)
 
 
@@ -411,10 +411,12 @@ def _grads(adapter, model, names, params, x, y) -> list[Tensor]:
     return [torch.zeros_like(p, dtype=torch.float64) if g is None else g.double() for p, g in zip(params, gs)], count
 
 
-def _squared_sample_grads(adapter, model, names, params, x, y) -> list[Tensor]:
-    """Per parameter, the sum over the batch's samples of each sample's squared loss gradient. One vectorised
-    pass (torch.func.vmap over per-sample grads, in chunks of at most ~64 MB of gradients); models vmap cannot
-    batch (recurrent kernels, random ops) take one backward pass per sample instead, with the same result."""
+def _squared_sample_grads(adapter, model, names, params, x, y, tick=None) -> list[Tensor]:
+    """Per parameter, the sum over the batch's samples of each sample's squared loss gradient. Vectorised
+    (torch.func.vmap over per-sample grads) over chunks of at most ~64 MB of gradients, each squared and summed
+    before the next (the per-sample gradients of a whole batch are never held at once); models vmap cannot
+    batch (recurrent kernels, random ops) take one backward pass per sample instead, with the same result.
+    `tick()` is called between chunks (a Stop button's check)."""
     if isinstance(x, Tensor) and x.dim() > 0 and y is not None and y.dim() > 0 and adapter.task is not None:
         task = adapter.task
         try:
@@ -426,8 +428,18 @@ def _squared_sample_grads(adapter, model, names, params, x, y) -> list[Tensor]:
 
             pd = {n: p.detach() for n, p in zip(names, params)}
             chunk = max(1, min(int(y.shape[0]), (1 << 24) // max(1, sum(p.numel() for p in params))))
-            gs = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk)(pd, x, y)
-            return [gs[n].double().square().sum(0) for n in names]
+            per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))
+            acc = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+            for start in range(0, int(y.shape[0]), chunk):
+                gs = per_sample(pd, x[start : start + chunk], y[start : start + chunk])
+                for a, n in zip(acc, names):
+                    a += gs[n].square().sum(0, dtype=torch.float64)
+                del gs
+                if tick is not None:
+                    tick()
+            return acc
+        except (KeyboardInterrupt, MemoryError):
+            raise
         except Exception:  # no batching rule for some op: the per-sample loop below
             pass
     out = [torch.zeros_like(p, dtype=torch.float64) for p in params]
@@ -435,26 +447,39 @@ def _squared_sample_grads(adapter, model, names, params, x, y) -> list[Tensor]:
         xs, ys = take(x, 1, s), None if y is None else y[s : s + 1]
         for acc, g in zip(out, _grads(adapter, model, names, params, xs, ys)[0]):
             acc += g * g
+        if tick is not None and s % 16 == 15:
+            tick()
     return out
 
 
-def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t0) -> SensitivityResult:
-    """Predicted loss change per point from gradients (and squared gradients) of one pass over `data`."""
+def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t0, progress=None) -> SensitivityResult:
+    """Predicted loss change per point from gradients (and squared gradients) of one pass over `data`.
+    `progress` counts batches (a callback may raise to stop: nothing on the model is changed)."""
     model, adapter = bench.model, bench.adapter
     names = sorted({n for r in rows for n in r.ranking.masks(float(ratios.max()))})
     params = [model.get_parameter(n) for n in names]
     grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     fisher = [torch.zeros_like(p, dtype=torch.float64) for p in params] if second_order else None
     n = 0
+    try:
+        total = len(data)
+    except TypeError:
+        total = 0
+    bar = _bar(progress, total, f"sensitivity estimate ({granularity}/{criterion})")
+    done = [0]
+    tick = (lambda: progress(done[0], total)) if callable(progress) else None
     with eval_mode(model), torch.enable_grad():
         for x, y in adapter.batches(data, model):
             gs, count = _grads(adapter, model, names, params, x, y)  # autograd.grad: no .grad written on the model
             for acc, g in zip(grads, gs):
                 acc += g
             if fisher is not None:  # diagonal empirical Fisher from per-sample gradients
-                for acc, g2 in zip(fisher, _squared_sample_grads(adapter, model, names, params, x, y)):
+                for acc, g2 in zip(fisher, _squared_sample_grads(adapter, model, names, params, x, y, tick)):
                     acc += g2
             n += count  # loss terms: samples, or tokens for language models
+            done[0] += 1
+            bar(1)
+    bar(0, close=True)
     if n == 0:
         raise DataError("sensitivity estimate: the data yielded no samples")
     index = {name: i for i, name in enumerate(names)}
