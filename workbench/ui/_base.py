@@ -1,11 +1,20 @@
 """What every panel shares: a busy runner (background thread, Stop flag, disabled buttons), a debouncer with
-an injectable scheduler, a log, and rendering matplotlib figures to PNG without pyplot (no figure leaks)."""
+an injectable scheduler, a log, and rendering matplotlib figures to PNG without pyplot (no figure leaks).
+
+When the interpreter exits while a task runs (a script ends after clicking Apply, a kernel shuts down), every
+running task is asked to stop and its worker is joined before Python finalizes: a worker torn down inside torch's
+C++ code aborts the process ("terminate called without an active exception"), and a model could be left between
+two states. Tasks that check Stop end at their next progress tick; others (Apply, export) run to their end.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures.thread  # noqa: F401  (its exit hook joins pool threads; ours must run before it)
 import html
 import io
+import os
+import sys
 import threading
 import time
 import traceback
@@ -15,6 +24,8 @@ from typing import Any
 import ipywidgets as W
 
 __all__ = ["Busy", "Debouncer", "Log", "Panel", "render_png"]
+
+_RUNNING: set[Busy] = set()  # runners whose worker thread is alive; joined at interpreter exit
 
 
 def render_png(draw: Callable[[Any], Any], size: tuple[float, float] = (6.0, 3.5), ncols: int = 1) -> bytes:
@@ -60,7 +71,12 @@ class Log:
 
 class Busy:
     """Runs long work off the kernel's main thread (so Stop can be clicked), with a progress bar, a Stop
-    button and every registered button disabled meanwhile. Tests pass ``threaded=False``."""
+    button and every registered button disabled meanwhile. Tests pass ``threaded=False``.
+
+    At interpreter exit a running task is stopped and waited for, at most `exit_timeout` seconds (the process then
+    ends with exit code 1 and a message naming the task, rather than tearing the worker down mid-step)."""
+
+    exit_timeout = 60.0
 
     def __init__(self, log: Log, threaded: bool = True):
         self.log = log
@@ -119,17 +135,21 @@ class Busy:
                 self.log.error(e)
                 self.last_traceback = traceback.format_exc()
             finally:
-                for b in self.buttons:
-                    b.disabled = False
-                for fn in self.on_idle:
-                    fn()
-                self.running = False
-                self.progress.layout.visibility = "hidden"
-                self.stop_button.layout.visibility = "hidden"
-                self.label.value = ""
+                try:
+                    for b in self.buttons:
+                        b.disabled = False
+                    for fn in self.on_idle:
+                        fn()
+                finally:
+                    self.running = False
+                    self.progress.layout.visibility = "hidden"
+                    self.stop_button.layout.visibility = "hidden"
+                    self.label.value = ""
+                    _RUNNING.discard(self)
 
         if self.threaded:
             self.thread = threading.Thread(target=body, name=f"workbench: {what}", daemon=True)
+            _RUNNING.add(self)
             self.thread.start()
         else:
             body()
@@ -137,6 +157,42 @@ class Busy:
     def wait(self, timeout: float | None = None) -> None:
         if self.thread is not None:
             self.thread.join(timeout)
+
+
+def _stop_at_exit() -> None:
+    """Stop every running task and join its worker before the interpreter finalizes (see the module docstring)."""
+    running = [b for b in list(_RUNNING) if b.thread is not None and b.thread.is_alive()]
+    for b in running:
+        b._stop.set()
+    for b in running:
+        b.thread.join(b.exit_timeout)
+    stuck = [b for b in running if b.thread.is_alive()]
+    if stuck:
+        names = ", ".join(repr(b.thread.name.removeprefix("workbench: ")) for b in stuck)
+        sys.stderr.write(
+            f"workbench: the dashboard task {names} was asked to stop at exit and was still running after "
+            f"{max(b.exit_timeout for b in stuck):g} s; ending the process without finalizing Python, so the "
+            "task is not torn down mid-step. Let the task finish (or press Stop) before the script ends, or raise "
+            "workbench.ui.Busy.exit_timeout.\n"
+        )
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(1)
+
+
+# threading's exit hooks run before non-daemon threads are joined and before atexit's, most recent first: this
+# one runs before concurrent.futures' (which joins its pool threads and so would strand a scan that waits on
+# them). atexit is the fallback where threading has no such hook.
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_stop_at_exit)
+else:  # pragma: no cover
+    import atexit
+
+    atexit.register(_stop_at_exit)
 
 
 class Debouncer:
