@@ -11,6 +11,7 @@ from .compare import CompareResult, available_strategies, compare, register_stra
 from .errors import (
     CriterionError,
     DataError,
+    ExportError,
     GranularityError,
     ModelError,
     PlanError,
@@ -50,6 +51,7 @@ __all__ = [
     "CriterionError",
     "DataError",
     "EasingSuggestion",
+    "ExportError",
     "GranularityError",
     "HistoryEntry",
     "LayerPlan",

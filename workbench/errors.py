@@ -8,6 +8,7 @@ from collections.abc import Iterable
 __all__ = [
     "CriterionError",
     "DataError",
+    "ExportError",
     "GranularityError",
     "ModelError",
     "PlanError",
@@ -50,6 +51,11 @@ class ModelError(WorkbenchError, ValueError):
 
 class DataError(WorkbenchError, ValueError):
     """The evaluation data is empty, of the wrong form, or on another device than the model."""
+
+
+class ExportError(WorkbenchError, ValueError):
+    """A module cannot be exported or loaded as asked: unknown format, custom ops, an export folder whose files
+    are missing, changed, truncated or malformed, or that names code `load` does not run without being told to."""
 
 
 class WorkbenchWarning(UserWarning):
