@@ -93,7 +93,7 @@ def test_rule_groups_zero_exactly_one_unit(name):
     state = {k: v.clone() for k, v in model.state_dict().items()}
     checked = 0
     for g in analysis.groups.values():
-        if not g.supported or not (":heads" in g.id or g.unit == "channel" and len(g.members) >= 2):
+        if not g.supported or not (":heads" in g.id or (g.unit == "channel" and len(g.members) >= 2)):
             continue
         pruned = torch.zeros(g.size, dtype=torch.bool)
         pruned[g.size // 2] = True

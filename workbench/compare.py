@@ -452,7 +452,7 @@ def _deploy(bench, backend: str, x: Any) -> tuple[nn.Module, str]:
 
     if backend == "shrink":
         groups = bench.groups
-        params = dict(bench.model.named_parameters())
+        params = dict(bench.model.named_parameters(remove_duplicate=False))  # tied tensors under every name
         if groups is None or not prunable_channels(groups, params, bench.store.masks()):
             return bench.model, "masked"  # nothing to remove physically: the masked model is what runs
     fast, rep = compile(bench, backend=backend, batch_size=x.shape[0] if isinstance(x, Tensor) else 64)

@@ -9,6 +9,7 @@ __all__ = [
     "CriterionError",
     "DataError",
     "DemoWeightsError",
+    "ExportError",
     "GranularityError",
     "ModelError",
     "OutsideEditError",
@@ -66,6 +67,11 @@ class OutsideEditError(WorkbenchError, RuntimeError):
     def __init__(self, message: str, edits: dict[str, str] | None = None):
         super().__init__(message)
         self.edits = dict(edits or {})
+
+
+class ExportError(WorkbenchError, ValueError):
+    """A module cannot be exported or loaded as asked: unknown format, custom ops, an export folder whose files
+    are missing, changed, truncated or malformed, or that names code `load` does not run without being told to."""
 
 
 class WorkbenchWarning(UserWarning):

@@ -31,14 +31,22 @@ def test_shrunk_model_round_trips_through_safetensors_onnx_and_plan(tmp_path):
         "example.safetensors",
         "plan.json",
         "model.onnx",
+        "manifest.json",
     }
     assert all((tmp_path / k).stat().st_size == v for k, v in rep.files.items())
     assert rep.onnx_max_abs_err is not None and rep.onnx_max_abs_err <= 1e-5
     assert rep.compressed["model.safetensors"] < rep.files["model.safetensors"]  # zeros of unstructured sparsity
     assert "deflate" in str(rep)
     x = data[0][0]
-    # rebuilt from the original architecture, resized; and from the recorded class
-    for loaded in (wb.sparse.load(tmp_path, ResCat()), wb.sparse.load(tmp_path, ResCat), wb.sparse.load(tmp_path)):
+    # rebuilt from the original architecture, resized; and from the recorded class, which load imports only when
+    # told to (it is the test's own, not a workbench or torch.nn class)
+    with pytest.raises(ExportError, match=r"trust_code=True"):
+        wb.sparse.load(tmp_path)
+    for loaded in (
+        wb.sparse.load(tmp_path, ResCat()),
+        wb.sparse.load(tmp_path, ResCat),
+        wb.sparse.load(tmp_path, trust_code=True),
+    ):
         assert loaded.stem[0].out_channels == fast.stem[0].out_channels < 8
         with torch.inference_mode():
             torch.testing.assert_close(loaded(x), fast(x), atol=0, rtol=0)
@@ -91,8 +99,12 @@ def test_bad_exports_are_clear_errors(tmp_path):
         wb.sparse.export(model, tmp_path, formats=("plan",))
     with pytest.raises(ExportError, match="pass example_inputs"):
         wb.sparse.export(model, tmp_path, formats=("onnx",))
-    with pytest.raises(ExportError, match=r"no architecture\.json"):
+    with pytest.raises(ExportError, match=r"nothing does not exist"):
         wb.sparse.load(tmp_path / "nothing")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not an export")
+    with pytest.raises(ExportError, match=r"no architecture\.json"):
+        wb.sparse.load(tmp_path / "other")
     wb.sparse.export(model, tmp_path, formats=("safetensors",))
     with pytest.raises(ExportError, match="is a Conv2d here but a Linear"):
         wb.sparse.load(tmp_path, nn.Sequential(nn.Conv2d(4, 4, 1)))

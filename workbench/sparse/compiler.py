@@ -240,6 +240,75 @@ def _capture(model: nn.Module, xs: tuple[Tensor, ...]) -> dict[str, Tensor]:
     return seen
 
 
+def _aliases(model: nn.Module) -> dict[str, str]:
+    """Every further name of a shared (tied) parameter -> the one name `named_parameters()` keeps for it.
+
+    `named_parameters()` lists a tensor held by two modules once (``head.weight = emb.weight`` gives only
+    ``emb.weight``), while `state_dict()`, the coupled groups and the mask store name it per module.
+    """
+    first: dict[int, str] = {}
+    out: dict[str, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            out[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return out
+
+
+def _tied_names(aliases: dict[str, str]) -> dict[str, list[str]]:
+    """Every name of a tied parameter -> the other names of the same tensor."""
+    sets: dict[str, list[str]] = {}
+    for alias, canon in aliases.items():
+        sets.setdefault(canon, [canon]).append(alias)
+    return {n: [m for m in names if m != n] for names in sets.values() for n in names}
+
+
+def _by_every_name(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, list[str]]]:
+    """Parameters under every name they are reachable by, and the tied ones' other names."""
+    return dict(model.named_parameters(remove_duplicate=False)), _tied_names(_aliases(model))
+
+
+def _masks_by_every_name(masks: dict[str, Tensor] | None, params: dict[str, Tensor], tied: dict[str, list[str]]):
+    """The store's masks (keyed by the name it prunes a tied tensor as) under every name of that tensor."""
+    if masks is None:
+        return None
+    out = {k: v for k, v in masks.items() if k in params}
+    for name, others in tied.items():
+        if name not in out:
+            got = next((masks[o] for o in others if o in masks), None)
+            if got is not None:
+                out[name] = got
+    return out
+
+
+def _untied_groups(found: dict[str, list[int]], groups, tied: dict[str, list[str]], notes: list[str], what: str):
+    """`found` without the groups that would cut a tied tensor: the cut copy would hold two tensors where the
+    model holds one (Torch-Pruning and the slim modules replace each module's parameter on its own)."""
+    keep = {}
+    for gid, idx in found.items():
+        hit = next((m.param for m in groups.groups[gid].members if m.param in tied), None)
+        if hit is None:
+            keep[gid] = idx
+        else:
+            notes.append(
+                f"{what} of group {gid!r} not removed: they cut {hit!r}, which is tied to "
+                f"{', '.join(map(repr, tied[hit]))}; the pruned {what} stay masked"
+            )
+    return keep
+
+
+def _check_ties(ref: nn.Module, out: nn.Module) -> None:
+    """Each tensor `ref` shares between modules is still one tensor in `out` wherever both names remain."""
+    params = dict(out.named_parameters(remove_duplicate=False))
+    for alias, canon in _aliases(ref).items():
+        if alias in params and canon in params and params[alias] is not params[canon]:
+            raise CompileError(
+                f"the compiled copy holds {alias!r} and {canon!r} as two tensors, but the model ties them; "
+                "this is a bug, please report it with the model"
+            )
+
+
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, leaf, new)
@@ -322,8 +391,8 @@ def compile(
                 groups = analyze_groups(ref, xs)  # read-only, and on our copy
         if groups.error:
             notes.append(f"shrink: {groups.error}")
-        params = dict(ref.named_parameters())
-        ref_masks = None if masks is None else {k: v for k, v in masks.items() if k in params}
+        params, tied = _by_every_name(ref)  # tied tensors under every name: groups name them per module
+        ref_masks = _masks_by_every_name(masks, params, tied)
         source = ref
         dead = dead_branches(ref, groups.branches.values(), ref_masks)
         if dead:  # whole residual branches (granularity 'layer'): cut them out of the graph first
@@ -333,13 +402,13 @@ def compile(
             if ok:
                 removed.update({f"branch {b.id}": sum(params[p].numel() for p in b.params) for b in dead})
                 source = shrunk = cut
-                params = dict(cut.named_parameters())
+                params, tied = _by_every_name(cut)
                 ref_masks = None if ref_masks is None else {k: v for k, v in ref_masks.items() if k in params}
                 with traceable(cut):
                     groups = analyze_groups(cut, xs)
             else:
                 notes.append(f"removing branches {[b.id for b in dead]} changes the outputs ({err:.2e}); kept")
-        channels = prunable_channels(groups, params, ref_masks)
+        channels = _untied_groups(prunable_channels(groups, params, ref_masks), groups, tied, notes, "channels")
         if channels:
             shrunk = copy.deepcopy(source)
             shrink_(shrunk, xs, channels)
@@ -360,7 +429,7 @@ def compile(
             ("head", shrink_heads_, "heads", "heads"),  # SlimMultiheadAttention in place of nn.MultiheadAttention
             ("lstm-unit", shrink_rnn_units_, "units", "recurrent units"),  # SlimRNN in place of nn.LSTM/GRU/RNN
         ):
-            found = prunable_channels(groups, params, ref_masks, unit=unit)
+            found = _untied_groups(prunable_channels(groups, params, ref_masks, unit=unit), groups, tied, notes, what)
             if not found:
                 continue
             slim = copy.deepcopy(shrunk if shrunk is not None else source)
@@ -396,9 +465,22 @@ def compile(
         cands = [c for c in cands if dev.type in c.devices] if backend == "auto" else [b]
         stage = copy.deepcopy(base) if backend == "auto" else base
         inputs = _capture(stage, xs)  # type: ignore[arg-type]
+        tied = _tied_names(_aliases(stage))
         replaced = 0
         for name, mod in list(stage.named_modules()):
             if not isinstance(mod, (nn.Linear, nn.Conv2d)):
+                continue
+            shared = next(
+                (f"{name}.{k}" for k, _ in mod.named_parameters(recurse=False) if f"{name}.{k}" in tied), None
+            )
+            if shared is not None:  # a sparse copy of one holder would leave two tensors where there is one
+                why = f"{shared!r} is tied to {', '.join(map(repr, tied[shared]))}: converting it would untie them; kept dense"
+                w = mod.weight.detach()
+                layers.append(
+                    LayerResult(
+                        name, tuple(w.shape), float((w == 0).float().mean()), "dense", {}, {c.name: why for c in cands}
+                    )
+                )
                 continue
             res, new = _choose(
                 name, mod, inputs.get(name), cands, backend != "auto", dev, atol, rtol, repeats, min_gain
@@ -452,6 +534,7 @@ def compile(
                 with torch.inference_mode():
                     err = _close(_out(stage(*xs)), y_ref, atol, rtol)[1]  # type: ignore[arg-type]
             compiled_ms = t[best]
+    _check_ties(ref, stage)
     stage.eval()
     stage._workbench = {  # what export needs; a plain attribute, not in the state_dict
         "plans": plans,

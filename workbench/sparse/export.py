@@ -13,24 +13,29 @@
 - ``model.onnx``: the module with sparse layers made dense again (ONNX has no sparse kernels), exported by
   torch's `torch.export`-based exporter with a dynamic batch dimension, then run in onnxruntime on the
   example inputs and compared with torch (max abs error in the report). Operators without an ONNX
-  translation (custom ops) are named in the error.
+  translation (custom ops) are named in the error;
+- ``manifest.json``, always, written last: the size and sha256 of every file above (`workbench.sparse.manifest`).
 
 `ExportReport` lists the files with their sizes and their deflate-compressed sizes: unstructured-sparse
 weights store their zeros, which compress away.
 
 What `load` supports: modules built from standard layers whose size lives in the attributes above (Linear,
 ConvNd, BatchNorm, LayerNorm, GroupNorm, Embedding, PReLU, and the workbench's sparse layers); pass the
-original model freshly built (``load(path, MyNet())``) or let `load` build it from the recorded class when
-its constructor takes no arguments. Residual branches removed by the shrink (granularity ``layer``) are cut from
-the rebuilt model the same way (torch.fx), and attention modules that lost heads are rebuilt as
-`SlimMultiheadAttention`, recurrent layers that lost hidden units as `SlimRNN`.
+original model freshly built (``load(path, MyNet())``) or a factory (``load(path, MyNet)``), or let `load`
+build it from the recorded class when its constructor takes no arguments and it is one of the workbench's own
+classes or a ``torch.nn`` layer (any other class only with ``trust_code=True``: `load` never imports or calls a
+name read from the files otherwise). Before anything is built, every file is checked against the manifest and
+for its form (`workbench.sparse.reader`): a missing, changed, truncated or malformed file is an `ExportError`
+naming it. Tensors the model shares between modules (tied weights) are saved once and tied again.
+Residual branches removed by the shrink (granularity ``layer``) are cut from the rebuilt model the same way
+(torch.fx), and attention modules that lost heads are rebuilt as `SlimMultiheadAttention`, recurrent layers
+that lost hidden units as `SlimRNN`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import importlib
 import io
 import json
 import logging
@@ -47,38 +52,22 @@ import torch
 from torch import Tensor, nn
 
 from .._text import table_lines
-from ..errors import WorkbenchError
+from ..errors import ExportError, WorkbenchWarning
 from ..plan import Plan
+from . import reader
+from .manifest import MANIFEST, verify_manifest, write_manifest
 from .modules import BSRLinear, SemiStructuredLinear, SparseConv2d, SparseLinear, _SparseBase, densify_
+from .reader import ARCH_FORMAT, ARCH_VERSION, SIZE_ATTRS
 
 __all__ = ["FORMATS", "ExportError", "ExportReport", "export", "load"]
 
 FORMATS = ("safetensors", "onnx", "plan")
-_ARCH_VERSION = 1
-_SIZE_ATTRS = (
-    "in_features",
-    "out_features",
-    "in_channels",
-    "out_channels",
-    "groups",
-    "num_features",
-    "normalized_shape",
-    "num_groups",
-    "num_channels",
-    "num_embeddings",
-    "embedding_dim",
-    "num_parameters",
-)
 _SPARSE = {
     "SparseLinear": SparseLinear,
     "BSRLinear": BSRLinear,
     "SemiStructuredLinear": SemiStructuredLinear,
     "SparseConv2d": SparseConv2d,
 }
-
-
-class ExportError(WorkbenchError, ValueError):
-    """A module cannot be exported or loaded as asked (unknown format, custom ops, mismatching architecture)."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +128,7 @@ def architecture(module: nn.Module) -> dict[str, Any]:
         if not tensors and not isinstance(m, _SparseBase):
             continue
         attrs = {}
-        for a in _SIZE_ATTRS:
+        for a in SIZE_ATTRS:
             v = getattr(m, a, None)
             if (isinstance(v, int) and not isinstance(v, bool)) or (
                 isinstance(v, tuple) and all(isinstance(x, int) for x in v)
@@ -284,7 +273,7 @@ def export(
     >>> with tempfile.TemporaryDirectory() as d:
     ...     rep = export(m, d, formats=("safetensors",))
     ...     sorted(rep.files), load(d, torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)))[2].out_features
-    (['architecture.json', 'model.safetensors'], 2)
+    (['architecture.json', 'manifest.json', 'model.safetensors'], 2)
     """
     if not isinstance(module, nn.Module):
         raise ExportError(
@@ -318,7 +307,7 @@ def export(
             "module": type(module).__module__,
             "qualname": type(module).__qualname__,
         }
-        arch = {"format": "workbench-architecture", "version": _ARCH_VERSION, "source": src, "tied": tied}
+        arch = {"format": ARCH_FORMAT, "version": ARCH_VERSION, "source": src, "tied": tied}
         arch["modules"] = architecture(module)
         arch["removed_branches"] = list(getattr(module, "_workbench_removed_branches", []))  # granularity 'layer'
         (out / "architecture.json").write_text(json.dumps(arch, indent=1))
@@ -342,6 +331,8 @@ def export(
         if any(isinstance(m, _SparseBase) for m in module.modules()):
             notes.append("ONNX has no sparse matmul kernels: sparse layers are stored dense in model.onnx")
         written.append("model.onnx")
+    write_manifest(out, written)  # last: sha256 of every file above, checked by `load`
+    written.append(MANIFEST)
     files = {k: (out / k).stat().st_size for k in written}
     big = {k for k in written if k.endswith((".safetensors", ".onnx"))}
     compressed = {k: _deflated(out / k) for k in written if k in big}
@@ -349,32 +340,52 @@ def export(
 
 
 # ------------------------------------------------------------------------------------------------------------
-def _build(arch: dict[str, Any], model: nn.Module | Callable[[], nn.Module] | None) -> nn.Module:
+def _build(
+    arch: dict[str, Any], model: nn.Module | Callable[[], nn.Module] | None, arch_path: Path, trust_code: bool
+) -> nn.Module:
+    """The model to load into: the caller's module or factory, else the recorded class (allow-listed, see
+    `workbench.sparse.reader.model_class`) called without arguments."""
     if isinstance(model, nn.Module):
         return model
-    if callable(model):
-        built = model()
-        if not isinstance(built, nn.Module):
-            raise ExportError(f"model() must return an nn.Module, got {type(built).__name__}")
-        return built
-    src = arch.get("source") or {}
+    if model is not None and not callable(model):
+        raise ExportError(
+            f"model must be an nn.Module (the architecture freshly built) or a no-argument callable returning one, "
+            f"got {type(model).__name__}"
+        )
+    factory, what = (model, "model()") if model is not None else (reader.model_class(arch, arch_path, trust_code), "")
+    if not what:
+        src = arch["source"]
+        what = f"{src['module']}.{src['qualname']}() (named in {arch_path})"
     try:
-        obj: Any = importlib.import_module(src["module"])
-        for part in src["qualname"].split("."):
-            obj = getattr(obj, part)
-        return obj()
+        built = factory()
     except Exception as e:
         raise ExportError(
-            f"could not build {src.get('module')}.{src.get('qualname')} without arguments ({type(e).__name__}: {e}); "
-            "pass the original architecture freshly built: load(path, model=MyNet(...))"
+            f"{what} failed without arguments ({type(e).__name__}: {e}); pass the architecture freshly built: "
+            "load(path, model=MyNet(...))"
         ) from None
+    if not isinstance(built, nn.Module):
+        raise ExportError(f"{what} must return an nn.Module, got {type(built).__name__}")
+    return built
 
 
-def _resize(model: nn.Module, name: str, spec: dict[str, Any]) -> None:
+def _resize(model: nn.Module, name: str, spec: dict[str, Any], arch_path: Path) -> None:
     try:
         m = model.get_submodule(name)
     except AttributeError:
         raise ExportError(f"the saved model has a module {name!r} that the given architecture lacks") from None
+    try:
+        _resize_module(model, m, name, spec)
+    except ExportError:
+        raise
+    except (KeyError, AttributeError, TypeError, ValueError, IndexError, ArithmeticError, RuntimeError) as e:
+        raise ExportError(
+            f"{arch_path}: module {name!r} ({spec['type']}) cannot be rebuilt from its saved description into "
+            f"the given {type(m).__name__} ({type(e).__name__}: {e}); was `model` built with the same constructor "
+            "arguments as the exported one, or was the file edited?"
+        ) from None
+
+
+def _resize_module(model: nn.Module, m: nn.Module, name: str, spec: dict[str, Any]) -> None:
     cls = _SPARSE.get(spec["type"])
     if cls is not None and not isinstance(m, cls):
         t = spec["tensors"]
@@ -443,28 +454,91 @@ def _resize(model: nn.Module, name: str, spec: dict[str, Any]) -> None:
             m.register_buffer(local, empty)
 
 
+def _tie_(model: nn.Module, tied: dict[str, str]) -> None:
+    """Make every tensor the export saved once (`tied`: name -> the name it shares) one tensor again, also when
+    the given architecture does not tie them itself."""
+    for alias, first in tied.items():
+        parent, _, local = alias.rpartition(".")
+        fparent, _, flocal = first.rpartition(".")
+        try:
+            owner, src_owner = model.get_submodule(parent), model.get_submodule(fparent)
+        except AttributeError:
+            continue  # load_state_dict names what is missing
+        for table in ("_parameters", "_buffers"):
+            src, cur = getattr(src_owner, table).get(flocal), getattr(owner, table).get(local)
+            if src is None or cur is None or cur is src:
+                continue
+            if cur.shape != src.shape:
+                raise ExportError(
+                    f"{alias!r} {list(cur.shape)} was saved as one tensor with {first!r} {list(src.shape)}; "
+                    "was `model` built with the same constructor arguments as the exported one?"
+                )
+            getattr(owner, table)[local] = src
+
+
+def _folder(path: str | os.PathLike) -> tuple[Path, dict[str, Any] | None]:
+    """The export folder and its verified manifest (None for exports made before manifests)."""
+    p = Path(path)
+    if not p.exists():
+        raise ExportError(f"{p} does not exist; pass the folder that wb.sparse.export wrote")
+    if not p.is_dir():
+        raise ExportError(f"{p} is a file; pass the folder that wb.sparse.export wrote (here {p.parent})")
+    if not any(p.iterdir()):
+        raise ExportError(f"{p} is empty: no export was written there (wb.sparse.export(module, {str(p)!r}))")
+    files = verify_manifest(p)
+    need = ("architecture.json", "model.safetensors")
+    if files is not None:
+        lacking = [n for n in need if n not in files]
+        if lacking:
+            raise ExportError(
+                f"{p} has no {' + '.join(lacking)} in its {MANIFEST}; export with formats including 'safetensors'"
+            )
+    elif not all((p / n).is_file() for n in need):
+        raise ExportError(
+            f"{p} has no architecture.json + model.safetensors; export with formats including 'safetensors'"
+        )
+    else:
+        warnings.warn(
+            f"{p} has no {MANIFEST} (exported by an earlier version of the workbench): its files cannot be checked "
+            "for changes or truncation, only for their form. Export the model again to add one",
+            WorkbenchWarning,
+            stacklevel=3,
+        )
+    return p, files
+
+
 def load(
     path: str | os.PathLike,
     model: nn.Module | Callable[[], nn.Module] | None = None,
     *,
     check: bool = True,
     atol: float = 1e-5,
+    trust_code: bool = False,
 ) -> nn.Module:
-    """Rebuild an exported module: `model` (the original architecture, freshly built, or a no-argument
-    callable; default: the recorded class called without arguments) is resized to the saved shapes and the
-    safetensors weights are loaded (no pickles). With `check`, the saved example outputs are reproduced."""
-    from safetensors.torch import load_file
+    """Rebuild an exported module: `model` (the original architecture freshly built, or a no-argument callable
+    returning it) is resized to the saved shapes and the safetensors weights are loaded (no pickles). With `check`,
+    the saved example outputs are reproduced.
 
-    p = Path(path)
-    if not (p / "architecture.json").exists() or not (p / "model.safetensors").exists():
-        raise ExportError(
-            f"{p} has no architecture.json + model.safetensors; export with formats including 'safetensors'"
-        )
-    arch = json.loads((p / "architecture.json").read_text())
-    if arch.get("format") != "workbench-architecture" or arch.get("version") != _ARCH_VERSION:
-        raise ExportError(f"{p / 'architecture.json'} is not a workbench architecture file of version {_ARCH_VERSION}")
-    m = _build(arch, model)
-    if arch.get("removed_branches"):  # residual branches the shrink cut out of the graph: cut them again
+    Without `model`, the class recorded in ``architecture.json`` is built without arguments, but only if it is
+    one of the workbench's own (``workbench.*``) or a ``torch.nn`` layer; any other name raises `ExportError`
+    before anything is imported. ``trust_code=True`` lifts that: `load` then imports the recorded module and
+    calls the recorded name, so use it only for files from someone you trust.
+
+    Every file is checked against the sha256 ``manifest.json`` that `export` writes, then for its form; a missing,
+    changed, truncated or malformed file raises `ExportError` naming it. Exports without a manifest (made before
+    there was one) still load, with a `WorkbenchWarning` that their files could not be checked for changes.
+    """
+    p, files = _folder(path)
+    arch_path, st_path = p / "architecture.json", p / "model.safetensors"
+    listed = (lambda n: n in files) if files is not None else (lambda n: (p / n).is_file())
+    arch = reader.read_architecture(arch_path)
+    state = reader.read_tensors(st_path)
+    reader.check_tensors(arch, state, arch_path, st_path)
+    if listed("plan.json"):
+        reader.read_plans(p / "plan.json")  # a plan file that holds no plans is a broken export
+    example = reader.read_examples(p / "example.safetensors") if check and listed("example.safetensors") else None
+    m = _build(arch, model, arch_path, trust_code)
+    if arch["removed_branches"]:  # residual branches the shrink cut out of the graph: cut them again
         from ..branches import find_branches, remove_branches
 
         found = {b.id: b for b in find_branches(m)[0]}
@@ -475,10 +549,18 @@ def load(
             )
         m = remove_branches(m, [found[i] for i in arch["removed_branches"]])
     for name, spec in arch["modules"].items():
-        _resize(m, name, spec)
-    state = load_file(str(p / "model.safetensors"))
-    for k, first in arch.get("tied", {}).items():
+        _resize(m, name, spec, arch_path)
+    _tie_(m, arch["tied"])
+    for k, first in arch["tied"].items():
         state[k] = state[first]
+    own = m.state_dict()
+    wrong = [(k, v.shape, own[k].shape) for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        k, saved, here = wrong[0]
+        raise ExportError(
+            f"{st_path}: {k!r} is {list(saved)} but the model to load into has {list(here)} there "
+            f"({len(wrong)} such tensors); was `model` built with the same constructor arguments as the exported one?"
+        )
     missing, unexpected = m.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ExportError(
@@ -486,12 +568,19 @@ def load(
             "was `model` built with the same constructor arguments as the exported one?"
         )
     m.eval()
-    if check and (p / "example.safetensors").exists():
-        ex = load_file(str(p / "example.safetensors"))
-        xs = [ex[f"input.{i}"] for i in range(sum(k.startswith("input.") for k in ex))]
-        with torch.inference_mode():
-            y = m(*xs)
-        err = float((y.float() - ex["output"].float()).abs().max()) if isinstance(y, Tensor) else math.inf
+    if example is not None:
+        xs, want = example
+        try:
+            with torch.inference_mode():
+                y = m(*xs)
+        except Exception as e:
+            raise ExportError(
+                f"the loaded model fails on the inputs saved in {p / 'example.safetensors'} ({type(e).__name__}: "
+                f"{str(e)[:200]}); load with check=False to skip the check"
+            ) from None
+        err = math.inf
+        if isinstance(y, Tensor) and y.shape == want.shape:
+            err = float((y.float() - want.float()).abs().max()) if y.numel() else 0.0
         if not err <= atol:
             raise ExportError(
                 f"the loaded model does not reproduce the saved example outputs (max abs error {err:.2e})"

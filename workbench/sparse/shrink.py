@@ -12,7 +12,7 @@ computes; `workbench.sparse.compile` checks that on real inputs before returning
 >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
 >>> bench = wb.Workbench(model, [(torch.randn(4, 8), torch.tensor([0, 1, 2, 0]))])
 >>> _ = bench.apply(wb.Plan.uniform(0.5, granularity="neuron"), evaluate=False)
->>> {k: len(v) for k, v in prunable_channels(bench.groups, dict(model.named_parameters()), bench.masks).items()}
+>>> {k: len(v) for k, v in prunable_channels(bench.groups, dict(model.named_parameters(remove_duplicate=False)), bench.masks).items()}
 {'0': 8}
 """
 
@@ -61,7 +61,9 @@ def prunable_channels(
     """Per supported group id of this `unit` ("channel" or "head"), the root units whose every member slice is
     pruned.
 
-    `masks` (True = pruned) say what is pruned; without them a slice counts as pruned when it is all zero.
+    `params` must hold every name a group uses, tied tensors under each module's name
+    (``dict(model.named_parameters(remove_duplicate=False))``; plain `named_parameters()` lists a tied tensor
+    once). `masks` (True = pruned) say what is pruned; without them a slice counts as pruned when it is all zero.
     At least one unit of each group is kept.
     """
     out: dict[str, list[int]] = {}
