@@ -145,3 +145,31 @@ def test_a_hanging_dependency_graph_is_stopped(monkeypatch):
     analysis = analyze_groups(model, torch.randn(2, 4), timeout=1.0)
     assert time.perf_counter() - t0 < 10
     assert "did not finish within 1 s" in analysis.error
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_shrink_cuts_heads_and_neurons_and_computes_what_the_masked_model_computes(name):
+    import copy
+
+    import workbench as wb
+
+    torch.manual_seed(0)
+    model = copy.deepcopy(MODELS[name]).eval()
+    ids = _ids(4, 9)
+    labels = torch.randint(0, 2, (4,)) if "bert" in name else ids
+    batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}]
+    bench = wb.Workbench(model, batches)
+    bench.apply(wb.Plan.uniform(0.5, granularity="head"), evaluate=False)
+    bench.apply(wb.Plan.uniform(0.5, granularity="neuron"), evaluate=False)
+    fast, rep = wb.sparse.compile(bench, backend="shrink")
+    assert rep.params_after < 0.8 * rep.params_before
+    assert any(k.startswith("rules") for k in rep.removed_channels), rep.removed_channels
+    with torch.no_grad():
+        torch.testing.assert_close(fast(**batches[0]).logits, model(**batches[0]).logits, rtol=1e-5, atol=1e-5)
+        assert torch.isfinite(fast(**batches[0]).loss)  # the model's own call, labels included
+    for mod in fast.modules():  # sizes follow the weights, head counts follow the heads kept
+        if isinstance(mod, torch.nn.Linear):
+            assert (mod.out_features, mod.in_features) == tuple(mod.weight.shape)
+        kv = getattr(mod, "num_key_value_heads", None)
+        if kv is not None and hasattr(mod, "k_proj"):
+            assert mod.k_proj.out_features == kv * mod.head_dim

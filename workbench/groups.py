@@ -76,6 +76,7 @@ class ChannelGroup:
     members: tuple[Member, ...]
     reason: str = ""  # non-empty: this group cannot be masked exactly, and why
     unit: str = "channel"  # "channel" (filters/neurons, removable by Torch-Pruning), "head" or "lstm-unit"
+    origin: str = "trace"  # "trace" (Torch-Pruning's graph), "rules" (workbench.rules: sliced by its members) or "own"
 
     @property
     def supported(self) -> bool:
@@ -183,6 +184,16 @@ def _op_name(node) -> str:
     return m.group(1) if m else node.name
 
 
+def traced_output(out: Any) -> Any:
+    """What Torch-Pruning traces back from: a tensor or a tuple of tensors as the model returns them; of a dict,
+    ModelOutput or nested output (caches, hidden states) its predictions (`workbench.adapter.logits_of`)."""
+    if isinstance(out, Tensor) or (isinstance(out, (list, tuple)) and all(isinstance(v, Tensor) for v in out)):
+        return out
+    from .adapter import logits_of
+
+    return logits_of(out)
+
+
 TRACE_SECONDS = 8.0  # the bound on Torch-Pruning's dependency graph; beyond it the module-tree rules stand alone
 
 
@@ -206,10 +217,10 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
     modes = {mod: mod.training for mod in model.modules()}
     if isinstance(example_inputs, dict):
         inputs: Any = dict(example_inputs)
-        forward = lambda m, x: m(**x)  # noqa: E731
+        forward = lambda m, x: traced_output(m(**x))  # noqa: E731
     else:
         inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
-        forward = lambda m, x: m(*x)  # noqa: E731
+        forward = lambda m, x: traced_output(m(*x))  # noqa: E731
     analysis = GroupAnalysis()
     claimed: set[str] = set()
     for g in rule_groups(model):
@@ -361,7 +372,9 @@ def _head_groups(name: str, mha: nn.MultiheadAttention) -> list[ChannelGroup]:
     d = e // h
     gid = f"{name}:heads"
     if h < 2:
-        return [ChannelGroup(gid, h, (name,), (), "it has a single head: removing it would empty the layer", "head")]
+        return [
+            ChannelGroup(gid, h, (name,), (), "it has a single head: removing it would empty the layer", "head", "own")
+        ]
     head = torch.arange(e) // d
     rows = torch.arange(e)
     members: list[Member] = []
@@ -376,7 +389,7 @@ def _head_groups(name: str, mha: nn.MultiheadAttention) -> list[ChannelGroup]:
         if getattr(mha, p, None) is not None:
             members.append(Member(f"{pre}{p}", 2, rows, head))
     members.append(Member(f"{pre}out_proj.weight", 1, rows, head, producer=True))
-    return [ChannelGroup(gid, h, (name,), tuple(members), "", "head")]
+    return [ChannelGroup(gid, h, (name,), tuple(members), "", "head", "own")]
 
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -397,7 +410,7 @@ def _rnn_groups(name: str, rnn: nn.RNNBase) -> list[ChannelGroup]:
                     if gates
                     else f"unknown recurrent mode {rnn.mode!r}"
                 )
-                out.append(ChannelGroup(gid, hsz, (name,), (), why, "lstm-unit"))
+                out.append(ChannelGroup(gid, hsz, (name,), (), why, "lstm-unit", "own"))
                 continue
             unit = torch.arange(gates * hsz) % hsz
             rows, cols = torch.arange(gates * hsz), torch.arange(hsz)
@@ -414,5 +427,5 @@ def _rnn_groups(name: str, rnn: nn.RNNBase) -> list[ChannelGroup]:
             if layer + 1 < rnn.num_layers:  # the next layer reads it, in both of its directions
                 for nxt in dirs:
                     members.append(Member(f"{pre}weight_ih_l{layer + 1}{nxt}", 1, cols + di * hsz, cols))
-            out.append(ChannelGroup(gid, hsz, (name,), tuple(members), "", "lstm-unit"))
+            out.append(ChannelGroup(gid, hsz, (name,), tuple(members), "", "lstm-unit", "own"))
     return out

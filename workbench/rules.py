@@ -229,7 +229,9 @@ def attention_groups(model: nn.Module) -> list[ChannelGroup]:
         producers = tuple(dict.fromkeys((s.q, s.k, s.v, s.o)))
         reason = "" if s.kv_heads > 1 else "it has a single key/value head: removing it would empty the layer"
         out.append(
-            ChannelGroup(f"{s.module}:heads", s.kv_heads, producers, tuple(head_members(model, s)), reason, "head")
+            ChannelGroup(
+                f"{s.module}:heads", s.kv_heads, producers, tuple(head_members(model, s)), reason, "head", "rules"
+            )
         )
     return out
 
@@ -285,7 +287,7 @@ def mlp_groups(model: nn.Module) -> list[ChannelGroup]:
             members += _rows_bias(model, u, idx, idx)
         members.append(Member(f"{down}.weight", linear_dims(model.get_submodule(down))[1], idx, idx))
         reason = "" if n > 1 else "it has a single neuron"
-        out.append(ChannelGroup(ups[0], n, ups, tuple(members), reason, "channel"))
+        out.append(ChannelGroup(ups[0], n, ups, tuple(members), reason, "channel", "rules"))
     return out
 
 

@@ -168,13 +168,53 @@ def test_result_is_plain_data():
     assert s.predict(s.layers[0], 0.5) == pytest.approx(s.values[0, 1])
 
 
-def test_dask_executor_if_installed():
+@pytest.fixture(scope="module")
+def cluster():
+    """Two worker processes (not threads): what a scan on a real Dask cluster sees."""
     distributed = pytest.importorskip("dask.distributed")
-    model, data = make("rescat")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+        ) as c,
+        distributed.Client(c) as client,
+    ):
+        yield client
+
+
+def test_a_scan_on_dask_worker_processes_equals_the_local_scan(cluster):
+    model, data = wb.demo.load("digits-cnn")
     bench = wb.Workbench(model, data)
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2) as client:
-        s = bench.sensitivity(RATIOS, executor=client.get_executor(), progress=False)
-    np.testing.assert_array_equal(s.values, bench.sensitivity(RATIOS, progress=False).values)
+    before = snapshot(model)
+    local = bench.sensitivity(RATIOS, granularity="filter", criterion="l1", progress=False)
+    for executor in (cluster, cluster.get_executor()):
+        remote = bench.sensitivity(RATIOS, granularity="filter", criterion="l1", executor=executor, progress=False)
+        assert remote.complete and remote.layers == local.layers and "dask" in remote.engine
+        np.testing.assert_allclose(remote.values, local.values, atol=1e-6, rtol=0)
+    assert_bitwise(model, before)
+
+
+def test_a_worker_that_dies_mid_scan_has_its_points_rerun(cluster):
+    import os
+
+    model, data = wb.demo.load("digits-mlp")
+    bench = wb.Workbench(model, data)
+    ratios = np.linspace(0.1, 0.9, 9)
+    local = bench.sensitivity(ratios, progress=False)
+    import signal
+
+    pids = cluster.run(os.getpid)  # worker address -> its process
+    killed = []
+
+    def kill_one(done, total):
+        if done == 2 and not killed:  # a point is back: the others are queued or running on both workers
+            pid = pids[sorted(pids)[0]]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    remote = bench.sensitivity(ratios, executor=cluster, progress=kill_one)
+    assert killed and remote.complete
+    np.testing.assert_allclose(remote.values, local.values, atol=1e-6, rtol=0)
+    cluster.wait_for_workers(2, timeout=120)  # the nanny restarts the worker
 
 
 @pytest.mark.parametrize("granularity, ratios", [("2:4", [0.5]), ("block4x4", [0.25, 0.5, 0.75])])

@@ -284,8 +284,11 @@ def _exact(bench, rows, ratios, data, metric, granularity, criterion, executor, 
     metric_name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
     higher = higher_is_better(metric)
     runner = None
+    from .distributed import dask_client
+
+    client = dask_client(executor)  # a Dask cluster: full forward passes on each worker's copy (and the baseline)
     with eval_mode(model):
-        if engine in ("auto", "suffix") and isinstance(metric, str):
+        if engine in ("auto", "suffix") and isinstance(metric, str) and client is None:
             try:
                 runner = SuffixRunner(model, data, adapter=adapter)
             except Exception as e:  # fx cannot trace every model; the fallback is exact too
@@ -309,6 +312,22 @@ def _exact(bench, rows, ratios, data, metric, granularity, criterion, executor, 
             return value - baseline
 
         jobs = [(i, j) for i in range(len(rows)) for j in range(len(ratios))]
+        if client is not None:
+            values, complete = _dask_points(bench, client, rows, ratios, jobs, data, metric, baseline, progress, values)
+            return _result(
+                rows,
+                ratios,
+                values,
+                baseline,
+                metric_name,
+                higher,
+                granularity,
+                criterion,
+                "exact",
+                t0,
+                complete,
+                "dask (full forward on each worker's copy)",
+            )
         own = executor is None
         pool = ThreadPoolExecutor(max_workers=max(1, min(4, torch.get_num_threads()))) if own else executor
         bar = _bar(progress, len(jobs), f"sensitivity ({granularity}/{criterion})")
@@ -348,6 +367,41 @@ def _exact(bench, rows, ratios, data, metric, granularity, criterion, executor, 
     return _result(
         rows, ratios, values, baseline, metric_name, higher, granularity, criterion, "exact", t0, complete, eng
     )
+
+
+def _dask_points(bench, client, rows, ratios, jobs, data, metric, baseline, progress, values):
+    """Run the points on a Dask cluster (`workbench.analysis.distributed`); returns (values, complete)."""
+    from distributed import as_completed
+
+    from .distributed import scatter, submit_points
+
+    model_f, data_f = scatter(client, bench.model, data)
+    masks_of = lambda i, j: {k: v.cpu() for k, v in rows[i].ranking.masks(float(ratios[j])).items()}  # noqa: E731
+    futures = submit_points(
+        client, model_f, data_f, jobs, masks_of, metric, bench.adapter.task_name, bench.adapter.batch_fn
+    )
+    bar = _bar(progress, len(jobs), "sensitivity (dask)")
+    try:
+        for f in as_completed(list(futures)):
+            i, j = futures[f]
+            value = f.result()
+            if not math.isfinite(value):
+                raise AnalysisError(f"the metric returned {value} for layer {rows[i].label!r} at ratio {ratios[j]:g}")
+            values[i, j] = value - baseline
+            bar(1)
+    except KeyboardInterrupt:
+        client.cancel(list(futures))
+        warnings.warn("sensitivity scan interrupted: returning the partial result (NaN = not computed)", stacklevel=4)
+        return values, False
+    except BaseException as e:
+        client.cancel(list(futures))
+        if isinstance(e, AnalysisError):
+            raise
+        raise AnalysisError(f"sensitivity scan failed on the Dask cluster: {type(e).__name__}: {e}") from e
+    finally:
+        bar(0, close=True)
+        client.cancel([model_f, data_f])
+    return values, True
 
 
 def _baseline(adapter, model, data, metric, runner) -> float:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,12 +31,13 @@ import torch
 from torch import Tensor, nn
 
 from .._text import table_lines
+from ..adapter import call, logits_of, size, split
 from ..branches import dead_branches, remove_branches
-from ..evaluate import _split, model_device
+from ..evaluate import model_device
 from ..groups import analyze_groups
 from .backends import CompileError, available_backends, get_backend
 from .modules import _SparseBase
-from .shrink import prunable_channels, shrink_, shrink_heads_, shrink_rnn_units_, traceable
+from .shrink import prunable_channels, shrink_, shrink_heads_, shrink_rnn_units_, shrink_rule_groups_, traceable
 from .timing import measure
 
 __all__ = ["CompileReport", "LayerResult", "compile", "stored_weights"]
@@ -157,46 +158,71 @@ def stored_weights(module: nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------------
-def _as_tuple(x: Any, where: str) -> tuple[Tensor, ...]:
+def _as_inputs(x: Any, where: str) -> Any:
+    """Model inputs as compile runs them (`workbench.adapter.call`): a tuple of positional tensors, or a dict of
+    keyword inputs (Hugging Face batches without their labels) holding at least one tensor."""
     if isinstance(x, Tensor):
         return (x,)
-    if isinstance(x, (list, tuple)) and all(isinstance(v, Tensor) for v in x):
+    if isinstance(x, (list, tuple)) and x and all(isinstance(v, Tensor) for v in x):
         return tuple(x)
+    if isinstance(x, Mapping) and any(isinstance(v, Tensor) for v in x.values()):
+        return dict(x)
     raise CompileError(
-        f"{where} must be a tensor or a tuple of tensors (positional model inputs), got {type(x).__name__}"
+        f"{where} must be a tensor, a tuple of tensors (positional model inputs) or a dict of keyword inputs "
+        f"(e.g. {{'input_ids': ..., 'attention_mask': ...}}), got {type(x).__name__}"
     )
 
 
-def _rows(xs: tuple[Tensor, ...], n: int) -> tuple[Tensor, ...]:
-    idx = torch.arange(n) % xs[0].shape[0]
-    return tuple(v[idx.to(v.device)] for v in xs)
+def _map(x: Any, fn) -> Any:
+    """`fn` applied to every tensor of inputs `x` (tuple or dict), other values kept."""
+    if isinstance(x, Mapping):
+        return {k: fn(v) if isinstance(v, Tensor) else v for k, v in x.items()}
+    return tuple(fn(v) if isinstance(v, Tensor) else v for v in x)
 
 
-def _batch(example: Any, data: Iterable | None, n: int) -> tuple[Tensor, ...] | None:
+def _rows(x: Any, n: int) -> Any:
+    """`n` samples of inputs `x`, its rows repeated where it has fewer."""
+    b = size(x)
+    idx = torch.arange(n) % b
+    return _map(x, lambda v: v[idx.to(v.device)] if v.dim() and v.shape[0] == b else v)
+
+
+def _cat(parts: list[Any]) -> Any:
+    first = parts[0]
+    if isinstance(first, Mapping):
+        return {k: torch.cat([p[k] for p in parts]) if isinstance(first[k], Tensor) else first[k] for k in first}
+    return tuple(torch.cat([p[i] for p in parts]) for i in range(len(first)))
+
+
+def _batch(example: Any, data: Iterable | None, n: int, splitter=split) -> Any:
     """`n` input rows: real rows from `data` where there are enough, else `example` rows repeated."""
-    got: list[tuple[Tensor, ...]] = []
+    got: list[Any] = []
     if data is not None:
         count = 0
         for batch in data:
-            x, _ = _split(batch)
-            if not isinstance(x, (Tensor, list, tuple)):
+            x, _ = splitter(batch)
+            if not isinstance(x, (Tensor, list, tuple, Mapping)):
                 break
-            xs = _as_tuple(x, "data inputs")
+            xs = _as_inputs(x, "data inputs")
+            if got and (type(xs) is not type(got[0]) or len(xs) != len(got[0])):
+                break
             got.append(xs)
-            count += xs[0].shape[0]
+            count += size(xs)
             if count >= n:
                 break
     if got:
-        cat = tuple(torch.cat([g[i] for g in got]) for i in range(len(got[0])))
-        return _rows(cat, n)
+        try:
+            return _rows(_cat(got), n)
+        except (RuntimeError, KeyError, TypeError):  # batches of different sequence lengths: the first one alone
+            return _rows(got[0], n)
     if example is None:
         return None
-    return _rows(_as_tuple(example, "example_inputs"), n)
+    return _rows(_as_inputs(example, "example_inputs"), n)
 
 
-def _cast(xs: tuple[Tensor, ...], device: torch.device, dtype: torch.dtype | None) -> tuple[Tensor, ...]:
-    return tuple(
-        v.to(device=device, dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype) for v in xs
+def _cast(xs: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
+    return _map(
+        xs, lambda v: v.to(device=device, dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
     )
 
 
@@ -209,16 +235,21 @@ def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> tuple[bool, float]
 
 
 def _out(y: Any) -> Tensor:
+    """The outputs compared: a tensor, every tensor of a tuple, or the predictions of a dict/ModelOutput."""
     if isinstance(y, Tensor):
         return y
-    if isinstance(y, (list, tuple)) and y and isinstance(y[0], Tensor):
-        return torch.cat([v.reshape(-1).float() for v in y if isinstance(v, Tensor)])
-    raise CompileError(
-        f"compile compares model outputs, which must be a tensor or a tuple of tensors, got {type(y).__name__}"
-    )
+    if isinstance(y, (list, tuple)) and y and all(isinstance(v, Tensor) for v in y):
+        return torch.cat([v.reshape(-1).float() for v in y])
+    try:
+        return logits_of(y)
+    except Exception:
+        raise CompileError(
+            "compile compares model outputs, which must be a tensor, a tuple of tensors, or a dict/ModelOutput with "
+            f"'logits', got {type(y).__name__}"
+        ) from None
 
 
-def _capture(model: nn.Module, xs: tuple[Tensor, ...]) -> dict[str, Tensor]:
+def _capture(model: nn.Module, xs: Any) -> dict[str, Tensor]:
     """The input of the first call of every Linear and Conv2d during one forward pass (hooks on our copy, removed
     after)."""
     seen: dict[str, Tensor] = {}
@@ -233,7 +264,7 @@ def _capture(model: nn.Module, xs: tuple[Tensor, ...]) -> dict[str, Tensor]:
             handles.append(m.register_forward_pre_hook(hook))
     try:
         with torch.inference_mode():
-            model(*xs)
+            call(model, xs)
     finally:
         for h in handles:
             h.remove()
@@ -349,6 +380,7 @@ def compile(
     (`module._workbench`: plans applied, example inputs, source class).
     """
     model, groups, masks, example, data, plans = _source(bench_or_model, example_inputs)
+    adapter = getattr(bench_or_model, "adapter", None)
     names = ["auto", *available_backends()]
     if backend not in names:
         get_backend(backend)  # raises with suggestions
@@ -370,7 +402,7 @@ def compile(
     notes: list[str] = []
 
     ref = copy.deepcopy(model).to(device=dev, dtype=dtype).eval()
-    xs = _batch(example, data, batch_size)
+    xs = _batch(example, data, batch_size, adapter.split if adapter is not None else split)
     if xs is None and backend != "dense":
         raise CompileError(
             f"backend {backend!r} runs the model to trace or time it: pass example_inputs (a batch of model "
@@ -378,7 +410,7 @@ def compile(
         )
     xs = None if xs is None else _cast(xs, dev, dtype)
     with torch.inference_mode():
-        y_ref = None if xs is None else _out(ref(*xs))
+        y_ref = None if xs is None else _out(call(ref, xs))
     params_before = stored_weights(ref)
 
     # model level: dense copy, or shrunk ------------------------------------------------------------
@@ -398,7 +430,7 @@ def compile(
         if dead:  # whole residual branches (granularity 'layer'): cut them out of the graph first
             cut = remove_branches(ref, dead)
             with torch.inference_mode():
-                ok, err = _close(_out(cut(*xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
+                ok, err = _close(_out(call(cut, xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
             if ok:
                 removed.update({f"branch {b.id}": sum(params[p].numel() for p in b.params) for b in dead})
                 source = shrunk = cut
@@ -408,12 +440,14 @@ def compile(
                     groups = analyze_groups(cut, xs)
             else:
                 notes.append(f"removing branches {[b.id for b in dead]} changes the outputs ({err:.2e}); kept")
-        channels = _untied_groups(prunable_channels(groups, params, ref_masks), groups, tied, notes, "channels")
+        channels = _untied_groups(
+            prunable_channels(groups, params, ref_masks, origin="trace"), groups, tied, notes, "channels"
+        )
         if channels:
             shrunk = copy.deepcopy(source)
             shrink_(shrunk, xs, channels)
             with torch.inference_mode():
-                ok, err = _close(_out(shrunk(*xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
+                ok, err = _close(_out(call(shrunk, xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
             if not ok:
                 msg = (
                     f"shrinking groups {sorted(channels)} changes the outputs (max abs error {err:.2e}): a pruned channel "
@@ -425,17 +459,25 @@ def compile(
                 shrunk = None if source is ref else source  # the branches cut out stay cut
             else:
                 removed.update({gid: len(idx) for gid, idx in channels.items()})
-        for unit, slim_, tag, what in (
-            ("head", shrink_heads_, "heads", "heads"),  # SlimMultiheadAttention in place of nn.MultiheadAttention
-            ("lstm-unit", shrink_rnn_units_, "units", "recurrent units"),  # SlimRNN in place of nn.LSTM/GRU/RNN
+        rules = {
+            **prunable_channels(groups, params, ref_masks, unit="channel", origin="rules"),
+            **prunable_channels(groups, params, ref_masks, unit="head", origin="rules"),
+        }
+        for found, slim_, tag, what in (
+            (rules, shrink_rule_groups_, "rules", "attention heads and MLP neurons"),  # sliced by their members
+            (None, shrink_heads_, "heads", "heads"),  # SlimMultiheadAttention in place of nn.MultiheadAttention
+            (None, shrink_rnn_units_, "units", "recurrent units"),  # SlimRNN in place of nn.LSTM/GRU/RNN
         ):
-            found = _untied_groups(prunable_channels(groups, params, ref_masks, unit=unit), groups, tied, notes, what)
+            if found is None:
+                unit = "head" if tag == "heads" else "lstm-unit"
+                found = prunable_channels(groups, params, ref_masks, unit=unit, origin="own")
+            found = _untied_groups(found, groups, tied, notes, what)
             if not found:
                 continue
             slim = copy.deepcopy(shrunk if shrunk is not None else source)
             cut_out = slim_(slim, groups, found)
             with torch.inference_mode():
-                ok, err = _close(_out(slim(*xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
+                ok, err = _close(_out(call(slim, xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
             if cut_out and ok:
                 shrunk = slim
                 removed.update({f"{tag} {k}": v for k, v in cut_out.items()})
@@ -450,7 +492,9 @@ def compile(
         stage = shrunk
     elif shrunk is not None:  # auto: keep the shrunk model only if it is not slower
         with torch.inference_mode():
-            t = measure({"dense": lambda: ref(*xs), "shrink": lambda: shrunk(*xs)}, repeats=repeats, device=dev)
+            t = measure(
+                {"dense": lambda: call(ref, xs), "shrink": lambda: call(shrunk, xs)}, repeats=repeats, device=dev
+            )
         if t["shrink"] <= t["dense"]:
             stage = shrunk
         else:
@@ -489,7 +533,7 @@ def compile(
                 _replace(stage, name, new)
                 try:  # a parent may read the layer's .weight itself (TransformerEncoderLayer's fast-path check)
                     with torch.inference_mode():
-                        _out(stage(*xs))  # type: ignore[misc]
+                        _out(call(stage, xs))  # type: ignore[misc]
                     replaced += 1
                 except Exception as e:
                     _replace(stage, name, mod)
@@ -508,16 +552,20 @@ def compile(
     err = 0.0
     if xs is not None:
         with torch.inference_mode():
-            ok, err = _close(_out(stage(*xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
+            ok, err = _close(_out(call(stage, xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
         if not ok:
             raise CompileError(
                 f"the {backend!r} compiled model's outputs differ from the masked model's by {err:.2e} "
                 f"(atol {atol:g}); this is a bug, please report it with the model"
             )
         same = stage is dense_copy  # nothing kept: the result is the dense copy, timed once, not against itself
-        fns = {"dense": lambda: ref(*xs)} if same else {"dense": lambda: ref(*xs), "compiled": lambda: stage(*xs)}
+        fns = (
+            {"dense": lambda: call(ref, xs)}
+            if same
+            else {"dense": lambda: call(ref, xs), "compiled": lambda: call(stage, xs)}
+        )
         if backend == "auto" and base is not stage and base is not dense_copy:
-            fns["base"] = lambda: base(*xs)
+            fns["base"] = lambda: call(base, xs)
         with torch.inference_mode():
             t = measure(fns, repeats=repeats, device=dev)
         dense_ms = t["dense"]
@@ -532,13 +580,13 @@ def compile(
             else:
                 stage = base
                 with torch.inference_mode():
-                    err = _close(_out(stage(*xs)), y_ref, atol, rtol)[1]  # type: ignore[arg-type]
+                    err = _close(_out(call(stage, xs)), y_ref, atol, rtol)[1]  # type: ignore[arg-type]
             compiled_ms = t[best]
     _check_ties(ref, stage)
     stage.eval()
     stage._workbench = {  # what export needs; a plain attribute, not in the state_dict
         "plans": plans,
-        "example_inputs": None if xs is None else tuple(v[:2].detach().cpu() for v in xs),
+        "example_inputs": None if xs is None else _map(xs, lambda v: v[:2].detach().cpu() if v.dim() else v.cpu()),
         "source": {"module": type(model).__module__, "qualname": type(model).__qualname__},
         "backend": backend,
     }

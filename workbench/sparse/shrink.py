@@ -20,13 +20,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..groups import GroupAnalysis
+from ..groups import GroupAnalysis, traced_output
 
-__all__ = ["count_params", "prunable_channels", "shrink_", "shrink_heads_", "shrink_rnn_units_", "traceable"]
+__all__ = [
+    "count_params",
+    "prunable_channels",
+    "shrink_",
+    "shrink_heads_",
+    "shrink_rnn_units_",
+    "shrink_rule_groups_",
+    "traceable",
+]
 
 
 @contextmanager
@@ -57,9 +66,10 @@ def prunable_channels(
     params: Mapping[str, Tensor],
     masks: Mapping[str, Tensor] | None = None,
     unit: str = "channel",
+    origin: str | None = None,
 ) -> dict[str, list[int]]:
-    """Per supported group id of this `unit` ("channel" or "head"), the root units whose every member slice is
-    pruned.
+    """Per supported group id of this `unit` ("channel" or "head") and `origin` (None: any), the root units whose
+    every member slice is pruned.
 
     `params` must hold every name a group uses, tied tensors under each module's name
     (``dict(model.named_parameters(remove_duplicate=False))``; plain `named_parameters()` lists a tied tensor
@@ -68,7 +78,7 @@ def prunable_channels(
     """
     out: dict[str, list[int]] = {}
     for gid, grp in groups.groups.items():
-        if not grp.supported or not grp.members or grp.unit != unit:
+        if not grp.supported or not grp.members or grp.unit != unit or (origin is not None and grp.origin != origin):
             continue  # recurrent units stay masked: an nn.LSTM's output width is read by layers we cannot trace
         full = torch.ones(grp.size, dtype=torch.bool)
         for m in grp.members:
@@ -97,11 +107,14 @@ def shrink_(model: nn.Module, example_inputs: Tensor | Sequence[Tensor], channel
 
     if not channels:
         return
-    inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
+    if isinstance(example_inputs, Mapping):
+        inputs: Any = dict(example_inputs)
+        forward = lambda m, x: traced_output(m(**x))  # noqa: E731
+    else:
+        inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
+        forward = lambda m, x: traced_output(m(*x))  # noqa: E731
     with traceable(model):
-        dg = tp.DependencyGraph().build_dependency(
-            model, example_inputs=inputs, forward_fn=lambda m, x: m(*x), verbose=False
-        )
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, forward_fn=forward, verbose=False)
         for gid, idxs in channels.items():
             mod = model.get_submodule(gid)
             pruner = dg.get_pruner_of_module(mod)
@@ -151,4 +164,71 @@ def shrink_rnn_units_(model: nn.Module, groups: GroupAnalysis, units: Mapping[st
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, leaf, SlimRNN.from_rnn(rnn, kept))
         done[name] = sum(len(v) for v in per_layer.values())
+    return done
+
+
+# attribute names attention modules keep their head counts and widths under (Hugging Face and common code)
+_QUERY_HEADS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "num_attention_heads_per_partition")
+_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "num_kv")
+_WIDTHS = ("all_head_size", "inner_dim", "split_size", "inner_size", "proj_size")
+
+
+def shrink_rule_groups_(model: nn.Module, groups: GroupAnalysis, found: Mapping[str, list[int]]) -> dict[str, int]:
+    """Remove the root units `found` (group id -> indices) of module-tree rule groups (`workbench.rules`: attention
+    heads, MLP neurons) in place (call it on a copy): every member slice is cut out of its parameter, each layer's
+    size attributes follow its weight (``in_features``/``out_features``, Conv1D's ``nf``/``nx``), and an attention
+    module's head counts and widths (``num_heads``, ``num_key_value_heads``, ``all_head_size``, ``split_size``, ...)
+    follow the heads kept. Returns units removed per group.
+
+    Layers may end with different head counts: the model's own forward works (Hugging Face attention reshapes with
+    ``-1`` heads or reads the module's attributes), and its ``config`` keeps the original sizes.
+    """
+    from ..rules import find_attention, is_conv1d
+
+    specs = {s.module: s for s in find_attention(model)[0]}  # as the model is now: head counts before the cut
+    drop: dict[str, dict[int, set[int]]] = {}
+    done: dict[str, int] = {}
+    for gid, roots in found.items():
+        g = groups.groups[gid]
+        pruned = torch.zeros(g.size, dtype=torch.bool)
+        pruned[list(roots)] = True
+        for m in g.members:
+            pos = m.index[pruned[m.root]]
+            drop.setdefault(m.param, {}).setdefault(m.dim, set()).update(pos.tolist())
+        done[gid] = len(roots)
+    touched: set[str] = set()
+    for pname, dims in drop.items():
+        mod_name, _, leaf = pname.rpartition(".")
+        mod = model.get_submodule(mod_name)
+        old = getattr(mod, leaf)
+        t = old.detach()
+        for dim, pos in dims.items():
+            keep = torch.tensor([i for i in range(t.shape[dim]) if i not in pos], dtype=torch.long, device=t.device)
+            t = t.index_select(dim, keep)
+        setattr(mod, leaf, nn.Parameter(t.clone(), requires_grad=old.requires_grad))
+        touched.add(mod_name)
+    for mod_name in touched:
+        mod = model.get_submodule(mod_name)
+        if isinstance(mod, nn.Linear):
+            mod.out_features, mod.in_features = mod.weight.shape
+        elif is_conv1d(mod):  # weight is in x out
+            mod.nx, mod.nf = mod.weight.shape
+    for gid, roots in found.items():
+        if not gid.endswith(":heads"):
+            continue
+        name = gid[: -len(":heads")]
+        s, att = specs.get(name), model.get_submodule(name)
+        if s is None:
+            continue
+        kv = s.kv_heads - len(roots)
+        rep = s.heads // s.kv_heads
+        for attr in _QUERY_HEADS:
+            if getattr(att, attr, None) == s.heads:
+                setattr(att, attr, kv * rep)
+        for attr in _KV_HEADS:
+            if getattr(att, attr, None) == s.kv_heads:
+                setattr(att, attr, kv)
+        for attr in _WIDTHS:
+            if getattr(att, attr, None) == s.heads * s.head_dim:
+                setattr(att, attr, kv * rep * s.head_dim)
     return done
