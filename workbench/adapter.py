@@ -315,11 +315,19 @@ class Adapter:
         if "decoder_input_ids" in x or "decoder_inputs_embeds" in x:
             return dict(x)
         prepare = getattr(self.model, "prepare_decoder_input_ids_from_labels", None)
-        if prepare is None:
+        if prepare is not None:
+            return {**x, "decoder_input_ids": prepare(labels=y)}
+        cfg = getattr(self.model, "config", None)
+        start = getattr(cfg, "decoder_start_token_id", None)
+        if start is None:
             raise DataError(
-                "a seq2seq batch needs decoder_input_ids (or a model with prepare_decoder_input_ids_from_labels)"
+                "a seq2seq batch needs decoder_input_ids, a model with prepare_decoder_input_ids_from_labels, or a "
+                "config with decoder_start_token_id (the labels shifted right start with it)"
             )
-        return {**x, "decoder_input_ids": prepare(labels=y)}
+        pad = getattr(cfg, "pad_token_id", None)
+        shifted = y.new_full(y.shape, int(start))  # the labels shifted right, as Hugging Face's shift_tokens_right
+        shifted[:, 1:] = y[:, :-1]
+        return {**x, "decoder_input_ids": shifted.masked_fill(shifted == -100, int(pad if pad is not None else 0))}
 
     def batches(self, data: Iterable, model: nn.Module | None = None) -> Iterator[tuple[Any, Tensor | None]]:
         """``(inputs, target)`` of every batch of `data`, moved to the model's device (floating inputs in its

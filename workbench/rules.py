@@ -218,7 +218,16 @@ def head_members(model: nn.Module, s: AttentionSpec) -> list[Member]:
         members += _rows_bias(model, s.q, idx, idx // (3 * d))
     o = model.get_submodule(s.o)
     members.append(Member(f"{s.o}.weight", linear_dims(o)[1], q_idx, q_root, producer=True))
+    att = model.get_submodule(s.module) if s.module else model
+    for pname, p in att.named_parameters():  # per-head position biases (Swin's table): a head's column goes with it
+        if any(k in pname for k in _PER_HEAD) and p.dim() == 2 and p.shape[1] == s.heads:
+            h = torch.arange(s.heads)
+            members.insert(0, Member(_join(s.module, pname), 1, h, h // rep))
     return members
+
+
+# parameters of an attention module that hold one column per query head (a pruned head's column is cut with it)
+_PER_HEAD = ("relative_position_bias_table", "relative_attention_bias")
 
 
 def attention_groups(model: nn.Module) -> list[ChannelGroup]:
@@ -279,12 +288,19 @@ def find_mlps(model: nn.Module) -> list[tuple[str, tuple[str, ...], str]]:
 def mlp_groups(model: nn.Module) -> list[ChannelGroup]:
     """One neuron group per recognised MLP, named after its first input projection."""
     out = []
-    for _, ups, down in find_mlps(model):
+    for name, ups, down in find_mlps(model):
         n = linear_dims(model.get_submodule(ups[0]))[2]
         idx = torch.arange(n)
         members: list[Member] = []
         for u in ups:
             members += _rows_bias(model, u, idx, idx)
+        for cname, conv in model.get_submodule(name).named_modules() if name else model.named_modules():
+            # a depthwise conv between the projections (SegFormer's Mix-FFN, ConvNeXt-style): its channel j goes too
+            if isinstance(conv, nn.modules.conv._ConvNd) and conv.groups == conv.in_channels == conv.out_channels == n:
+                full = _join(name, cname)
+                members.append(Member(f"{full}.weight", 0, idx, idx))
+                if conv.bias is not None:
+                    members.append(Member(f"{full}.bias", 0, idx, idx))
         members.append(Member(f"{down}.weight", linear_dims(model.get_submodule(down))[1], idx, idx))
         reason = "" if n > 1 else "it has a single neuron"
         out.append(ChannelGroup(ups[0], n, ups, tuple(members), reason, "channel", "rules"))

@@ -43,7 +43,7 @@ import math
 import os
 import warnings
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,8 +125,6 @@ def architecture(module: nn.Module) -> dict[str, Any]:
                 continue
             kind = "parameter" if isinstance(t, nn.Parameter) else "buffer"
             tensors[local] = {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""), "kind": kind}
-        if not tensors and not isinstance(m, _SparseBase):
-            continue
         attrs = {}
         for a in SIZE_ATTRS:
             v = getattr(m, a, None)
@@ -134,6 +132,8 @@ def architecture(module: nn.Module) -> dict[str, Any]:
                 isinstance(v, tuple) and all(isinstance(x, int) for x in v)
             ):
                 attrs[a] = _jsonable(v)
+        if not tensors and not isinstance(m, _SparseBase) and not attrs:
+            continue  # (a module without tensors is kept for its sizes: an attention module's head counts)
         mods[name] = {"type": type(m).__name__, "attrs": attrs, "tensors": tensors}
     return mods
 
@@ -155,7 +155,9 @@ def _state(module: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]:
     return out, tied
 
 
-def _examples(module: nn.Module, example_inputs: Any) -> tuple[Tensor, ...] | None:
+def _examples(module: nn.Module, example_inputs: Any) -> tuple[Tensor, ...] | dict[str, Tensor] | None:
+    """Example inputs: a tuple of positional tensors, or a dict of keyword tensors (Hugging Face batches; values
+    that are not tensors, such as ``use_cache=False``, are left out)."""
     ex = example_inputs if example_inputs is not None else getattr(module, "_workbench", {}).get("example_inputs")
     if ex is None:
         return None
@@ -163,7 +165,27 @@ def _examples(module: nn.Module, example_inputs: Any) -> tuple[Tensor, ...] | No
         return (ex,)
     if isinstance(ex, (list, tuple)) and all(isinstance(v, Tensor) for v in ex):
         return tuple(ex)
-    raise ExportError(f"example_inputs must be a tensor or a tuple of tensors, got {type(ex).__name__}")
+    if isinstance(ex, Mapping) and any(isinstance(v, Tensor) for v in ex.values()):
+        return {k: v for k, v in ex.items() if isinstance(v, Tensor)}
+    raise ExportError(
+        f"example_inputs must be a tensor, a tuple of tensors or a dict of keyword tensors, got {type(ex).__name__}"
+    )
+
+
+def _run(module: nn.Module, xs: tuple[Tensor, ...] | dict[str, Tensor]) -> Any:
+    return module(**xs) if isinstance(xs, dict) else module(*xs)
+
+
+def _prediction(y: Any) -> Tensor | None:
+    """The output tensor an export records and `load` compares: a tensor, or the predictions of a ModelOutput."""
+    if isinstance(y, Tensor):
+        return y
+    from ..adapter import logits_of
+
+    try:
+        return logits_of(y)
+    except Exception:
+        return None
 
 
 def _plans(module: nn.Module, plan: Any) -> list[dict[str, Any]]:
@@ -314,9 +336,12 @@ def export(
         written += ["model.safetensors", "architecture.json"]
         if xs is not None:
             with torch.inference_mode():
-                y = module(*xs)
-            if isinstance(y, Tensor):
-                ex = {f"input.{i}": v.detach().cpu().contiguous() for i, v in enumerate(xs)}
+                y = _prediction(_run(module, xs))
+            if y is not None:
+                if isinstance(xs, dict):
+                    ex = {f"kwarg.{k}": v.detach().cpu().contiguous() for k, v in xs.items()}
+                else:
+                    ex = {f"input.{i}": v.detach().cpu().contiguous() for i, v in enumerate(xs)}
                 ex["output"] = y.detach().cpu().contiguous()
                 save_file(ex, str(out / "example.safetensors"))
                 written.append("example.safetensors")
@@ -326,6 +351,12 @@ def export(
         (out / "plan.json").write_text(json.dumps({"plans": plans}, indent=1))
         written.append("plan.json")
     if "onnx" in formats:
+        if isinstance(xs, dict):
+            raise ExportError(
+                "ONNX export of a model called with keyword inputs (a dict such as a Hugging Face batch) is not "
+                "supported yet: export formats=('safetensors', 'plan'), or pass example_inputs as a tuple of "
+                "positional tensors if the model takes them"
+            )
         onnx_err, more = _onnx(module, xs, out / "model.onnx", atol, rtol)  # type: ignore[arg-type]
         notes += more
         if any(isinstance(m, _SparseBase) for m in module.modules()):
@@ -569,10 +600,10 @@ def load(
         )
     m.eval()
     if example is not None:
-        xs, want = example
+        xs, kw, want = example
         try:
             with torch.inference_mode():
-                y = m(*xs)
+                y = _prediction(m(*xs, **kw))
         except Exception as e:
             raise ExportError(
                 f"the loaded model fails on the inputs saved in {p / 'example.safetensors'} ({type(e).__name__}: "

@@ -54,6 +54,19 @@ SIZE_ATTRS = (
     "num_embeddings",
     "embedding_dim",
     "num_parameters",
+    "nf",  # Hugging Face Conv1D
+    "nx",
+    # attention modules' head counts and widths, as `shrink_rule_groups_` leaves them
+    "num_heads",
+    "num_attention_heads",
+    "n_head",
+    "n_heads",
+    "num_key_value_heads",
+    "num_kv_heads",
+    "n_kv_heads",
+    "all_head_size",
+    "inner_dim",
+    "split_size",
 )
 ALLOWED_MODULES = ("workbench", "torch.nn")
 _AGAIN = "the file is corrupted or comes from another program; export the model again"
@@ -221,16 +234,19 @@ def read_plans(path: Path) -> list[Plan]:
     return plans
 
 
-def read_examples(path: Path) -> tuple[list[Tensor], Tensor]:
+def read_examples(path: Path) -> tuple[list[Tensor], dict[str, Tensor], Tensor]:
+    """The saved example: positional inputs ``input.0, input.1, ...``, keyword inputs ``kwarg.<name>`` and the
+    ``output`` they gave."""
     ex = read_tensors(path)
     n = sum(k.startswith("input.") for k in ex)
     xs = [ex.get(f"input.{i}") for i in range(n)]
-    if not n or any(x is None for x in xs) or "output" not in ex:
+    kw = {k[len("kwarg.") :]: v for k, v in ex.items() if k.startswith("kwarg.")}
+    if not (n or kw) or any(x is None for x in xs) or "output" not in ex:
         raise ExportError(
-            f"{path} must hold 'input.0', 'input.1', ... and 'output', got {sorted(ex)}; {_AGAIN} "
-            "(or load with check=False)"
+            f"{path} must hold 'input.0', 'input.1', ... (or 'kwarg.<name>') and 'output', got {sorted(ex)}; "
+            f"{_AGAIN} (or load with check=False)"
         )
-    return xs, ex["output"]  # type: ignore[return-value]
+    return xs, kw, ex["output"]  # type: ignore[return-value]
 
 
 def allowed(module: str) -> bool:

@@ -168,9 +168,10 @@ def shrink_rnn_units_(model: nn.Module, groups: GroupAnalysis, units: Mapping[st
 
 
 # attribute names attention modules keep their head counts and widths under (Hugging Face and common code)
-_QUERY_HEADS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "num_attention_heads_per_partition")
-_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "num_kv")
-_WIDTHS = ("all_head_size", "inner_dim", "split_size", "inner_size", "proj_size")
+# (workbench.sparse.reader.SIZE_ATTRS lists them too, so an export records them and load restores them)
+_QUERY_HEADS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
+_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
+_WIDTHS = ("all_head_size", "inner_dim", "split_size")
 
 
 def shrink_rule_groups_(model: nn.Module, groups: GroupAnalysis, found: Mapping[str, list[int]]) -> dict[str, int]:
@@ -213,6 +214,8 @@ def shrink_rule_groups_(model: nn.Module, groups: GroupAnalysis, found: Mapping[
             mod.out_features, mod.in_features = mod.weight.shape
         elif is_conv1d(mod):  # weight is in x out
             mod.nx, mod.nf = mod.weight.shape
+        elif isinstance(mod, nn.modules.conv._ConvNd):  # a depthwise conv inside an MLP
+            mod.out_channels = mod.in_channels = mod.groups = mod.weight.shape[0]
     for gid, roots in found.items():
         if not gid.endswith(":heads"):
             continue
