@@ -90,3 +90,23 @@ def test_targets_without_example_inputs_offer_weight_only():
     t = wb.find_targets(model)
     assert all(x.granularities == ("weight",) for x in t)
     assert "example input" in t["a"].unsupported["filter"]
+
+
+def test_a_plan_naming_a_layer_that_lacks_the_granularity_says_so():
+    class Net(torch.nn.Module):  # 'a' feeds an LSTM: it has no neuron granularity
+        def __init__(self):
+            super().__init__()
+            self.a, self.lstm, self.h = (
+                torch.nn.Linear(4, 8),
+                torch.nn.LSTM(8, 8, batch_first=True),
+                torch.nn.Linear(8, 3),
+            )
+
+        def forward(self, x):
+            return self.h(self.lstm(self.a(x))[0][:, -1])
+
+    b = wb.Workbench(Net(), [(torch.randn(2, 5, 4), torch.tensor([0, 1]))])
+    assert "neuron" not in b.targets["a"].granularities
+    with pytest.raises(wb.GranularityError, match=r"includes 'a' by name.*neuron"):
+        b.preview(wb.Plan.uniform(0.5, granularity="neuron", include=["a", "h"]))
+    b.preview(wb.Plan.uniform(0.5, granularity="weight", include=["a", "h"]))  # a granularity it has: fine

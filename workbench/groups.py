@@ -48,8 +48,11 @@ CHANNELWISE_OPS = frozenset(
     MaxPool2DWithIndices MaxPool3DWithIndices AvgPool1D AvgPool2D AvgPool3D AdaptiveAvgPool1D
     AdaptiveAvgPool2D AdaptiveAvgPool3D AdaptiveMaxPool1D AdaptiveMaxPool2D AdaptiveMaxPool3D Mean
     ConstantPadNd ReflectionPad1D ReflectionPad2D ReplicationPad1D ReplicationPad2D UpsampleNearest1D
-    UpsampleNearest2D UpsampleBilinear2D Addmm Mm T Expand Contiguous""".split()
+    UpsampleNearest2D UpsampleBilinear2D Addmm Mm T Expand Contiguous NativeBatchNorm""".split()
 )
+# NativeBatchNorm as an op node is a batch norm inside a module Torch-Pruning maps to another op (timm's
+# BatchNormAct2d: its output is the activation's): per channel in eval mode; its own parameters come from the module
+# node (`custom_pruners`), and every consumer's input slice is in the group, so masking stays exact.
 _NORM_EXACT = (nn.modules.batchnorm._BatchNorm,)
 _NORM_INEXACT = (nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 
@@ -194,6 +197,30 @@ def traced_output(out: Any) -> Any:
     return logits_of(out)
 
 
+def custom_pruners(model: nn.Module) -> dict[type, Any]:
+    """Torch-Pruning pruners for subclasses of the layers it knows (it looks layers up by exact type): timm's
+    ``BatchNormAct2d`` is a BatchNorm2d whose forward also applies the activation; without this its channels look
+    like an unknown op ('NativeBatchNorm') and every conv before it loses structured pruning."""
+    import torch_pruning as tp
+
+    f = tp.pruner.function
+    known = (
+        (nn.modules.batchnorm._BatchNorm, f.BatchnormPruner),
+        (nn.LayerNorm, f.LayernormPruner),
+        (nn.GroupNorm, f.GroupNormPruner),
+    )
+    out: dict[type, Any] = {}
+    exact = {nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm}
+    for m in model.modules():
+        if type(m) in exact or type(m) in out:
+            continue
+        for base, pruner in known:
+            if isinstance(m, base):
+                out[type(m)] = pruner()
+                break
+    return out
+
+
 TRACE_SECONDS = 8.0  # the bound on Torch-Pruning's dependency graph; beyond it the module-tree rules stand alone
 
 
@@ -249,7 +276,11 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
                 model.eval()
                 with torch.enable_grad():
                     dg = tp.DependencyGraph().build_dependency(
-                        model, example_inputs=inputs, forward_fn=forward, verbose=False
+                        model,
+                        example_inputs=inputs,
+                        forward_fn=forward,
+                        customized_pruners=custom_pruners(model),
+                        verbose=False,
                     )
             finally:
                 for mod, flag in modes.items():
@@ -269,6 +300,7 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
 def _tp_groups(dg, model: nn.Module, names, claimed: set[str], analysis: GroupAnalysis) -> None:
     """Add Torch-Pruning's coupled groups to `analysis`, skipping channels a module-tree rule already covers."""
     params = {p: n for n, p in model.named_parameters()}
+    shapes = {n: p.shape for n, p in model.named_parameters(remove_duplicate=False)}
     seen: set[nn.Module] = set()
     for mod in list(dg.module2node):
         if not isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)) or mod in seen or mod not in names:
@@ -303,6 +335,15 @@ def _tp_groups(dg, model: nn.Module, names, claimed: set[str], analysis: GroupAn
         gid = names[mod]
         if claimed.intersection(producers) or gid in analysis.groups:
             continue  # a module-tree rule covers these channels exactly
+        for m in members:  # Torch-Pruning's index mapping through split/concat can point past a tensor's end
+            size = shapes[m.param][m.dim]
+            if m.index.numel() and (int(m.index.max()) >= size or int(m.root.max()) >= n):
+                reasons.append(
+                    f"Torch-Pruning maps its channels onto positions {int(m.index.max())} of {m.param!r} (size "
+                    f"{size}) through a split/concat it does not follow exactly; structured pruning of it is not "
+                    "supported yet"
+                )
+                break
         cg = ChannelGroup(gid, n, tuple(producers), tuple(members), "; ".join(dict.fromkeys(reasons)))
         analysis.groups[gid] = cg
         for p in producers:

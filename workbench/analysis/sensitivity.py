@@ -124,11 +124,11 @@ def rows_for(bench, granularity: str, criterion: str, layers: Sequence[str] | No
     g = get_granularity(granularity)
     targets = bench.targets
     if layers is not None:
-        for name in layers:
-            t = targets[name]
-            if not t.supports(g.name):
-                why = t.unsupported.get(g.name) or f"{g.name} applies to {'/'.join(g.kinds)} layers"
-                raise GranularityError(f"layer {name!r} cannot be pruned by {g.name!r}: {why}")
+        from ..masks.select import _check_entry
+        from ..plan import LayerPlan
+
+        for name in layers:  # the same reasons a plan naming the layer gets (tied weights, patterns, kinds)
+            _check_entry(targets[name], LayerPlan(g.fixed_ratio or 0.5, g.name, criterion), "layer")
     chosen = [t for t in targets if (t.name in layers if layers is not None else t.kind in DEFAULT_KINDS)]
     chosen = [t for t in chosen if t.supports(g.name)]
     if not chosen:

@@ -135,6 +135,12 @@ def _resolve(plan: Plan, targets: Targets) -> tuple[dict[str, LayerPlan], list[T
         try:
             _check_entry(t, plan.default, "layer")
         except GranularityError as e:
+            if plan.include is not None and t.name in plan.include and not t.tied_to:
+                # named by the user (not matched by a pattern), and not a tied alias pruned through its owner
+                raise GranularityError(
+                    f"the plan includes {t.name!r} by name, but: {e} Leave it out of include=, or give it its own "
+                    f"LayerPlan with a granularity it supports."
+                ) from None
             skipped[t.name] = str(e)
             continue
         default.append(t)

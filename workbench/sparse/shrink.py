@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..groups import GroupAnalysis, traced_output
+from ..groups import GroupAnalysis, custom_pruners, traced_output
 
 __all__ = [
     "count_params",
@@ -114,7 +114,9 @@ def shrink_(model: nn.Module, example_inputs: Tensor | Sequence[Tensor], channel
         inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
         forward = lambda m, x: traced_output(m(*x))  # noqa: E731
     with traceable(model):
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, forward_fn=forward, verbose=False)
+        dg = tp.DependencyGraph().build_dependency(
+            model, example_inputs=inputs, forward_fn=forward, customized_pruners=custom_pruners(model), verbose=False
+        )
         for gid, idxs in channels.items():
             mod = model.get_submodule(gid)
             pruner = dg.get_pruner_of_module(mod)
