@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ModelError, PlanError
+from ..evaluate import Metric
 
 __all__ = ["MiniLM", "SentenceData", "available", "cosine", "load", "prune_heads", "shrink"]
 
@@ -75,13 +76,16 @@ class SentenceData:
     calib = None
 
 
-def cosine(model: nn.Module, data: Iterable) -> float:
+def _cosine(model: nn.Module, data: Iterable) -> float:
     """Mean cosine similarity of `model`'s embeddings to the targets (the dense model's embeddings)."""
     sims = []
     with torch.no_grad():
         for (ids, mask), ref in data:
             sims.append(F.cosine_similarity(model(ids, mask), ref, dim=-1))
     return float(torch.cat(sims).mean())
+
+
+cosine = Metric(_cosine, higher_is_better=True, name="cosine")  # 1.0 = the dense model's embeddings
 
 
 def load(batch_size: int = 16) -> tuple[MiniLM, SentenceData]:
