@@ -1,7 +1,7 @@
 """Dashboard responsiveness: time from a ratio-slider change to the updated preview, and apply + evaluate.
 
 The preview never runs the model (cached rankings, mask counting), so it should answer well inside 100 ms on
-the demo ResNet and on a 60-layer model; Apply runs the plan on the live model and re-evaluates (goal < 1 s
+the demo ResNet, on a 60-layer model, on a BERT-base-sized encoder and on a 24-block LLaMA-style decoder; Apply runs the plan on the live model and re-evaluates (goal < 1 s
 on the demo). The dashboard is built headless with a synchronous scheduler, so a slider's `.value` change runs
 the same code path as a browser event, end to end (sync of coupled sliders, plan, preview, label).
 
@@ -63,12 +63,43 @@ def _case(name: str, model: nn.Module, data) -> tuple:
     return name, len(bench.targets), preview_ms, baseline_ms, apply_ms
 
 
+def _bert_base():
+    """A BERT-base-sized encoder (12 layers, hidden 768, 110M parameters, random weights) at sequence 128."""
+    import transformers as T
+
+    cfg = T.BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_labels=3)
+    model = T.BertForSequenceClassification(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 30522, (8, 128), generator=g)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 3, (8,), generator=g)}
+    return model, [batch]
+
+
+def _llama():
+    """A LLaMA-style decoder with grouped-query attention, 24 blocks (218 targets), small widths."""
+    import transformers as T
+
+    cfg = T.LlamaConfig(
+        vocab_size=2000,
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=24,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    model = T.LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 2000, (8, 128), generator=torch.Generator().manual_seed(0))
+    return model, [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}]
+
+
 def main() -> None:
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     resnet, data = wb.demo.load("digits-resnet")
     deep = Deep().eval()
     cases = [_case("digits-resnet", resnet, data), _case("deep CNN (60 layers)", deep, data)]
+    cases += [_case("BERT-base (seq 128)", *_bert_base()), _case("LLaMA-style GQA, 24 blocks", *_llama())]
     print(f"dashboard responsiveness; torch {torch.__version__}, {THREADS} threads, median of {REPEATS}")
     print("baseline: bench.preview(plan), a full selection from scratch on every event")
     head = ("case", "targets", "slider->preview ms", "baseline ms", "baseline/ours", "apply+evaluate ms")

@@ -9,7 +9,7 @@ import torch
 
 import workbench as wb
 
-from .cnn import CNNS, _images
+from .cnn import CNNS, _images, calibrated
 
 # layers whose filters are refused today, with the words their reason must contain
 REFUSED = {
@@ -18,21 +18,10 @@ REFUSED = {
 }
 
 
-def _calibrated(model):
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():  # non-trivial BatchNorm statistics, so a wrong slice shows in the outputs
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
-    return model.eval()
-
-
 @pytest.mark.parametrize("name", list(CNNS))
 def test_cnn_filters_prune_undo_and_shrink_exactly(name):
     torch.manual_seed(0)
-    model = _calibrated(CNNS[name]())
+    model = calibrated(CNNS[name]())
     data = _images()
     bench = wb.Workbench(model, data)
     dense = {k: v.clone() for k, v in model.state_dict().items()}

@@ -4,7 +4,7 @@ each fed its own natural batches through every step a user takes.
 Per model: the Workbench builds within 10 s and detects the task; unstructured pruning and every structured
 granularity the model offers apply and undo bitwise; the sensitivity estimate and an exact scan of two layers leave
 the model unchanged; heads + neurons/filters shrink into a smaller model whose own call (`model(**batch)`) computes
-what the masked model computes (1e-5); the shrunk model exports to safetensors and loads back into a fresh model of
+what the masked model computes (1e-5); the dashboard builds on it; the shrunk model exports to safetensors and loads back into a fresh model of
 the same architecture with the same outputs. Known gaps are strict xfails: fixing one makes its test fail until the
 table is updated.
 """
@@ -76,6 +76,9 @@ def test_hf_model_end_to_end(name, tmp_path):
         bench.apply(wb.Plan.uniform(0.5, granularity=g), evaluate=False)
         bench.undo()
         assert _same(model, dense), g
+
+    bench.show(new=True, threaded=False, scheduler=lambda delay, fn: fn()).widget()  # the dashboard builds
+    assert _same(model, dense)
 
     bench.sensitivity(mode="estimate", progress=False)
     layers = [t.name for t in bench.targets if t.kind == "linear" or t.kind == "conv"][:2]

@@ -86,10 +86,18 @@ class ProfileResult:
 
 
 def _batch(example: Any, batch_size: int) -> Any:
+    """`batch_size` rows of the example inputs (a tensor, a tuple, or a dict of keyword inputs), repeated as needed;
+    values that are not batched tensors (flags, scalars) are kept."""
     if isinstance(example, Tensor):
+        if example.dim() == 0:
+            return example
         reps = -(-batch_size // example.shape[0])
         return example.repeat(reps, *([1] * (example.dim() - 1)))[:batch_size]
-    return type(example)(_batch(e, batch_size) for e in example)
+    if isinstance(example, dict):
+        return {k: _batch(v, batch_size) for k, v in example.items()}
+    if isinstance(example, (list, tuple)):
+        return type(example)(_batch(e, batch_size) for e in example)
+    return example
 
 
 def _median_ms(fn, repeats: int) -> float:

@@ -77,7 +77,33 @@ class Dashboard:
         self._tab: W.Tab | None = None
         self._stale: set[str] = set()
 
+    # the header's measurement runs while the dashboard opens: on a large model (BERT-base at sequence 128, an LLM)
+    # a forward pass of `batch_size` rows takes seconds, so the rows are cut to what fits in about this long
+    MEASURE_SECONDS = 0.25
+
+    def _rows_to_measure(self) -> int:
+        """`batch_size`, or fewer rows where one forward pass of them would take longer than `MEASURE_SECONDS`
+        (FLOP shares do not depend on the rows; the header says which batch its latency is for)."""
+        import time
+
+        import torch
+
+        from ..adapter import size
+        from ..evaluate import call, eval_mode, model_device, to_device
+
+        ex = self.bench.example_inputs
+        if ex is None:
+            return self.batch_size
+        x = to_device(ex, model_device(self.bench.model))
+        with eval_mode(self.bench.model), torch.inference_mode():
+            call(self.bench.model, x)  # warm-up: the first call pays for allocations
+            t0 = time.perf_counter()
+            call(self.bench.model, x)
+            per_row = (time.perf_counter() - t0) / max(1, size(x))
+        return max(1, min(self.batch_size, int(self.MEASURE_SECONDS / max(per_row, 1e-9))))
+
     def _measure(self) -> None:
+        self.batch_size = self._rows_to_measure()
         prof = self.bench.profile(batch_size=self.batch_size, repeats=5, per_layer=False)
         self.last_profile = prof
         self.flops_total = float(prof.total_flops_dense)

@@ -1,5 +1,9 @@
 """The plan editor: one row per target with a ratio slider, granularity and criterion dropdowns, plan-wide
-buttons (Uniform, Global, Allocate to budget, Save/Load JSON) and a live preview that never runs the model."""
+buttons (Uniform, Global, Allocate to budget, Save/Load JSON) and a live preview that never runs the model.
+
+A model with many targets (a transformer: q/k/v/o and the MLP in every block) gets its rows in one collapsible
+section per block, and a "by kind" tab with one slider per kind of layer (``attention.self.query``,
+``mlp.down_proj``) that sets that layer in every block at once."""
 
 from __future__ import annotations
 
@@ -16,6 +20,21 @@ from ._base import Panel
 __all__ = ["PlanEditor"]
 
 MAX_RATIO = 0.99
+GROUP_ABOVE = 24  # more rows than this: grouped by block, with one slider per kind of layer
+
+
+def block_of(name: str) -> str:
+    """The repeated block a layer belongs to: its name up to the last numbered part (``encoder.layer.3``,
+    ``model.layers.11``), or "" for layers outside any numbered block."""
+    parts = name.split(".")
+    last = max((i for i, p in enumerate(parts[:-1]) if p.isdigit()), default=-1)
+    return ".".join(parts[: last + 1])
+
+
+def kind_of(name: str) -> str:
+    """A layer's name inside its block (``attention.self.query``, ``mlp.down_proj``): the same kind in every block."""
+    block = block_of(name)
+    return name[len(block) + 1 :] if block else name
 
 
 class _Row:
@@ -57,6 +76,8 @@ class PlanEditor(Panel):
         super().__init__(dashboard)
         self._syncing = False
         self.rows = {t.name: _Row(t, self._changed) for t in self.bench.targets if t.granularities}
+        self.kind_sliders: dict[str, W.FloatSlider] = {}  # with more than GROUP_ABOVE rows: one per kind of layer
+        self.sections: W.Accordion | None = None
         self.preview_label = W.HTML()
         self.preview_label.add_class("wb-preview")
         self.last_preview = None
@@ -92,8 +113,50 @@ class PlanEditor(Panel):
         self.update_preview()
 
     # --------------------------------------------------------------------------------------------
+    def _kind_slider(self, kind: str, names: list[str]) -> W.Widget:
+        slider = W.FloatSlider(
+            value=0.0, min=0.0, max=MAX_RATIO, step=0.05, readout_format=".2f", layout=W.Layout(width="260px")
+        )
+        slider.add_class("wb-kind-ratio")
+
+        def moved(change) -> None:
+            first = self.rows[names[0]]
+            g, c = first.granularity.value, first.criterion.value
+            self._set({n: LayerPlan(change["new"], g, c) for n in names})
+            self._after_set(f"{kind}: ratio {change['new']:g} in {len(names)} blocks")
+
+        slider.observe(moved, names="value")
+        self.kind_sliders[kind] = slider
+        label = W.HTML(
+            f"all <code>{html.escape(kind)}</code> <span style='opacity:.7'>({len(names)} layers)</span>",
+            layout=W.Layout(width="300px"),
+        )
+        return W.HBox([label, slider])
+
+    def _grouped(self) -> W.Widget:
+        """Rows in one collapsible section per block, and a slider per kind of layer repeated across blocks."""
+        blocks: dict[str, list[_Row]] = {}
+        kinds: dict[str, list[str]] = {}
+        for name, row in self.rows.items():
+            blocks.setdefault(block_of(name), []).append(row)
+            kinds.setdefault(kind_of(name), []).append(name)
+        repeated = {k: v for k, v in kinds.items() if len(v) > 1}
+        by_kind = W.VBox([self._kind_slider(k, v) for k, v in repeated.items()])
+        sections = W.Accordion(children=[W.VBox([r.box for r in rows]) for rows in blocks.values()])
+        for i, (block, rows) in enumerate(blocks.items()):
+            weights = sum(r.target.numel for r in rows)
+            sections.set_title(i, f"{block or '(outside blocks)'} — {len(rows)} layers, {weights:,} weights")
+        self.sections = sections
+        tabs = W.Tab(children=[by_kind, sections])
+        tabs.set_title(0, "by kind")
+        tabs.set_title(1, "by block")
+        return W.Box([tabs], layout=W.Layout(max_height="420px", overflow="auto"))
+
     def widget(self) -> W.Widget:
-        rows = W.VBox([r.box for r in self.rows.values()], layout=W.Layout(max_height="320px", overflow="auto"))
+        if len(self.rows) > GROUP_ABOVE:
+            rows = self._grouped()
+        else:
+            rows = W.VBox([r.box for r in self.rows.values()], layout=W.Layout(max_height="320px", overflow="auto"))
         tools = W.HBox(
             [
                 self.uniform_ratio,
