@@ -113,8 +113,9 @@ class GroupAnalysis:
     refused: dict[str, str] = field(default_factory=dict)  # modules that look like attention but fit no rule, and why
 
 
-class TraceTimeout(Exception):
-    """Raised inside a bounded trace when its time is up."""
+class TraceTimeout(BaseException):
+    """Raised inside a bounded trace when its time is up. A BaseException (like KeyboardInterrupt), so the traced
+    code's ``except Exception`` cannot swallow it; it is raised again every half second until the block ends."""
 
 
 @contextmanager
@@ -134,20 +135,27 @@ def time_bound(seconds: float | None) -> Iterator[None]:
     lock = threading.Lock()
     running = [True]
 
-    def fire() -> None:
-        with lock:
-            if running[0]:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), ctypes.py_object(TraceTimeout))
+    stop = threading.Event()
 
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
+    def fire() -> None:
+        if stop.wait(seconds):
+            return
+        while True:
+            with lock:
+                if not running[0]:
+                    return
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), ctypes.py_object(TraceTimeout))
+            if stop.wait(0.5):  # raised again if something in the block caught it and went on
+                return
+
+    timer = threading.Thread(target=fire, name="workbench: trace time bound", daemon=True)
     timer.start()
     try:
         yield
     finally:
         with lock:
             running[0] = False
-            timer.cancel()
+            stop.set()
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), None)  # clear one not delivered yet
 
 
@@ -258,7 +266,11 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
     analysis.refused = find_attention(model)[1]
     from .branches import find_branches
 
-    found, analysis.branch_error = find_branches(model)  # the `layer` granularity's units (torch.fx, no forward)
+    try:  # the `layer` granularity's units (torch.fx: symbolic, no forward; bounded like the trace below)
+        with time_bound(timeout):
+            found, analysis.branch_error = find_branches(model)
+    except TraceTimeout:
+        found, analysis.branch_error = [], f"torch.fx tracing did not finish within {timeout:g} s and was stopped"
     for b in found:
         analysis.branches[b.id] = b
         for mname in b.modules:
@@ -270,9 +282,10 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
             analysis.groups[g.id] = g
             analysis.by_module.setdefault(name, []).append(g.id)
     cached = _tensor_attrs(model)
+    hooks = {m: (set(m._forward_hooks), set(m._forward_pre_hooks)) for m in model.modules()}
     try:
-        with time_bound(timeout):
-            try:
+        try:
+            with time_bound(timeout):  # the bound covers Torch-Pruning only, never the restoring below
                 model.eval()
                 with torch.enable_grad():
                     dg = tp.DependencyGraph().build_dependency(
@@ -282,11 +295,16 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
                         customized_pruners=custom_pruners(model),
                         verbose=False,
                     )
-            finally:
-                for mod, flag in modes.items():
-                    mod.training = flag
-                _restore_tensor_attrs(model, cached)
-            _tp_groups(dg, model, names, claimed, analysis)
+                _tp_groups(dg, model, names, claimed, analysis)
+        finally:
+            for mod, flag in modes.items():
+                mod.training = flag
+            _restore_tensor_attrs(model, cached)
+            for mod, (fwd, pre) in hooks.items():  # a trace stopped mid-forward leaves its hooks: drop them
+                for k in [k for k in mod._forward_hooks if k not in fwd]:
+                    del mod._forward_hooks[k]
+                for k in [k for k in mod._forward_pre_hooks if k not in pre]:
+                    del mod._forward_pre_hooks[k]
     except TraceTimeout:
         analysis.error = (
             f"Torch-Pruning's dependency graph did not finish within {timeout:g} s and was stopped; coupled channels "
