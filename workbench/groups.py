@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,6 +229,15 @@ def custom_pruners(model: nn.Module) -> dict[type, Any]:
     return out
 
 
+def trace_call(example_inputs: Any) -> tuple[Any, Callable[[nn.Module, Any], Any]]:
+    """Torch-Pruning's `example_inputs` and `forward_fn` for inputs given as a tensor, a tuple of positional inputs
+    or a dict of keyword inputs."""
+    if isinstance(example_inputs, Mapping):
+        return dict(example_inputs), lambda m, x: traced_output(m(**x))
+    inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
+    return inputs, lambda m, x: traced_output(m(*x))
+
+
 TRACE_SECONDS = 8.0  # the bound on Torch-Pruning's dependency graph; beyond it the module-tree rules stand alone
 
 
@@ -250,12 +259,7 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
 
     names = {mod: name for name, mod in model.named_modules()}
     modes = {mod: mod.training for mod in model.modules()}
-    if isinstance(example_inputs, dict):
-        inputs: Any = dict(example_inputs)
-        forward = lambda m, x: traced_output(m(**x))  # noqa: E731
-    else:
-        inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
-        forward = lambda m, x: traced_output(m(*x))  # noqa: E731
+    inputs, forward = trace_call(example_inputs)
     analysis = GroupAnalysis()
     claimed: set[str] = set()
     for g in rule_groups(model):

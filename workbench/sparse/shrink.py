@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..groups import GroupAnalysis, custom_pruners, traced_output
+from ..groups import GroupAnalysis, custom_pruners, trace_call
 
 __all__ = [
     "count_params",
@@ -107,12 +106,7 @@ def shrink_(model: nn.Module, example_inputs: Tensor | Sequence[Tensor], channel
 
     if not channels:
         return
-    if isinstance(example_inputs, Mapping):
-        inputs: Any = dict(example_inputs)
-        forward = lambda m, x: traced_output(m(**x))  # noqa: E731
-    else:
-        inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
-        forward = lambda m, x: traced_output(m(*x))  # noqa: E731
+    inputs, forward = trace_call(example_inputs)
     with traceable(model):
         dg = tp.DependencyGraph().build_dependency(
             model, example_inputs=inputs, forward_fn=forward, customized_pruners=custom_pruners(model), verbose=False
