@@ -170,6 +170,24 @@ def take(x: Any, n: int, start: int = 0) -> Any:
     return cut(x)
 
 
+def repeat(x: Any, n: int) -> Any:
+    """`n` samples of inputs `x`, its rows repeated where it has fewer (tensors without the batch's first dimension,
+    flags and scalars are kept)."""
+    b = size(x)
+    idx = torch.arange(n) % b
+
+    def rows(v: Any) -> Any:
+        if isinstance(v, Tensor) and v.dim() and v.shape[0] == b:
+            return v[idx.to(v.device)]
+        return v
+
+    if isinstance(x, Mapping):
+        return {k: rows(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(rows(v) for v in x)
+    return rows(x)
+
+
 def cat(parts: list[Any]) -> Any:
     """Inputs of several batches concatenated along the samples (the inverse of `take`)."""
     first = parts[0]

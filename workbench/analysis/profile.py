@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from .._text import table_lines
+from ..adapter import repeat
 from ..errors import DataError
 from ..evaluate import call, eval_mode, model_device, to_device
 
@@ -86,18 +87,8 @@ class ProfileResult:
 
 
 def _batch(example: Any, batch_size: int) -> Any:
-    """`batch_size` rows of the example inputs (a tensor, a tuple, or a dict of keyword inputs), repeated as needed;
-    values that are not batched tensors (flags, scalars) are kept."""
-    if isinstance(example, Tensor):
-        if example.dim() == 0:
-            return example
-        reps = -(-batch_size // example.shape[0])
-        return example.repeat(reps, *([1] * (example.dim() - 1)))[:batch_size]
-    if isinstance(example, dict):
-        return {k: _batch(v, batch_size) for k, v in example.items()}
-    if isinstance(example, (list, tuple)):
-        return type(example)(_batch(e, batch_size) for e in example)
-    return example
+    """`batch_size` rows of the example inputs (a tensor, a tuple, or a dict of keyword inputs), repeated as needed."""
+    return repeat(example, batch_size)
 
 
 def _median_ms(fn, repeats: int) -> float:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .._text import table_lines
-from ..adapter import call, logits_of, size, split
+from ..adapter import call, cat, logits_of, repeat, size, split
 from ..branches import dead_branches, remove_branches
 from ..evaluate import model_device
 from ..groups import analyze_groups
@@ -180,20 +180,6 @@ def _map(x: Any, fn) -> Any:
     return tuple(fn(v) if isinstance(v, Tensor) else v for v in x)
 
 
-def _rows(x: Any, n: int) -> Any:
-    """`n` samples of inputs `x`, its rows repeated where it has fewer."""
-    b = size(x)
-    idx = torch.arange(n) % b
-    return _map(x, lambda v: v[idx.to(v.device)] if v.dim() and v.shape[0] == b else v)
-
-
-def _cat(parts: list[Any]) -> Any:
-    first = parts[0]
-    if isinstance(first, Mapping):
-        return {k: torch.cat([p[k] for p in parts]) if isinstance(first[k], Tensor) else first[k] for k in first}
-    return tuple(torch.cat([p[i] for p in parts]) for i in range(len(first)))
-
-
 def _batch(example: Any, data: Iterable | None, n: int, splitter=split) -> Any:
     """`n` input rows: real rows from `data` where there are enough, else `example` rows repeated."""
     got: list[Any] = []
@@ -212,12 +198,12 @@ def _batch(example: Any, data: Iterable | None, n: int, splitter=split) -> Any:
                 break
     if got:
         try:
-            return _rows(_cat(got), n)
+            return repeat(cat(got), n)
         except (RuntimeError, KeyError, TypeError):  # batches of different sequence lengths: the first one alone
-            return _rows(got[0], n)
+            return repeat(got[0], n)
     if example is None:
         return None
-    return _rows(_as_inputs(example, "example_inputs"), n)
+    return repeat(_as_inputs(example, "example_inputs"), n)
 
 
 def _cast(xs: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
