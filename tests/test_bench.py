@@ -107,7 +107,6 @@ BAD_PLANS = [
     (lambda: wb.Plan({"a": wb.LayerPlan(0.5, "fliter")}), GranularityError, r"'fliter'.*Did you mean 'filter'"),
     (lambda: wb.Plan({"head": wb.LayerPlan(0.5, "neuron")}), GranularityError, r"'head'.*outputs of the model"),
     (lambda: wb.Plan({"head": wb.LayerPlan(0.5, "filter")}), GranularityError, r"'head'.*use 'neuron'|'head'.*conv"),
-    (lambda: wb.Plan({"g": wb.LayerPlan(0.5, "filter")}), GranularityError, r"'g'.*grouped conv"),
     (lambda: wb.Plan.uniform(0.5, criterion="magnitud"), CriterionError, r"'magnitud'.*available: .*magnitude"),
     (lambda: wb.Plan.uniform(0.5, include="nope.*"), PlanError, r"'nope.\*' matches no target"),
     (lambda: wb.Plan.global_(0.5, granularity="filter"), PlanError, r"global"),

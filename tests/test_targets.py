@@ -28,14 +28,30 @@ def test_targets_of_a_residual_concat_depthwise_grouped_cnn():
     assert set(t["dw"].groups) == set(t["stem.0"].groups) | set(t["b"].groups)
     for name in ("stem.0", "a", "b", "dw"):
         assert "filter" in t[name].granularities, (name, t[name].unsupported)
-    # a grouped conv cannot lose arbitrary channels (each of its groups must keep the same width)
+    # a grouped conv keeps as many channels in each of its groups: its units are positions inside a group
     for name in ("pw", "g"):
-        assert "filter" not in t[name].granularities and "grouped conv 'g'" in t[name].unsupported["filter"]
+        assert "filter" in t[name].granularities, (name, t[name].unsupported)
+        (gid,) = t[name].groups
+        assert b.groups.groups[gid].blocks == b.model.g.groups
     # the head's outputs are the model's outputs: no neuron pruning
     assert "neuron" not in t["head"].granularities
     assert "outputs of the model" in t["head"].unsupported["neuron"]
     with pytest.raises(TargetError, match=r"Did you mean .*'stem\.0'"):
         t["stem.O"]
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.5, 0.75])
+def test_a_grouped_conv_loses_the_same_channels_in_every_group(ratio):
+    b, model = bench("rescat")
+    b.apply(wb.Plan({n: wb.LayerPlan(ratio, "filter") for n in ("pw", "g")}), evaluate=False)
+    groups, per = model.g.groups, model.g.in_channels // model.g.groups
+    for name in ("pw", "g"):
+        dead = (b.masks[f"{name}.weight"].flatten(1).all(1)).view(groups, -1)
+        assert dead[0].sum() > 0 and all(torch.equal(row, dead[0]) for row in dead)  # same positions everywhere
+    cols = b.masks["g.weight"].flatten(2).all(2)  # [out, in / groups]: a pruned input position, in every row
+    dead_in = b.masks["pw.weight"].flatten(1).all(1).view(groups, per)[0]
+    assert torch.equal(cols.all(0), dead_in)
+    b.undo()
 
 
 def test_lstm_and_attention_targets_and_why_structure_is_refused():

@@ -80,6 +80,11 @@ class ChannelGroup:
     reason: str = ""  # non-empty: this group cannot be masked exactly, and why
     unit: str = "channel"  # "channel" (filters/neurons, removable by Torch-Pruning), "head" or "lstm-unit"
     origin: str = "trace"  # "trace" (Torch-Pruning's graph), "rules" (workbench.rules: sliced by its members) or "own"
+    blocks: int = 1  # through grouped convs: unit p is channel p of each of `blocks` equal blocks (`channels`)
+
+    def channels(self, units: list[int]) -> list[int]:
+        """The root module's output channels that root units `units` stand for."""
+        return sorted(p + k * self.size for k in range(self.blocks) for p in units)
 
     @property
     def supported(self) -> bool:
@@ -111,6 +116,7 @@ class GroupAnalysis:
     branches_of: dict[str, list[str]] = field(default_factory=dict)  # module name -> ids of branches holding it
     branch_error: str = ""  # why there are no branches when torch.fx could not trace the model
     refused: dict[str, str] = field(default_factory=dict)  # modules that look like attention but fit no rule, and why
+    hidden_error: str = ""  # why a transformer has no 'hidden' group (empty: it has one, or it is no transformer)
 
 
 class TraceTimeout(BaseException):
@@ -238,6 +244,10 @@ def trace_call(example_inputs: Any) -> tuple[Any, Callable[[nn.Module, Any], Any
     return inputs, lambda m, x: traced_output(m(*x))
 
 
+def _call(model: nn.Module, inputs: Any) -> Any:
+    return model(**inputs) if isinstance(inputs, Mapping) else model(*inputs)
+
+
 TRACE_SECONDS = 8.0  # the bound on Torch-Pruning's dependency graph; beyond it the module-tree rules stand alone
 
 
@@ -255,7 +265,7 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
     """
     import torch_pruning as tp
 
-    from .rules import find_attention, rule_groups
+    from .rules import find_attention, hidden_group, rule_groups
 
     names = {mod: name for name, mod in model.named_modules()}
     modes = {mod: mod.training for mod in model.modules()}
@@ -267,7 +277,25 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
         for p in g.producers:
             analysis.by_module.setdefault(p, []).append(g.id)
         claimed.update(g.producers)
-    analysis.refused = find_attention(model)[1]
+    specs, analysis.refused = find_attention(model)
+    cached = _tensor_attrs(model)
+    try:  # the residual stream (granularity 'hidden'): a few probe forwards, bounded, in eval mode
+        with time_bound(timeout):
+            model.eval()
+            hidden, analysis.hidden_error = hidden_group(model, lambda m: _call(m, inputs), specs)
+    except TraceTimeout:
+        hidden, analysis.hidden_error = None, f"hidden size: the probe did not finish within {timeout:g} s"
+    except Exception as e:
+        hidden, analysis.hidden_error = None, f"hidden size: running the model failed ({type(e).__name__}: {e})"
+    finally:
+        for mod, flag in modes.items():
+            mod.training = flag
+        _restore_tensor_attrs(model, cached)
+    if hidden is not None:
+        analysis.groups[hidden.id] = hidden
+        for p in hidden.producers:
+            analysis.by_module.setdefault(p, []).append(hidden.id)
+        claimed.update(hidden.producers)  # their outputs are the stream: no traced group of their own
     from .branches import find_branches
 
     try:  # the `layer` granularity's units (torch.fx: symbolic, no forward; bounded like the trace below)
@@ -337,12 +365,17 @@ def _tp_groups(dg, model: nn.Module, names, claimed: set[str], analysis: GroupAn
         members: list[Member] = []
         producers: list[str] = []
         reasons: list[str] = []
+        grouped: list[tuple[str, int, int, Tensor, Tensor]] = []  # (name, groups, channels per group, idx, root)
         for item in group:
             dep, node = item.dep, item.dep.target
             out = dg.is_out_channel_pruning_fn(dep.handler)
             idx = torch.as_tensor(item.idxs, dtype=torch.long)
             root = torch.as_tensor(item.root_idxs, dtype=torch.long)
             target = node.module
+            if isinstance(target, nn.modules.conv._ConvNd) and target.groups > 1 and target in names:
+                if not target.groups == target.in_channels == target.out_channels:  # grouped, not depthwise
+                    per = (target.out_channels if out else target.in_channels) // target.groups
+                    grouped.append((names[target], target.groups, per, idx, root))
             if out and isinstance(target, (nn.Linear, nn.modules.conv._ConvNd)):
                 seen.add(target)
             if out and not node.outputs:
@@ -357,19 +390,48 @@ def _tp_groups(dg, model: nn.Module, names, claimed: set[str], analysis: GroupAn
         gid = names[mod]
         if claimed.intersection(producers) or gid in analysis.groups:
             continue  # a module-tree rule covers these channels exactly
+        size, blocks = n, 1
+        if grouped and not reasons:
+            size, blocks, why = _per_group_units(n, grouped)
+            if why:
+                reasons.append(why)
+            else:
+                members = [Member(m.param, m.dim, m.index, m.root % size, m.producer) for m in members]
         for m in members:  # Torch-Pruning's index mapping through split/concat can point past a tensor's end
-            size = shapes[m.param][m.dim]
-            if m.index.numel() and (int(m.index.max()) >= size or int(m.root.max()) >= n):
+            if m.index.numel() and (int(m.index.max()) >= shapes[m.param][m.dim] or int(m.root.max()) >= size):
                 reasons.append(
                     f"Torch-Pruning maps its channels onto positions {int(m.index.max())} of {m.param!r} (size "
-                    f"{size}) through a split/concat it does not follow exactly; structured pruning of it is not "
+                    f"{shapes[m.param][m.dim]}) through a split/concat it does not follow exactly; structured pruning of it is not "
                     "supported yet"
                 )
                 break
-        cg = ChannelGroup(gid, n, tuple(producers), tuple(members), "; ".join(dict.fromkeys(reasons)))
+        cg = ChannelGroup(gid, size, tuple(producers), tuple(members), "; ".join(dict.fromkeys(reasons)), blocks=blocks)
         analysis.groups[gid] = cg
         for p in producers:
             analysis.by_module.setdefault(p, []).append(gid)
+
+
+def _per_group_units(n: int, grouped: list[tuple[str, int, int, Tensor, Tensor]]) -> tuple[int, int, str]:
+    """``(units, blocks, why not)`` of a group of `n` channels through grouped convs: a grouped conv keeps as many
+    channels in each of its groups, so (as Torch-Pruning does) a unit is one position inside a group, removed from
+    every group at once: unit p is channels ``p, p + units, p + 2 * units, ...``."""
+    blocks = {g for _, g, _, _, _ in grouped}
+    name, g, per, _, _ = grouped[0]
+    if len(blocks) > 1:
+        return n, 1, f"its channels reach grouped convs with different numbers of groups ({sorted(blocks)})"
+    if n % g or n // g != per:
+        return n, 1, f"its {n} channels do not split into the {g} groups of grouped conv {name!r} one to one"
+    for name, _, per, idx, root in grouped:
+        if not torch.equal(idx % per, root % per):
+            return (
+                n,
+                1,
+                (
+                    f"its channels reach grouped conv {name!r} in another order (through a concat or split): removing "
+                    "the same positions from each of its groups is not supported there yet"
+                ),
+            )
+    return n // g, g, ""
 
 
 def _members(target, names, params, node, out: bool, idx: Tensor, root: Tensor) -> list[Member] | str:
@@ -393,17 +455,18 @@ def _members(target, names, params, node, out: bool, idx: Tensor, root: Tensor) 
     pre = f"{mname}." if mname else ""
     if isinstance(target, nn.modules.conv._ConvNd):
         depthwise = target.groups == target.in_channels == target.out_channels
-        if target.groups > 1 and not depthwise:
-            return (
-                f"grouped conv {mname!r} (groups={target.groups}) would need the same number of channels removed "
-                "from each of its groups; structured pruning through it is not supported yet"
-            )
         dim_out, dim_in = (1, 0) if target.transposed else (0, 1)
+        if target.groups > 1 and not depthwise and target.transposed:
+            return f"grouped transposed conv {mname!r} (groups={target.groups}) has no structured rule yet"
         if out or depthwise:
             ms = [Member(f"{pre}weight", dim_out, idx, root, producer=out)]
             if target.bias is not None:
                 ms.append(Member(f"{pre}bias", 0, idx, root))
             return ms
+        if (
+            target.groups > 1
+        ):  # a grouped conv's weight holds in_channels / groups columns: channel c is column c % that
+            return [Member(f"{pre}weight", dim_in, idx % (target.in_channels // target.groups), root)]
         return [Member(f"{pre}weight", dim_in, idx, root)]
     if isinstance(target, nn.Linear):
         if out:

@@ -230,9 +230,11 @@ def _units(kind: str, gids: tuple[str, ...], groups: GroupAnalysis | None) -> li
     projections of an attention block."""
     own = {"linear": ("neuron", "channel"), "conv": ("filter", "channel"), "attention": ("head", "head")}
     own["lstm"] = ("lstm-unit", "lstm-unit")
-    out = [own[kind]]
+    out = [own[kind]] if kind in own else []
     if kind == "linear" and groups is not None and any(groups.groups[g].unit == "head" for g in gids):
         out.append(("head", "head"))
+    if groups is not None and any(groups.groups[g].unit == "hidden" for g in gids):
+        out.append(("hidden", "hidden"))
     return out
 
 
@@ -275,7 +277,7 @@ def find_targets(model: nn.Module, groups: GroupAnalysis | None = None) -> Targe
         granularities: list[str] = [] if tied else ["weight"]
         unsupported: dict[str, str] = {}
         gids: tuple[str, ...] = ()
-        structured = STRUCTURED.get(kind)
+        structured = STRUCTURED.get(kind) or (groups is not None and name in groups.by_module)
         if structured and not tied:
             gids = tuple(groups.by_module.get(name, ())) if groups is not None else ()
             for gran, unit in _units(kind, gids, groups):
@@ -291,6 +293,8 @@ def find_targets(model: nn.Module, groups: GroupAnalysis | None = None) -> Targe
                     unsupported[gran] = groups.error
                 else:
                     unsupported[gran] = _unreached(name, groups, unit)
+        if groups is not None and groups.hidden_error and kind in ("linear", "embedding") and not tied:
+            unsupported.setdefault("hidden", groups.hidden_error)
         bids: tuple[str, ...] = ()
         if not tied:
             if groups is None:

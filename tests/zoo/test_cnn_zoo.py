@@ -13,7 +13,6 @@ from .cnn import CNNS, _images, calibrated
 
 # layers whose filters are refused today, with the words their reason must contain
 REFUSED = {
-    "resnext-like": {"grouped.0": "grouped conv", "reduce.0": "grouped conv"},
     "res2net-like": {"stem.0": "split/concat"},
 }
 

@@ -25,7 +25,7 @@ from workbench.adapter import call, logits_of
 from .hf import builders
 
 BUILDERS = builders()
-STRUCTURED = ("head", "neuron", "filter")
+STRUCTURED = ("head", "neuron", "filter", "hidden")
 # model -> structured granularities it must offer (the rules and the traced groups together)
 OFFERS = {name: {"head", "neuron"} for name in BUILDERS}
 OFFERS.update({k: {"filter"} for k in ("resnet", "mobilenet-v2", "efficientnet", "regnet")})

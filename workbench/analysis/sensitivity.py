@@ -129,7 +129,8 @@ def rows_for(bench, granularity: str, criterion: str, layers: Sequence[str] | No
 
         for name in layers:  # the same reasons a plan naming the layer gets (tied weights, patterns, kinds)
             _check_entry(targets[name], LayerPlan(g.fixed_ratio or 0.5, g.name, criterion), "layer")
-    chosen = [t for t in targets if (t.name in layers if layers is not None else t.kind in DEFAULT_KINDS)]
+    kinds = DEFAULT_KINDS + g.default_kinds
+    chosen = [t for t in targets if (t.name in layers if layers is not None else t.kind in kinds)]
     chosen = [t for t in chosen if t.supports(g.name)]
     if not chosen:
         raise GranularityError(f"no layer supports granularity {g.name!r}; see bench.targets")
@@ -163,7 +164,8 @@ def rows_for(bench, granularity: str, criterion: str, layers: Sequence[str] | No
     comp: dict[str, set[str]] = {}
     for t in targets:
         for gid in t.groups:
-            comp.setdefault(gid, set()).update(bench.groups.groups[gid].producers)
+            if bench.groups.groups[gid].unit == g.unit:  # o_proj is in a head group and the hidden group: apart
+                comp.setdefault(gid, set()).update(bench.groups.groups[gid].producers)
     merged: list[tuple[set[str], set[str]]] = []  # (group ids, producers)
     for gid, prods in comp.items():
         hit = [m for m in merged if m[1] & prods]

@@ -51,6 +51,7 @@ class Granularity:
     family: str = ""
     shape: tuple[int, ...] = ()
     unit: str = ""  # the unit of the coupled groups it removes ("channel", "head", "lstm-unit"); "" for none
+    default_kinds: tuple[str, ...] = ()  # kinds a plan's default covers with this granularity beyond the usual ones
 
     def __post_init__(self) -> None:
         if not self.family:
@@ -151,6 +152,18 @@ register_granularity(
         ("attention", "linear"),
         True,
         unit="head",
+    )
+)
+register_granularity(
+    Granularity(
+        "hidden",
+        "channels of a transformer's hidden size (the residual stream): their column in every embedding, row in "
+        "every attention and MLP output projection, channel in every norm on the stream and column in every layer "
+        "reading it; one group for the whole model, so every layer writing the stream gets the same ratio",
+        ("linear", "embedding", "conv"),
+        True,
+        unit="hidden",
+        default_kinds=("embedding",),  # the embeddings write the stream: the group needs them
     )
 )
 register_granularity(

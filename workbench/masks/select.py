@@ -126,7 +126,7 @@ def _resolve(plan: Plan, targets: Targets) -> tuple[dict[str, LayerPlan], list[T
         if t.name in explicit:
             continue
         if plan.include is None:
-            if t.kind not in DEFAULT_KINDS:
+            if t.kind not in DEFAULT_KINDS and t.kind not in g.default_kinds:
                 continue
         elif not any(fnmatch(t.name, p) for p in plan.include):
             continue

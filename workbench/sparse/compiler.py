@@ -431,7 +431,7 @@ def compile(
         )
         if channels:
             shrunk = copy.deepcopy(source)
-            shrink_(shrunk, xs, channels)
+            shrink_(shrunk, xs, channels, groups)
             with torch.inference_mode():
                 ok, err = _close(_out(call(shrunk, xs)), y_ref, atol, rtol)  # type: ignore[arg-type]
             if not ok:
@@ -448,16 +448,23 @@ def compile(
         rules = {
             **prunable_channels(groups, params, ref_masks, unit="channel", origin="rules"),
             **prunable_channels(groups, params, ref_masks, unit="head", origin="rules"),
+            **prunable_channels(groups, params, ref_masks, unit="hidden", origin="rules"),
         }
         for found, slim_, tag, what in (
-            (rules, shrink_rule_groups_, "rules", "attention heads and MLP neurons"),  # sliced by their members
+            (
+                rules,
+                shrink_rule_groups_,
+                "rules",
+                "attention heads, MLP neurons and hidden channels",
+            ),  # sliced by their members
             (None, shrink_heads_, "heads", "heads"),  # SlimMultiheadAttention in place of nn.MultiheadAttention
             (None, shrink_rnn_units_, "units", "recurrent units"),  # SlimRNN in place of nn.LSTM/GRU/RNN
         ):
             if found is None:
                 unit = "head" if tag == "heads" else "lstm-unit"
                 found = prunable_channels(groups, params, ref_masks, unit=unit, origin="own")
-            found = _untied_groups(found, groups, tied, notes, what)
+            if tag != "rules":  # rule groups are sliced by their members, a tied tensor once for all its names
+                found = _untied_groups(found, groups, tied, notes, what)
             if not found:
                 continue
             slim = copy.deepcopy(shrunk if shrunk is not None else source)

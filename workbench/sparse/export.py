@@ -57,7 +57,7 @@ from ..plan import Plan
 from . import reader
 from .manifest import MANIFEST, verify_manifest, write_manifest
 from .modules import BSRLinear, SemiStructuredLinear, SparseConv2d, SparseLinear, _SparseBase, densify_
-from .reader import ARCH_FORMAT, ARCH_VERSION, SIZE_ATTRS
+from .reader import ARCH_FORMAT, ARCH_VERSION, FLOAT_ATTRS, SIZE_ATTRS
 
 __all__ = ["FORMATS", "ExportError", "ExportReport", "export", "load"]
 
@@ -132,6 +132,10 @@ def architecture(module: nn.Module) -> dict[str, Any]:
                 isinstance(v, tuple) and all(isinstance(x, int) for x in v)
             ):
                 attrs[a] = _jsonable(v)
+        for a in FLOAT_ATTRS:
+            v = getattr(m, a, None)
+            if isinstance(v, float) and tensors:
+                attrs[a] = v
         if not tensors and not isinstance(m, _SparseBase) and not attrs:
             continue  # (a module without tensors is kept for its sizes: an attention module's head counts)
         mods[name] = {"type": type(m).__name__, "attrs": attrs, "tensors": tensors}
@@ -469,6 +473,10 @@ def _resize_module(model: nn.Module, m: nn.Module, name: str, spec: dict[str, An
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, leaf, new)
         return
+    if spec["type"] == "ZeroPaddedLayerNorm" and type(m) is nn.LayerNorm:  # a hidden-size cut (sparse/norms.py)
+        from .norms import ZeroPaddedLayerNorm
+
+        m.__class__ = ZeroPaddedLayerNorm
     if type(m).__name__ != spec["type"]:
         raise ExportError(f"module {name!r} is a {type(m).__name__} here but a {spec['type']} in the saved model")
     for a, v in spec["attrs"].items():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from ..plan import Plan
 __all__ = [
     "ARCH_FORMAT",
     "ARCH_VERSION",
+    "FLOAT_ATTRS",
     "SIZE_ATTRS",
     "allowed",
     "check_tensors",
@@ -67,7 +69,9 @@ SIZE_ATTRS = (
     "all_head_size",
     "inner_dim",
     "split_size",
+    "full_size",  # ZeroPaddedLayerNorm: the width its statistics count (workbench.sparse.norms)
 )
+FLOAT_ATTRS = ("eps", "variance_epsilon")  # norms' epsilons: an RMS norm's grows when its hidden size is cut
 ALLOWED_MODULES = ("workbench", "torch.nn")
 _AGAIN = "the file is corrupted or comes from another program; export the model again"
 
@@ -131,8 +135,12 @@ def _check_module(path: Path, name: Any, spec: Any) -> None:
     if not isinstance(attrs, dict):
         raise _bad(path, f"{at}.attrs", "an object", attrs)
     for a, v in attrs.items():
+        if a in FLOAT_ATTRS:
+            if not (isinstance(v, float) and math.isfinite(v) and v >= 0):
+                raise _bad(path, f"{at}.attrs[{a!r}]", "a non-negative float", v)
+            continue
         if a not in SIZE_ATTRS:
-            raise _bad(path, f"{at}.attrs", f"size attributes among {', '.join(SIZE_ATTRS)}", a)
+            raise _bad(path, f"{at}.attrs", f"size attributes among {', '.join(SIZE_ATTRS + FLOAT_ATTRS)}", a)
         if not (_is_int(v) or (isinstance(v, list) and all(_is_int(x) for x in v))):
             raise _bad(path, f"{at}.attrs[{a!r}]", "a non-negative int or a list of them", v)
     if not isinstance(tensors, dict):

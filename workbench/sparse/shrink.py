@@ -97,8 +97,14 @@ def prunable_channels(
     return out
 
 
-def shrink_(model: nn.Module, example_inputs: Tensor | Sequence[Tensor], channels: Mapping[str, list[int]]) -> None:
-    """Remove `channels` (group root name -> root channel indices) from `model` in place with Torch-Pruning.
+def shrink_(
+    model: nn.Module,
+    example_inputs: Tensor | Sequence[Tensor],
+    channels: Mapping[str, list[int]],
+    groups: GroupAnalysis | None = None,
+) -> None:
+    """Remove `channels` (group root name -> root units) from `model` in place with Torch-Pruning; with `groups`,
+    a group's units through grouped convs stand for one channel per block (`ChannelGroup.channels`).
 
     Call it on a copy: the model's layers are replaced by smaller ones.
     """
@@ -114,7 +120,9 @@ def shrink_(model: nn.Module, example_inputs: Tensor | Sequence[Tensor], channel
         for gid, idxs in channels.items():
             mod = model.get_submodule(gid)
             pruner = dg.get_pruner_of_module(mod)
-            dg.get_pruning_group(mod, pruner.prune_out_channels, sorted(idxs)).prune()
+            grp = groups.groups.get(gid) if groups is not None else None
+            chans = grp.channels(list(idxs)) if grp is not None else sorted(idxs)
+            dg.get_pruning_group(mod, pruner.prune_out_channels, chans).prune()
 
 
 def shrink_heads_(model: nn.Module, groups: GroupAnalysis, heads: Mapping[str, list[int]]) -> dict[str, int]:
@@ -170,6 +178,15 @@ _KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
 _WIDTHS = ("all_head_size", "inner_dim", "split_size")
 
 
+def _is_stream_norm(mod: nn.Module) -> bool:
+    w = getattr(mod, "weight", None)
+    return (
+        (isinstance(mod, nn.LayerNorm) or "norm" in type(mod).__name__.lower())
+        and isinstance(w, Tensor)
+        and w.dim() == 1
+    )
+
+
 def shrink_rule_groups_(model: nn.Module, groups: GroupAnalysis, found: Mapping[str, list[int]]) -> dict[str, int]:
     """Remove the root units `found` (group id -> indices) of module-tree rule groups (`workbench.rules`: attention
     heads, MLP neurons) in place (call it on a copy): every member slice is cut out of its parameter, each layer's
@@ -180,7 +197,8 @@ def shrink_rule_groups_(model: nn.Module, groups: GroupAnalysis, found: Mapping[
     Layers may end with different head counts: the model's own forward works (Hugging Face attention reshapes with
     ``-1`` heads or reads the module's attributes), and its ``config`` keeps the original sizes.
     """
-    from ..rules import find_attention, is_conv1d
+    from ..rules import find_attention, is_conv1d, norm_form
+    from .norms import ZeroPaddedLayerNorm, rescale_rms_
 
     specs = {s.module: s for s in find_attention(model)[0]}  # as the model is now: head counts before the cut
     drop: dict[str, dict[int, set[int]]] = {}
@@ -193,6 +211,16 @@ def shrink_rule_groups_(model: nn.Module, groups: GroupAnalysis, found: Mapping[
             pos = m.index[pruned[m.root]]
             drop.setdefault(m.param, {}).setdefault(m.dim, set()).update(pos.tolist())
         done[gid] = len(roots)
+    aliases: dict[int, list[str]] = {}  # a tied tensor is cut once and stays one tensor under every name
+    for n, p in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(p), []).append(n)
+    norms = {}  # the hidden size's norms, how they compute, and their width before the cut
+    if "hidden" in found:
+        for m in groups.groups["hidden"].members:
+            mod_name = m.param.rpartition(".")[0]
+            mod = model.get_submodule(mod_name)
+            if mod_name not in norms and _is_stream_norm(mod):
+                norms[mod_name] = (norm_form(mod), int(mod.weight.shape[0]))
     touched: set[str] = set()
     for pname, dims in drop.items():
         mod_name, _, leaf = pname.rpartition(".")
@@ -202,16 +230,32 @@ def shrink_rule_groups_(model: nn.Module, groups: GroupAnalysis, found: Mapping[
         for dim, pos in dims.items():
             keep = torch.tensor([i for i in range(t.shape[dim]) if i not in pos], dtype=torch.long, device=t.device)
             t = t.index_select(dim, keep)
-        setattr(mod, leaf, nn.Parameter(t.clone(), requires_grad=old.requires_grad))
-        touched.add(mod_name)
+        new = nn.Parameter(t.clone(), requires_grad=old.requires_grad)
+        for alias in aliases.get(id(old), [pname]):
+            owner, _, local = alias.rpartition(".")
+            setattr(model.get_submodule(owner), local, new)
+            touched.add(owner)
     for mod_name in touched:
         mod = model.get_submodule(mod_name)
         if isinstance(mod, nn.Linear):
             mod.out_features, mod.in_features = mod.weight.shape
         elif is_conv1d(mod):  # weight is in x out
             mod.nx, mod.nf = mod.weight.shape
-        elif isinstance(mod, nn.modules.conv._ConvNd):  # a depthwise conv inside an MLP
+        elif isinstance(mod, nn.modules.conv._ConvNd) and mod.groups > 1:  # a depthwise conv inside an MLP
             mod.out_channels = mod.in_channels = mod.groups = mod.weight.shape[0]
+        elif isinstance(mod, nn.modules.conv._ConvNd):  # a patch embedding, a conv stem reading the stream
+            mod.out_channels, mod.in_channels = mod.weight.shape[:2]
+        elif isinstance(mod, nn.Embedding):
+            mod.embedding_dim = mod.weight.shape[1]
+        elif mod_name in norms:
+            form, before = norms[mod_name]
+            after = int(mod.weight.shape[0])
+            if form == "layer":
+                kept = ZeroPaddedLayerNorm.cut(mod, torch.arange(after))  # its width before the cut is the full one
+                parent, _, leaf = mod_name.rpartition(".")
+                setattr(model.get_submodule(parent) if parent else model, leaf, kept)
+            else:
+                rescale_rms_(mod, before, after, form)
     for gid, roots in found.items():
         if not gid.endswith(":heads"):
             continue
