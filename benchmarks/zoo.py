@@ -5,7 +5,7 @@ batches) and the 6 hand-written CNNs of ``tests/zoo/cnn.py`` (3x16x16 images, Ba
 their test does), imported from the test tree, not copied.
 
 Ours, per model: ``wb.Workbench(model, batches)`` (timed), ``wb.Plan.uniform(0.3, granularity=g)`` applied for every
-structured granularity g the model offers (head / neuron / filter), then ``wb.sparse.compile(bench,
+structured granularity g the model offers (head / neuron / filter / hidden), then ``wb.sparse.compile(bench,
 backend="shrink")``. Share = 1 - params_after / params_before of its report. The shrunk model's logits
 (``workbench.adapter.call`` + ``logits_of`` on the first batch) must equal the masked model's within 1e-5 before
 anything else is reported ("MISMATCH" otherwise); speed = dense ms / shrunk ms of the model's own call on that
@@ -51,7 +51,7 @@ RATIO = 0.3
 ATOL = 1e-5
 REPEATS = 7
 TP_TIMEOUT = 60.0
-STRUCTURED = ("head", "neuron", "filter")
+STRUCTURED = ("head", "neuron", "filter", "hidden")
 HF_CNNS = {"convnext", "resnet", "mobilenet-v2", "efficientnet", "regnet"}
 QKV_NAMES = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"), ("q_lin", "k_lin", "v_lin"), ("q", "k", "v"))
 HEAD_ATTRS = ("num_attention_heads", "num_heads", "n_heads", "n_head")

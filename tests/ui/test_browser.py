@@ -92,41 +92,50 @@ def lab(tmp_path_factory):
         log.close()
 
 
+def _browser(p):
+    return p.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
+
+
+def _run_all(page, lab: str, notebook: str) -> None:
+    """Open `notebook` in JupyterLab, wait for its kernel and run all its cells."""
+    page.goto(f"{lab}/lab/tree/{notebook}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    select = page.locator(".jp-Dialog button.jp-mod-accept")  # a kernel picker, if JupyterLab asks
+    try:
+        select.click(timeout=5_000)
+    except Exception:
+        pass
+    page.wait_for_function(
+        "() => { const e = document.querySelector('.jp-Notebook-ExecutionIndicator');"
+        " return (e && e.getAttribute('data-status') === 'idle')"
+        " || document.body.textContent.includes('Kernel status: Idle'); }",
+        timeout=90_000,
+    )
+    page.click("text=Run", timeout=10_000)
+    page.click("text=Run All Cells", timeout=10_000)
+
+
 def test_tour_dashboard_in_chromium(lab):
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = _browser(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page.goto(f"{lab}/lab/tree/00_tour.ipynb")
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-            select = page.locator(".jp-Dialog button.jp-mod-accept")  # a kernel picker, if JupyterLab asks
-            try:
-                select.click(timeout=5_000)
-            except Exception:
-                pass
-            page.wait_for_function(
-                "() => { const e = document.querySelector('.jp-Notebook-ExecutionIndicator');"
-                " return (e && e.getAttribute('data-status') === 'idle')"
-                " || document.body.textContent.includes('Kernel status: Idle'); }",
-                timeout=90_000,
-            )
-            page.click("text=Run", timeout=10_000)
-            page.click("text=Run All Cells", timeout=10_000)
+            _run_all(page, lab, "00_tour.ipynb")
             dashboard = page.wait_for_selector(".wb-dashboard", timeout=180_000)
             dashboard.scroll_into_view_if_needed()
             page.wait_for_selector(".wb-dashboard .wb-metric-now", timeout=60_000)
@@ -204,6 +213,57 @@ def test_tour_dashboard_in_chromium(lab):
             assert pruned != dense and "parameters kept" in preview
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "dashboard-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+def test_transformer_dashboard_in_chromium(lab):
+    """The chapter on Hugging Face models: a LLaMA-style decoder's dashboard groups its 58 rows by block and kind;
+    one kind slider moves that layer in every block, Apply prunes it (perplexity changes), Undo brings it back."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            _run_all(page, lab, "07_transformers.ipynb")
+            dashboard = page.wait_for_selector(".wb-dashboard", timeout=240_000)
+            dashboard.scroll_into_view_if_needed()
+            page.wait_for_selector(".wb-dashboard .wb-metric-now", timeout=60_000)
+            assert "perplexity" in page.inner_text(".wb-dashboard")
+            dense = page.inner_text(".wb-dashboard .wb-metric-now")
+            page.click(".wb-dashboard .lm-TabBar-tab:has-text('by kind')", timeout=10_000)
+            kinds = page.locator(".wb-dashboard .wb-kind-ratio")
+            assert kinds.count() == 7  # q/k/v/o and gate/up/down, repeated in every block
+            assert "self_attn.q_proj" in page.inner_text(".wb-dashboard")
+            page.screenshot(path=str(ARTIFACTS / "transformer-loaded.png"), full_page=False)
+            handle = kinds.first.locator(".noUi-handle")
+            handle.scroll_into_view_if_needed()
+            handle.focus()
+            for _ in range(10):  # ratio 0.5 on that kind of layer, in all 8 blocks
+                page.keyboard.press("ArrowRight")
+            page.wait_for_function(
+                "() => document.querySelector('.wb-dashboard .wb-preview').innerText.includes('kept')"
+            )
+            page.click(".wb-dashboard .wb-apply")
+            page.wait_for_function(
+                "(dense) => { const e = document.querySelector('.wb-dashboard .wb-metric-now');"
+                " return e && e.innerText !== dense; }",
+                arg=dense,
+                timeout=60_000,
+            )
+            page.wait_for_selector(".wb-dashboard .wb-apply:not([disabled])", timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "transformer-applied.png"), full_page=False)
+            page.click(".wb-dashboard .wb-undo")
+            page.wait_for_function(
+                "(dense) => document.querySelector('.wb-dashboard .wb-metric-now').innerText === dense",
+                arg=dense,
+                timeout=60_000,
+            )
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "transformer-failure.png"), full_page=True)
             raise
         finally:
             browser.close()
