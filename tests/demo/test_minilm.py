@@ -63,7 +63,8 @@ def test_heads_and_ffn_neurons_prune_undo_exactly_and_shrink_for_real(loaded):
 
 
 def test_bad_ratio_and_a_model_without_bert_attention():
+    bench = wb.Workbench(torch.nn.Linear(2, 2), [(torch.randn(3, 2), torch.tensor([0, 1, 0]))])
     with pytest.raises(wb.PlanError, match=r"ratio must be in \[0, 1\)"):
-        minilm.head_masks(torch.nn.Linear(2, 2), 1.0)
+        minilm.prune_heads(bench, 1.0)
     with pytest.raises(wb.ModelError, match="no BERT-style attention block"):
-        minilm.head_masks(torch.nn.Linear(2, 2), 0.5)
+        minilm.prune_heads(bench, 0.5)

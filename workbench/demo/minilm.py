@@ -8,13 +8,15 @@ embeddings, mean pooling exactly as sentence-transformers computes them) and the
 (`sentences.txt`) as batches whose targets are the dense model's embeddings, with the metric ``cosine``: the mean
 cosine similarity of the current embeddings to the dense ones (1.0 = unchanged).
 
-Heads: BERT's attention is three separate Linear layers (query/key/value) and an output projection, not an
-``nn.MultiheadAttention``, so the workbench's ``head`` granularity (and Torch-Pruning's tracing, which stops at
-scaled-dot-product attention) does not cover it. `prune_heads` applies the same rule through the mask store: head
-h is rows ``h*d:(h+1)*d`` of query/key/value (weights and biases) and those columns of ``attention.output.dense``;
-zeroing them makes the head attend uniformly over zero values, so it adds exactly nothing (tested against the
-physically shrunk model). FFN neurons are ordinary coupled channels: ``granularity="neuron"`` on the
-``intermediate.dense`` layers. `shrink` removes pruned heads and FFN neurons for real (smaller, faster).
+Heads: BERT's attention is three separate Linear layers (query/key/value) and an output projection; the
+module-tree rules (`workbench.rules`) give it the ``head`` granularity like every Hugging Face attention block:
+head h is rows ``h*d:(h+1)*d`` of query/key/value (weights and biases) and those columns of
+``attention.output.dense``; zeroing them makes the head attend uniformly over zero values, so it adds exactly
+nothing. `prune_heads` is ``Plan.uniform(ratio, granularity="head", criterion="l2")``. FFN neurons are the
+``neuron`` granularity of the ``intermediate.dense`` layers. `shrink` removes pruned heads and FFN neurons for real
+(smaller, faster) with the same cut as ``wb.sparse.compile(bench, backend="shrink")``. The hidden size is not
+offered here: the model returns the hidden features themselves (its embeddings), so cutting them would change its
+output's size.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 
 from ..errors import ModelError, PlanError
 from ..evaluate import Metric
+from ..plan import Plan
 
 __all__ = ["MiniLM", "SentenceData", "available", "cosine", "load", "prune_heads", "shrink"]
 
@@ -110,91 +113,37 @@ def load(batch_size: int = 16) -> tuple[MiniLM, SentenceData]:
     return model, SentenceData(sentences, batches, batches[0][0])
 
 
-def _attention_blocks(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module]]:
-    """(name, self-attention, output) of every BERT-style attention block: a module with `.self` holding
-    query/key/value Linear layers and `.output.dense`."""
-    out = []
-    for name, mod in model.named_modules():
-        sa, o = getattr(mod, "self", None), getattr(mod, "output", None)
-        if sa is not None and all(isinstance(getattr(sa, k, None), nn.Linear) for k in ("query", "key", "value")):
-            if isinstance(getattr(o, "dense", None), nn.Linear) and hasattr(sa, "attention_head_size"):
-                out.append((name, sa, o))
-    return out
-
-
-def head_masks(model: nn.Module, ratio: float, store=None) -> dict[str, Tensor]:
-    """Masks (True = pruned) removing round(ratio * heads) heads per attention block, lowest L2 norm of their
-    query/key/value rows and output columns first (heads already pruned count); at least one head stays."""
+def prune_heads(bench, ratio: float, *, label: str | None = None):
+    """Prune `ratio` of the heads of every attention block of `bench.model` as one history step (exact undo): the
+    ``head`` granularity of `workbench.rules` (query/key/value rows and output-projection columns), heads with the
+    lowest L2 norm first."""
     if not 0 <= ratio < 1:
         raise PlanError(f"ratio must be in [0, 1) (the share of heads per layer to remove), got {ratio!r}")
-    blocks = _attention_blocks(model)
-    if not blocks:
-        raise ModelError("no BERT-style attention block (query/key/value + output.dense) found in this model")
-    masks: dict[str, Tensor] = {}
-    for name, sa, o in blocks:
-        d = sa.attention_head_size
-        h = sa.query.out_features // d
-        pre = f"{name}." if name else ""
-        with torch.no_grad():
-            score = sum(getattr(sa, k).weight.view(h, d, -1).pow(2).sum((1, 2)) for k in ("query", "key", "value"))
-            score = score + o.dense.weight.view(o.dense.out_features, h, d).pow(2).sum((0, 2))
-        k = min(int(ratio * h + 0.5), h - 1)
-        drop = torch.zeros(h, dtype=torch.bool)
-        drop[torch.argsort(score, stable=True)[:k]] = True  # already-zero heads have score 0: they go first
-        rows = drop.repeat_interleave(d)
-        for part in ("query", "key", "value"):
-            lin = getattr(sa, part)
-            masks[f"{pre}self.{part}.weight"] = rows.unsqueeze(1).expand_as(lin.weight).clone()
-            if lin.bias is not None:
-                masks[f"{pre}self.{part}.bias"] = rows.clone()
-        masks[f"{pre}output.dense.weight"] = rows.unsqueeze(0).expand_as(o.dense.weight).clone()
-    return masks
+    if not any("head" in t.granularities for t in bench.targets):
+        raise ModelError(
+            "no BERT-style attention block (query/key/value + output.dense) found in this model: "
+            f"{type(bench.model).__name__} offers no 'head' granularity"
+        )
+    plan = Plan.uniform(ratio, granularity="head", criterion="l2")
+    return bench.apply(plan, label=label or f"heads {ratio:.0%} per layer")
 
 
-def prune_heads(bench, ratio: float, *, label: str | None = None):
-    """Prune `ratio` of the heads of every attention block of `bench.model` as one history step (exact undo)."""
-    masks = head_masks(bench.model, ratio)
-    return bench.apply_masks(masks, label=label or f"heads {ratio:.0%} per layer", kind="prune")
+def shrink(model: nn.Module, example: tuple[Tensor, Tensor] | None = None) -> nn.Module:
+    """A physically smaller copy without the heads and FFN neurons whose every slice is zero (`model` is not
+    changed): the module-tree rules' groups (`workbench.rules`) cut by `workbench.sparse.shrink.shrink_rule_groups_`,
+    as `wb.sparse.compile(bench, backend="shrink")` cuts them. `example`: (ids, mask) to probe the model with."""
+    from ..groups import analyze_groups
+    from ..sparse.shrink import prunable_channels, shrink_rule_groups_
 
-
-def shrink(model: nn.Module) -> nn.Module:
-    """A physically smaller copy: heads whose query/key/value rows are all zero and FFN neurons whose
-    ``intermediate.dense`` row and bias are zero are removed (`model` is not changed)."""
     new = copy.deepcopy(model)
-    with torch.no_grad():
-        for _, sa, o in _attention_blocks(new):
-            d = sa.attention_head_size
-            h = sa.query.out_features // d
-            qkv = [getattr(sa, k) for k in ("query", "key", "value")]
-            dead = torch.stack([lin.weight.view(h, d, -1).abs().sum((1, 2)) == 0 for lin in qkv]).all(0)
-            keep = (~dead).repeat_interleave(d).nonzero().squeeze(1)
-            for lin in qkv:
-                _slice(lin, keep, out=True)
-            _slice(o.dense, keep, out=False)
-            sa.num_attention_heads = int((~dead).sum())
-            sa.all_head_size = sa.num_attention_heads * d
-        for mod in new.modules():
-            inter, out = getattr(mod, "intermediate", None), getattr(mod, "output", None)
-            if isinstance(getattr(inter, "dense", None), nn.Linear) and isinstance(
-                getattr(out, "dense", None), nn.Linear
-            ):
-                lin = inter.dense
-                dead = lin.weight.abs().sum(1) == 0
-                if lin.bias is not None:
-                    dead &= lin.bias == 0
-                keep = (~dead).nonzero().squeeze(1)
-                if keep.numel() < lin.out_features:
-                    _slice(lin, keep, out=True)
-                    _slice(out.dense, keep, out=False)
+    if example is None:
+        ids = torch.full((1, 8), 101, dtype=torch.long)
+        example = (ids, torch.ones_like(ids))
+    groups = analyze_groups(new, example)
+    params = dict(new.named_parameters(remove_duplicate=False))
+    found = {
+        **prunable_channels(groups, params, unit="head", origin="rules"),
+        **prunable_channels(groups, params, unit="channel", origin="rules"),
+    }
+    shrink_rule_groups_(new, groups, found)
     return new
-
-
-def _slice(lin: nn.Linear, keep: Tensor, *, out: bool) -> None:
-    if out:
-        lin.weight = nn.Parameter(lin.weight[keep].clone())
-        if lin.bias is not None:
-            lin.bias = nn.Parameter(lin.bias[keep].clone())
-        lin.out_features = keep.numel()
-    else:
-        lin.weight = nn.Parameter(lin.weight[:, keep].clone())
-        lin.in_features = keep.numel()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["ZeroPaddedLayerNorm", "rescale_rms_"]
@@ -52,16 +53,12 @@ class ZeroPaddedLayerNorm(nn.LayerNorm):
         return new
 
     def forward(self, x: Tensor) -> Tensor:
-        n = self.full_size
-        mean = x.sum(-1, keepdim=True) / n
-        c = x - mean
-        var = (c.pow(2).sum(-1, keepdim=True) + (n - x.shape[-1]) * mean.pow(2)) / n
-        y = c * torch.rsqrt(var + self.eps)
-        if self.weight is not None:
-            y = y * self.weight
-        if self.bias is not None:
-            y = y + self.bias
-        return y
+        # the fused layer_norm over the full width, the removed channels put back as zeros at the end (their
+        # weight and bias zero too), then only the kept channels: cheaper than computing the statistics by hand
+        pad = self.full_size - x.shape[-1]
+        w = None if self.weight is None else F.pad(self.weight, (0, pad))
+        b = None if self.bias is None else F.pad(self.bias, (0, pad))
+        return F.layer_norm(F.pad(x, (0, pad)), (self.full_size,), w, b, self.eps)[..., : x.shape[-1]]
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, full_size={self.full_size}, eps={self.eps}"
