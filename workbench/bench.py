@@ -505,9 +505,9 @@ class Workbench:
         with self.store.lock:
             return attributions(self, method, samples, **kwargs)
 
-    def robustness(self, attacks=("fgsm", "pgd", "noise"), eps=(0.0, 0.05, 0.1, 0.2), **kwargs: Any):
-        """Accuracy under attack (FGSM, PGD, Gaussian noise) vs eps, before vs after; see
-        `workbench.analysis.robustness`."""
+    def robustness(self, attacks=None, eps=None, **kwargs: Any):
+        """Accuracy under attack vs eps, before vs after (default: FGSM, PGD and Gaussian noise at eps 0 to 0.2 on
+        continuous inputs, token substitution of 0 to 50% on token inputs); see `workbench.analysis.robustness`."""
         from .analysis.robustness import robustness
 
         with self.store.lock:

@@ -152,15 +152,16 @@ def check_metric(metric: Any, *, warn: bool = False) -> None:
 
 
 def batches(
-    data: Iterable, device: torch.device | nn.Module, dtype: torch.dtype | None = None
+    data: Iterable, device: torch.device | nn.Module, dtype: torch.dtype | None = None, adapter: Any = None
 ) -> Iterable[tuple[Any, Tensor | None]]:
-    """(inputs, target) of each batch (any form `workbench.adapter.split` reads), moved to `device` (CPU batches
-    only; see `to_device`); floating inputs are cast to `dtype` when given. Given the model instead of a device,
-    batches follow its device and dtype."""
+    """(inputs, target) of each batch (any form `workbench.adapter.split` reads; with the bench's `adapter`, as it
+    splits them: seq2seq decoder inputs from the labels, a user's batch_fn), moved to `device` (CPU batches only;
+    see `to_device`); floating inputs are cast to `dtype` when given. Given the model instead of a device, batches
+    follow its device and dtype."""
     if isinstance(device, nn.Module):
         device, dtype = model_device(device), model_dtype(device)
     for i, batch in enumerate(data):
-        x, y = split(batch)
+        x, y = adapter.split(batch) if adapter is not None else split(batch)
         yield to_device(x, device, f"batch {i} inputs", dtype), to_device(y, device, f"batch {i} labels")
 
 

@@ -100,7 +100,9 @@ def test_integer_token_inputs_name_the_attacks_that_apply():
     bench.apply(wb.Plan.uniform(0.5))
     snap = snapshot(model)
     with pytest.raises(AttackError, match=r"\['fgsm', 'pgd', 'noise'\].*substitute.*attributions"):
-        bench.robustness()
+        bench.robustness(("fgsm", "pgd", "noise"))
+    default = bench.robustness()  # on token inputs the default attack is the one that applies
+    assert default.attacks == ("substitute",) and default.eps.tolist() == [0.0, 0.1, 0.25, 0.5]
     rob = bench.robustness(("substitute",), (0.0, 0.5, 1.0))
     assert available_attacks("int") == ["substitute"] and rob.flip_rate[:, 0, 0].tolist() == [0, 0]
     assert_bitwise(model, snap)

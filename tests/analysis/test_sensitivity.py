@@ -136,8 +136,8 @@ def test_bad_input():
         bench.sensitivity([0.5, 1.2])
     with pytest.raises(TargetError, match="Did you mean"):
         bench.sensitivity(layers=["stm.0"])
-    with pytest.raises(GranularityError, match=r"'g'.*grouped"):
-        bench.sensitivity(granularity="filter", layers=["g"])
+    with pytest.raises(GranularityError, match=r"'head'.*outputs of the model"):
+        bench.sensitivity(granularity="neuron", layers=["head"])
     with pytest.raises(DataError):
         bench.sensitivity(data=[])
 

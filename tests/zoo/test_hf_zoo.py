@@ -3,7 +3,8 @@ each fed its own natural batches through every step a user takes.
 
 Per model: the Workbench builds within 10 s and detects the task; unstructured pruning and every structured
 granularity the model offers apply and undo bitwise; the sensitivity estimate and an exact scan of two layers leave
-the model unchanged; heads + neurons/filters shrink into a smaller model whose own call (`model(**batch)`) computes
+the model unchanged; attributions (and, for classifiers, accuracy under attack) of a step run on the model's own
+inputs; heads + neurons/filters + hidden size shrink into a smaller model whose own call (`model(**batch)`) computes
 what the masked model computes (1e-5); the dashboard builds on it; the shrunk model exports to safetensors and loads back into a fresh model of
 the same architecture with the same outputs. Known gaps are strict xfails: fixing one makes its test fail until the
 table is updated.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import copy
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,6 +87,16 @@ def test_hf_model_end_to_end(name, tmp_path):
     bench.sensitivity(ratios=(0.5,), layers=layers, progress=False)
     assert _same(model, dense)
 
+    bench.apply(wb.Plan.uniform(0.3), evaluate=False)  # the effects of a step, before vs after, on its own inputs
+    att = bench.attributions(samples=4, n_steps=4)  # of input_ids: on the input embeddings (inputs_embeds)
+    assert att.attr_after.shape[0] == 4 and np.isfinite(att.attr_after).all()
+    labels = bench.adapter.split(data[0])[1]
+    if labels.dim() == 1:  # one class per sample: accuracy under attack (pixels / audio perturbed, tokens replaced)
+        rob = bench.robustness(eps=(0.0, 0.1), samples=4, steps=2)
+        assert rob.accuracy.shape[-1] == 2
+    bench.undo()
+    assert _same(model, dense)
+
     for g in sorted(offered):
         bench.apply(wb.Plan.uniform(0.5, granularity=g), evaluate=False)
     x = bench.adapter.split(data[0])[0]
@@ -99,3 +111,33 @@ def test_hf_model_end_to_end(name, tmp_path):
     bench.reset()
     assert _same(model, dense)
     assert _same(copy.deepcopy(model), dense)  # the model stays a plain, copyable module
+
+
+ONNX_FAILS = {"t5": "ONNX export failed"}  # torch.onnx's translation of T5's attention reshape: a clear ExportError
+
+
+@pytest.mark.parametrize("name", ["bert", "llama-gqa", "gpt2", "vit", "t5"])
+def test_hf_model_exports_to_onnx_with_its_keyword_inputs(name, tmp_path):
+    import onnxruntime as ort
+
+    make, batches = BUILDERS[name]
+    torch.manual_seed(0)
+    model = make().eval()
+    data = batches()
+    bench = wb.Workbench(model, data)
+    for g in ("head", "neuron"):
+        if any(g in t.granularities for t in bench.targets):
+            bench.apply(wb.Plan.uniform(0.5, granularity=g), evaluate=False)
+    fast, _ = wb.sparse.compile(bench, backend="shrink")
+    x = bench.adapter.split(data[0])[0]  # seq2seq: decoder inputs from the labels, as the model builds them
+    if name in ONNX_FAILS:
+        with pytest.raises(wb.ExportError, match=ONNX_FAILS[name]):
+            wb.sparse.export(fast, tmp_path, formats=("onnx",), example_inputs=x)
+        return
+    rep = wb.sparse.export(fast, tmp_path, formats=("onnx",), example_inputs=x)
+    assert any("model.onnx takes" in n for n in rep.notes)
+    sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    assert set(names) <= set(x)  # the graph's inputs are named after the batch's keys
+    got = torch.from_numpy(sess.run(None, {k: x[k].numpy() for k in names})[0])
+    torch.testing.assert_close(got, _logits(fast, x), rtol=1e-4, atol=1e-4)

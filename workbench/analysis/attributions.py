@@ -33,7 +33,18 @@ from torch import Tensor, nn
 from ..errors import WorkbenchError, suggest
 from ..evaluate import eval_mode
 from ._graph import clone_with
-from .states import at, default_pair, grad_context, label_of, logits, take
+from .states import (
+    at,
+    default_pair,
+    grad_context,
+    input_embeddings,
+    label_of,
+    logits,
+    prediction,
+    primary,
+    rebuild,
+    take,
+)
 
 __all__ = [
     "AttributionResult",
@@ -266,6 +277,35 @@ def _embedding_view(model: nn.Module, x: Tensor, embedding: str | None) -> tuple
     return clone, emb, embedding
 
 
+def _embeds_view(model: nn.Module, key: str, ids: Tensor, x: dict, inputs) -> tuple[Tensor, Callable]:
+    """For token ids in a dict of keyword inputs (a Hugging Face model): the input embeddings of `ids` and a forward
+    that feeds them as ``inputs_embeds`` (checked on `x` to compute what the model computes)."""
+    import inspect
+
+    emb = input_embeddings(model)
+    takes = "inputs_embeds" in inspect.signature(model.forward).parameters
+    if emb is None or not takes:
+        raise WorkbenchError(
+            f"the {key!r} inputs are integers, which have no gradient, and {type(model).__name__} takes no "
+            "inputs_embeds to attribute on; pass float inputs, or a model with get_input_embeddings() and an "
+            "inputs_embeds argument (every Hugging Face model)"
+        )
+
+    def forward(e: Tensor, *ex: Tensor) -> Tensor:
+        return prediction(logits(model, inputs("inputs_embeds", e, ex)))
+
+    with torch.no_grad():
+        e = emb(ids).detach()
+        rest = {k: v for k, v in x.items() if k != key and isinstance(v, Tensor)}
+        ok = torch.allclose(forward(e, *rest.values()), prediction(logits(model, x)), atol=1e-5, rtol=1e-4)
+    if not ok:
+        raise WorkbenchError(
+            f"{type(model).__name__} computes other outputs from inputs_embeds than from {key!r}; attributions on "
+            "its embeddings would explain another model"
+        )
+    return e, forward
+
+
 def attributions(
     bench,
     method: str = "integrated_gradients",
@@ -297,8 +337,21 @@ def attributions(
         raise WorkbenchError(f"target must be 'dense', 'before', 'label' or a class index, got {target!r}")
     model = bench.model
     data = bench.data if data is None else data
-    x, y = take(data, samples, model, "samples")
-    tokens = not x.is_floating_point()
+    x, y = take(data, samples, model, "samples", adapter=bench.adapter)
+    key, p, rest = primary(x)  # one input tensor, or of a dict of model inputs pixel_values / input_ids / ...
+    tokens = not p.is_floating_point()
+    moving = [k for k, v in rest.items() if isinstance(v, Tensor)]  # captum repeats them with its expanded batch
+    fixed = {k: v for k, v in rest.items() if k not in moving}
+    extra = tuple(rest[k] for k in moving)
+    if target == "label" and y.dim() != 1:
+        raise WorkbenchError(
+            "target='label' needs one class label per sample; this data has labels of shape "
+            f"{tuple(y.shape)} (a language model's): explain target='dense', 'before' or a class (token) index"
+        )
+
+    def inputs(k: str | None, v: Tensor, ex: tuple) -> Any:
+        return rebuild(k, v, {**fixed, **dict(zip(moving, ex))})
+
     states = [b, a]
     total, done = len(states) + 1, 0
 
@@ -315,30 +368,34 @@ def attributions(
     with eval_mode(model), grad_context(model):
         if isinstance(target, str) and target in ("dense", "before"):
             with at(bench, 0 if target == "dense" else b), torch.no_grad():
-                targets = logits(model, x).argmax(1)
+                targets = prediction(logits(model, x)).argmax(1)
         elif target == "label":
             targets = y
         else:
-            targets = torch.full_like(y, int(target))
+            targets = torch.full((len(p),), int(target), dtype=torch.long, device=p.device)
         tick()
         for s in states:
             with at(bench, s):
                 with torch.no_grad():
-                    preds[s] = logits(model, x).argmax(1).cpu().numpy()
-                if tokens:
-                    view, emb, _ = _embedding_view(model, x, embedding)
+                    preds[s] = prediction(logits(model, x)).argmax(1).cpu().numpy()
+                if tokens and key is None:
+                    view, emb, _ = _embedding_view(model, p, embedding)
                     with torch.no_grad():
-                        inp = emb(x).detach()
-                    forward = lambda e, view=view: logits(view, e)  # noqa: E731
+                        inp = emb(p).detach()
+                    forward = lambda e, view=view: prediction(logits(view, e))  # noqa: E731
+                elif tokens:
+                    inp, forward = _embeds_view(model, key, p, x, inputs)
                 else:
-                    inp, forward = x, lambda v: logits(model, v)
-                baseline = torch.zeros_like(inp[:1]) if tokens else torch.full_like(inp[:1], float(x.min()))
-                out = fn(forward, inp.clone().requires_grad_(), targets, baseline, seed, **options).detach()
+                    inp = p
+                    forward = lambda v, *ex: prediction(logits(model, inputs(key, v, ex)))  # noqa: E731
+                baseline = torch.zeros_like(inp[:1]) if tokens else torch.full_like(inp[:1], float(p.min()))
+                opts = {**options, "additional_forward_args": extra} if extra and key is not None else options
+                out = fn(forward, inp.clone().requires_grad_(), targets, baseline, seed, **opts).detach()
                 if tokens:
                     out = out.sum(-1)  # one value per token
                 maps[s] = out.float().cpu().numpy()
             tick()
-    sim = similarity(maps[b].reshape(len(x), -1), maps[a].reshape(len(x), -1), topk)
+    sim = similarity(maps[b].reshape(len(p), -1), maps[a].reshape(len(p), -1), topk)
     return AttributionResult(
         method=method,
         target=str(target),
@@ -346,8 +403,8 @@ def attributions(
         after=a,
         before_label=label_of(bench, b),
         after_label=label_of(bench, a),
-        kind=_kind(x),
-        inputs=x.detach().cpu().numpy(),
+        kind=_kind(p),
+        inputs=p.detach().cpu().numpy(),
         labels=y.cpu().numpy(),
         targets=targets.cpu().numpy(),
         pred_before=preds[b],

@@ -35,9 +35,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..adapter import take as take_inputs
 from ..errors import DataError, WorkbenchError, WorkbenchWarning, suggest
 from ..evaluate import _split, batches, eval_mode, model_device
-from .states import at, data_range, default_pair, grad_context, label_of, logits
+from .states import (
+    at,
+    data_range,
+    default_pair,
+    grad_context,
+    input_embeddings,
+    label_of,
+    logits,
+    primary,
+    rebuild,
+)
 
 __all__ = [
     "Attack",
@@ -218,7 +229,11 @@ def _settings(model: nn.Module, data: Iterable, x_range, steps: int, step_size, 
     lo, hi = (float(x_range[0]), float(x_range[1])) if x_range is not None else data_range(data, device)
     if not lo <= hi:
         raise AttackError(f"x_range must be (low, high) with low <= high, got {(lo, hi)}")
-    vocab = max((m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)), default=0)
+    emb = input_embeddings(model)  # a Hugging Face model: its token embeddings, not the positions'
+    if emb is not None:
+        vocab = emb.num_embeddings
+    else:
+        vocab = max((m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)), default=0)
     return Settings(lo, hi, steps, step_size, seed, vocab)
 
 
@@ -253,21 +268,32 @@ def _accuracy_under(
     s: Settings,
     samples: int | None,
     tick: Callable[[], None] | None = None,
+    adapter: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, float, int]:
-    """Accuracy and flip rate (attacks x eps) of `model` as it is now, and its clean accuracy and sample count."""
+    """Accuracy and flip rate (attacks x eps) of `model` as it is now, and its clean accuracy and sample count
+    (`adapter`: the bench's, which splits its batches)."""
     device = model_device(model)
     hits = np.zeros((len(attacks), len(eps)))
     flips = np.zeros((len(attacks), len(eps)))
     clean_hits, n = 0.0, 0
-    forward = lambda v: logits(model, v)  # noqa: E731
     with eval_mode(model), grad_context(model):
-        for b, (x, y) in enumerate(batches(data, model)):
+        for b, (batch_x, y) in enumerate(batches(data, model, adapter=adapter)):
             if samples is not None and n >= samples:
                 break
+            if samples is not None and n + len(y) > samples:
+                batch_x, y = take_inputs(batch_x, samples - n), y[: samples - n]
+            key, x, rest = primary(batch_x, f"batch {b}")  # of a dict of model inputs: pixel_values, input_ids, ...
             if b == 0:
                 _check_applies(attacks, x)
-            if samples is not None and n + len(y) > samples:
-                x, y = x[: samples - n], y[: samples - n]
+                if y.dim() != 1:
+                    raise DataError(
+                        f"robustness counts correct class predictions: it needs one class label per sample, got labels "
+                        f"of shape {tuple(y.shape)} (a language model's); its accuracy under attack is not measured yet"
+                    )
+
+            def forward(v: Tensor, key=key, rest=rest) -> Tensor:
+                return logits(model, rebuild(key, v, rest))
+
             with torch.no_grad():
                 clean = forward(x).argmax(1)
             clean_hits += float((clean == y).sum())
@@ -301,8 +327,8 @@ def _accuracy_under(
 
 def robustness(
     bench,
-    attacks: Sequence[str] | str = ("fgsm", "pgd", "noise"),
-    eps: Iterable[float] = (0.0, 0.05, 0.1, 0.2),
+    attacks: Sequence[str] | str | None = None,
+    eps: Iterable[float] | None = None,
     *,
     before: int | None = None,
     after: int | None = None,
@@ -316,19 +342,29 @@ def robustness(
 ) -> RobustnessResult:
     """Accuracy under each attack at each eps, in history states `before` and `after` (default: the state before
     the current step and now), on `data` (default: the evaluation data; its first `samples` samples if given).
+    Default attacks: fgsm, pgd and noise at eps (0, 0.05, 0.1, 0.2) on continuous inputs; substitute at
+    (0, 0.1, 0.25, 0.5) on token ids. Of a dict of model inputs, the attacked one is ``pixel_values``,
+    ``input_values``, ``input_ids``, ... (`workbench.analysis.states.PRIMARY`), the others kept.
 
     eps is in the inputs' units: the L-inf radius for fgsm/pgd, the noise's standard deviation for noise, the
     share of tokens replaced for substitute. `x_range` clamps perturbed inputs (default: measured on the data).
     PGD takes `steps` steps of `step_size` (default 2.5 * eps / steps).
     """
     t0 = time.perf_counter()
+    data = bench.data if data is None else data
+    if attacks is None or eps is None:  # defaults by the kind of input: continuous, or token ids
+        first = next(iter(batches(data, bench.model, adapter=bench.adapter)), None) if data is not None else None
+        tokens = first is not None and not primary(first[0])[1].is_floating_point()
+        if attacks is None:
+            attacks = ("substitute",) if tokens else ("fgsm", "pgd", "noise")
+        if eps is None:
+            eps = (0.0, 0.1, 0.25, 0.5) if tokens else (0.0, 0.05, 0.1, 0.2)
     names = (attacks,) if isinstance(attacks, str) else tuple(attacks)
     if not names:
         raise AttackError(f"name at least one attack; available: {available_attacks()}")
     chosen = [_get(a) for a in names]
     eps_arr = _check_eps(eps)
     b, a = default_pair(bench, before, after)
-    data = bench.data if data is None else data
     if data is None:
         raise DataError("robustness needs data: pass data= or create the Workbench with data")
     model = bench.model
@@ -358,7 +394,9 @@ def robustness(
     n = 0
     for k, state in enumerate((b, a)):
         with at(bench, state):
-            acc[k], flip[k], clean[k], n = _accuracy_under(model, data, chosen, eps_arr, s, samples, tick)
+            acc[k], flip[k], clean[k], n = _accuracy_under(
+                model, data, chosen, eps_arr, s, samples, tick, bench.adapter
+            )
     return RobustnessResult(
         attacks=names,
         eps=eps_arr,

@@ -29,10 +29,26 @@ from torch import Tensor, nn
 
 from .._interrupt import settle
 from ..adapter import call, logits_of
+from ..adapter import cat as cat_inputs
+from ..adapter import size as size_inputs
+from ..adapter import take as take_inputs
 from ..errors import DataError, WorkbenchError, WorkbenchWarning
 from ..evaluate import batches, model_device
 
-__all__ = ["StateError", "at", "default_pair", "label_of", "logits", "resolve", "take"]
+__all__ = [
+    "PRIMARY",
+    "StateError",
+    "at",
+    "default_pair",
+    "input_embeddings",
+    "label_of",
+    "logits",
+    "prediction",
+    "primary",
+    "rebuild",
+    "resolve",
+    "take",
+]
 
 
 class StateError(WorkbenchError, IndexError):
@@ -105,31 +121,72 @@ def logits(model: nn.Module, x: Any) -> Tensor:
 
 
 def take(
-    data: Iterable, samples: int | None, device: torch.device | nn.Module, what: str = "samples"
-) -> tuple[Tensor, Tensor]:
+    data: Iterable, samples: int | None, device: torch.device | nn.Module, what: str = "samples", adapter: Any = None
+) -> tuple[Any, Tensor]:
     """The first `samples` inputs and labels of `data` as two tensors (all of them when None), on `device` (given the
     model: on its device, inputs in its dtype). Asking for more than the data holds clamps to its size with a
     warning."""
     if samples is not None and (isinstance(samples, bool) or int(samples) != samples or samples < 1):
         raise DataError(f"{what} must be a positive integer, got {samples!r}")
     xs, ys, n = [], [], 0
-    for i, (x, y) in enumerate(batches(data, device)):
-        if not isinstance(x, Tensor):
-            raise DataError(
-                f"batch {i} has inputs of type {type(x).__name__}; the effect analyses need one input tensor per "
-                "batch (wrap a multi-input model so it takes a single tensor)"
-            )
+    for i, (x, y) in enumerate(batches(data, device, adapter=adapter)):
+        primary(x, f"batch {i}")  # the effect analyses work on one input tensor: refuse other forms here
         xs.append(x)
         ys.append(y)
-        n += x.shape[0]
+        n += size_inputs(x)
         if samples is not None and n >= samples:
             break
     if n == 0:
         raise DataError("the data yielded no samples; pass a non-empty DataLoader of (inputs, labels)")
-    x, y = torch.cat(xs), torch.cat(ys)
+    x, y = cat_inputs(xs), torch.cat(ys)
     if samples is not None and samples > n:
         warnings.warn(f"{what}={samples} but the data holds only {n}; using all {n}", WorkbenchWarning, stacklevel=3)
-    return (x, y) if samples is None else (x[:samples], y[:samples])
+    return (x, y) if samples is None else (take_inputs(x, samples), y[:samples])
+
+
+# the input of a dict of model inputs the effect analyses attribute on or perturb (Hugging Face names), in order
+PRIMARY = ("pixel_values", "input_values", "input_features", "inputs_embeds", "input_ids")
+
+
+def primary(x: Any, where: str = "the batch") -> tuple[str | None, Tensor, dict[str, Any]]:
+    """``(key, tensor, rest)``: the one input tensor the effect analyses work on and the other model inputs, kept
+    as they are: `x` itself (key None), or of a dict of keyword inputs the first of `PRIMARY` (``pixel_values``,
+    ``input_ids``, ...) or its only tensor. `rebuild` puts a replacement back."""
+    if isinstance(x, Tensor):
+        return None, x, {}
+    if isinstance(x, dict):
+        key = next((k for k in PRIMARY if isinstance(x.get(k), Tensor)), None)
+        tensors = [k for k, v in x.items() if isinstance(v, Tensor)]
+        if key is None and len(tensors) == 1:
+            key = tensors[0]
+        if key is not None:
+            return key, x[key], {k: v for k, v in x.items() if k != key}
+    raise DataError(
+        f"{where} has inputs of type {type(x).__name__}; the effect analyses work on one input tensor per batch, "
+        f"or a dict of model inputs holding one of {list(PRIMARY)} (wrap another multi-input model so it takes a "
+        "single tensor)"
+    )
+
+
+def rebuild(key: str | None, value: Tensor, rest: dict[str, Any]) -> Any:
+    """The model's inputs with `value` in place of the primary input (`primary`)."""
+    return value if key is None else {**rest, key: value}
+
+
+def input_embeddings(model: nn.Module) -> nn.Embedding | None:
+    """A Hugging Face model's token embeddings (`get_input_embeddings`), or None (vision and audio models raise)."""
+    get = getattr(model, "get_input_embeddings", None)
+    try:
+        emb = get() if callable(get) else None
+    except (NotImplementedError, AttributeError):
+        return None
+    return emb if isinstance(emb, nn.Embedding) else None
+
+
+def prediction(out: Tensor) -> Tensor:
+    """Class scores per sample: a classifier's ``[N, classes]`` as they are; of per-position outputs
+    ``[N, positions, classes]`` (a language model) the last position's (the next token after the inputs)."""
+    return out[:, -1] if out.dim() == 3 else out
 
 
 def grad_context(model: nn.Module):
@@ -146,6 +203,8 @@ def data_range(data: Iterable, device: torch.device) -> tuple[float, float]:
         return float(declared[0]), float(declared[1])
     lo, hi = float("inf"), float("-inf")
     for x, _ in batches(data, device):
+        if isinstance(x, dict) and any(isinstance(x.get(k), Tensor) for k in PRIMARY):
+            x = primary(x)[1]
         if isinstance(x, Tensor) and x.numel() and x.dtype != torch.bool:
             lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
     if lo > hi:

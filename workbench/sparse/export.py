@@ -231,8 +231,33 @@ def _quiet():
         log.setLevel(level)
 
 
-def _onnx(module: nn.Module, xs: tuple[Tensor, ...], path: Path, atol: float, rtol: float) -> tuple[float, list[str]]:
+class _Keywords(nn.Module):
+    """A model called with keyword inputs (a Hugging Face batch), called positionally in the order of `names` and
+    returning its predictions (``logits``; no caches), as ONNX graphs take and give plain tensors."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str], extra: dict[str, Any]):
+        super().__init__()
+        self.model, self.names, self.extra = model, tuple(names), dict(extra)
+
+    def forward(self, *args: Tensor) -> Tensor:
+        from ..adapter import logits_of
+
+        return logits_of(self.model(**dict(zip(self.names, args)), **self.extra))
+
+
+def _onnx(
+    module: nn.Module, xs: tuple[Tensor, ...] | dict[str, Tensor], path: Path, atol: float, rtol: float
+) -> tuple[float, list[str]]:
     notes: list[str] = []
+    names: list[str] | None = None
+    if isinstance(xs, dict):  # keyword inputs: the graph's inputs are named after them, its output is the logits
+        import inspect
+
+        names = list(xs)
+        takes = inspect.signature(module.forward).parameters
+        module = _Keywords(module, names, {"use_cache": False} if "use_cache" in takes else {})
+        xs = tuple(xs[k] for k in names)
+        notes.append(f"model.onnx takes {', '.join(names)} (in this order) and returns the logits")
     try:
         import onnxruntime as ort
     except ImportError:
@@ -258,7 +283,7 @@ def _onnx(module: nn.Module, xs: tuple[Tensor, ...], path: Path, atol: float, rt
                 ) from e
         custom = _custom_ops(ep)
         try:
-            prog = torch.onnx.export(ep, xs, dynamo=True, verbose=False, external_data=False)
+            prog = torch.onnx.export(ep, xs, dynamo=True, verbose=False, external_data=False, input_names=names)
             prog.save(str(path))
         except Exception as e:
             if custom:
@@ -274,6 +299,7 @@ def _onnx(module: nn.Module, xs: tuple[Tensor, ...], path: Path, atol: float, rt
     with torch.inference_mode():
         want = dense(*xs)
     want = want[0] if isinstance(want, (tuple, list)) else want
+    want = want if isinstance(want, Tensor) else _prediction(want)
     err = float((got - want).abs().max())
     if not torch.allclose(got, want, atol=atol, rtol=rtol):
         raise ExportError(
@@ -355,12 +381,6 @@ def export(
         (out / "plan.json").write_text(json.dumps({"plans": plans}, indent=1))
         written.append("plan.json")
     if "onnx" in formats:
-        if isinstance(xs, dict):
-            raise ExportError(
-                "ONNX export of a model called with keyword inputs (a dict such as a Hugging Face batch) is not "
-                "supported yet: export formats=('safetensors', 'plan'), or pass example_inputs as a tuple of "
-                "positional tensors if the model takes them"
-            )
         onnx_err, more = _onnx(module, xs, out / "model.onnx", atol, rtol)  # type: ignore[arg-type]
         notes += more
         if any(isinstance(m, _SparseBase) for m in module.modules()):

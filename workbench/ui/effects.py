@@ -178,9 +178,15 @@ class RobustnessPanel(EffectsPanel):
         from ..analysis.robustness import available_attacks
 
         super().__init__(dashboard)
+        from ..analysis.states import primary
+
         kind = "float"
         x = self.bench.example_inputs
-        if x is not None and hasattr(x, "is_floating_point") and not x.is_floating_point():
+        try:
+            x = primary(x)[1] if x is not None else None  # of a dict of model inputs: input_ids, pixel_values, ...
+        except Exception:
+            x = None
+        if x is not None and not x.is_floating_point():
             kind = "int"
         options = available_attacks(kind)
         self.attacks = W.SelectMultiple(
