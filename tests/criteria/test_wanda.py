@@ -54,6 +54,24 @@ def test_linear_embedding_layernorm():
     assert counts.tolist() == [1, 3, 1, 0, 0, 1]
 
 
+def test_conv1d_scores_are_the_transposed_linear_scores():
+    T = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    conv = T.pytorch_utils.Conv1D(6, 4)  # Hugging Face's Conv1D (GPT-2): weight 4 x 6 (in x out)
+    lin = torch.nn.Linear(4, 6)
+    with torch.no_grad():
+        lin.weight.copy_(conv.weight.T)
+    x = torch.randn(5, 3, 4)
+    sc, sl = run(torch.nn.Sequential(conv), x)["0.weight"], run(torch.nn.Sequential(lin), x)["0.weight"]
+    assert sc.shape == (4, 1) and sl.shape == (1, 4)
+    torch.testing.assert_close(sc.T, sl)
+    ctx = wb.criteria.ScoreContext("0.weight", "0", conv, torch.nn.Sequential(conv), 0, [(x, x[..., 0])], {})
+    ctx_l = wb.criteria.ScoreContext("0.weight", "0", lin, torch.nn.Sequential(lin), 0, [(x, x[..., 0])], {})
+    score_c = wb.criteria.get_criterion("wanda").score(conv.weight, ctx)
+    score_l = wb.criteria.get_criterion("wanda").score(lin.weight, ctx_l)
+    torch.testing.assert_close(score_c.T, score_l)
+
+
 def test_lstm_hidden_inputs_are_the_previous_hidden_states():
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(3, 4, num_layers=2, batch_first=True, bidirectional=True)

@@ -210,9 +210,12 @@ def _rnn(m: nn.RNNBase, name: str, args: tuple, kwargs: dict, stats) -> None:
         inp = out
 
 
-def input_norms(model: nn.Module, data) -> dict[str, Tensor]:
+def input_norms(model: nn.Module, data, adapter=None) -> dict[str, Tensor]:
     """Sum of squares of the inputs each prunable weight multiplies, over `data`, by full parameter name (float64,
-    broadcastable to the weight). The model is run in eval mode; hooks are removed before returning."""
+    broadcastable to the weight). The model is run in eval mode (its batches split by `adapter` when given);
+    hooks are removed before returning."""
+    from ..rules import is_conv1d
+
     stats: dict[str, Tensor] = {}
     modules = dict(model.named_modules())
     idents = {n: _identity_out(m) for n, m in modules.items() if isinstance(m, nn.MultiheadAttention)}
@@ -221,6 +224,8 @@ def input_norms(model: nn.Module, data) -> dict[str, Tensor]:
         x = args[0] if args else next(iter(kwargs.values()), None)
         if isinstance(m, nn.Linear):
             _add(stats, _key(name, "weight"), _sq_last(x)[None, :])
+        elif is_conv1d(m):  # Hugging Face's Conv1D holds its weight in x out: input feature j is row j
+            _add(stats, _key(name, "weight"), _sq_last(x)[:, None])
         elif isinstance(m, nn.modules.conv._ConvNd):
             _add(stats, _key(name, "weight"), _conv(m, x))
         elif isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
@@ -250,14 +255,14 @@ def input_norms(model: nn.Module, data) -> dict[str, Tensor]:
     fast = mha.get_fastpath_enabled() if mha is not None else None
     try:
         for name, m in modules.items():
-            if isinstance(m, kinds):
+            if isinstance(m, kinds) or is_conv1d(m):
                 handles.append(
                     m.register_forward_hook(lambda m, a, k, o, _n=name: hook(_n, m, a, k, o), with_kwargs=True)
                 )
         if mha is not None:
             mha.set_fastpath_enabled(False)
         with eval_mode(model), torch.no_grad():
-            for x, _ in batches(data, model):
+            for x, _ in batches(data, model, adapter=adapter):
                 call(model, x)
     finally:
         for h in handles:
@@ -272,7 +277,7 @@ def _wanda(weight: Tensor, ctx: ScoreContext, name: str) -> Tensor:
     key = f"wanda:{id(ctx.data)}"
     stats = ctx.cache.get(key)
     if stats is None:
-        stats = ctx.cache[key] = input_norms(ctx.model, ctx.data)
+        stats = ctx.cache[key] = input_norms(ctx.model, ctx.data, ctx.cache.get("adapter"))
     sq = stats.get(ctx.param)
     if sq is None:
         local = ctx.param.rsplit(".", 1)[-1]
