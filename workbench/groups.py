@@ -244,6 +244,15 @@ def trace_call(example_inputs: Any) -> tuple[Any, Callable[[nn.Module, Any], Any
     return inputs, lambda m, x: traced_output(m(*x))
 
 
+def _first_sample(inputs: Any) -> Any:
+    from .adapter import take
+
+    try:
+        return take(dict(inputs) if isinstance(inputs, Mapping) else tuple(inputs), 1)
+    except Exception:
+        return inputs
+
+
 def _call(model: nn.Module, inputs: Any) -> Any:
     return model(**inputs) if isinstance(inputs, Mapping) else model(*inputs)
 
@@ -282,7 +291,8 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
     try:  # the residual stream (granularity 'hidden'): a few probe forwards, bounded, in eval mode
         with time_bound(timeout):
             model.eval()
-            hidden, analysis.hidden_error = hidden_group(model, lambda m: _call(m, inputs), specs)
+            one = _first_sample(inputs)  # zeros in a few channels show on one sample as on many
+            hidden, analysis.hidden_error = hidden_group(model, lambda m: _call(m, one), specs)
     except TraceTimeout:
         hidden, analysis.hidden_error = None, f"hidden size: the probe did not finish within {timeout:g} s"
     except Exception as e:
