@@ -189,7 +189,9 @@ def _is_stream_norm(mod: nn.Module) -> bool:
 
 def shrink_rule_groups_(model: nn.Module, groups: GroupAnalysis, found: Mapping[str, list[int]]) -> dict[str, int]:
     """Remove the root units `found` (group id -> indices) of module-tree rule groups (`workbench.rules`: attention
-    heads, MLP neurons) in place (call it on a copy): every member slice is cut out of its parameter, each layer's
+    heads, MLP neurons, hidden channels) in place (call it on a copy): every member slice is cut out of its parameter
+    (a tied tensor once, under all its names), the norms on a cut hidden size adjusted to compute what they computed
+    with those channels at zero (`workbench.sparse.norms`), each layer's
     size attributes follow its weight (``in_features``/``out_features``, Conv1D's ``nf``/``nx``), and an attention
     module's head counts and widths (``num_heads``, ``num_key_value_heads``, ``all_head_size``, ``split_size``, ...)
     follow the heads kept. Returns units removed per group.
