@@ -132,6 +132,32 @@ def test_time_bound_stops_an_endless_loop():
     time.sleep(0.1)
 
 
+def test_a_stop_landing_in_a_weakref_callback_is_not_reported_as_ignored(monkeypatch):
+    import sys
+    import weakref
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+
+    class Thing:
+        pass
+
+    def slow_callback() -> None:  # runs from C when the object goes: an exception here is "ignored"
+        end = time.perf_counter() + 1.5
+        while time.perf_counter() < end:
+            pass
+
+    thing = Thing()
+    weakref.finalize(thing, slow_callback)
+    with pytest.raises(TraceTimeout):
+        with time_bound(0.3):
+            del thing  # the stop is delivered inside the callback first, then again in the loop below
+            while True:
+                pass
+    assert seen == []
+    assert sys.unraisablehook == seen.append  # the hook is given back
+
+
 def test_a_trace_stopped_mid_forward_leaves_no_hooks():
     class Slow(torch.nn.Module):  # its forward never ends: the bound stops the trace inside it
         def __init__(self):

@@ -29,6 +29,7 @@ Two units get rules of our own instead (no tracing needed):
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -154,6 +155,15 @@ def time_bound(seconds: float | None) -> Iterator[None]:
             if stop.wait(0.5):  # raised again if something in the block caught it and went on
                 return
 
+    # the exception can land in a weakref callback or __del__ that runs meanwhile, where Python can only report it
+    # as "Exception ignored in ..."; it is raised again half a second later anyway, so such reports are dropped
+    previous = sys.unraisablehook
+
+    def unraisable(info) -> None:
+        if not (isinstance(info.exc_type, type) and issubclass(info.exc_type, TraceTimeout)):
+            previous(info)
+
+    sys.unraisablehook = unraisable
     timer = threading.Thread(target=fire, name="workbench: trace time bound", daemon=True)
     timer.start()
     try:
@@ -163,6 +173,8 @@ def time_bound(seconds: float | None) -> Iterator[None]:
             running[0] = False
             stop.set()
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), None)  # clear one not delivered yet
+        if sys.unraisablehook is unraisable:
+            sys.unraisablehook = previous
 
 
 def _tensor_attrs(model: nn.Module) -> dict[tuple[nn.Module, str], Any]:
