@@ -134,6 +134,20 @@ def test_masked_model_computes_what_the_physically_shrunk_model_computes(arch):
         bench.undo()
 
 
+def test_advice_names_a_coupled_layer_only_when_it_can_follow():
+    import dataclasses
+
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    t = bench.targets["stem.0"]  # as if stem.0's filters were refused for a reason of their own (a split elsewhere)
+    blocked = dataclasses.replace(
+        t, granularities=("weight",), unsupported={**t.unsupported, "filter": "its channels are split by torch.chunk"}
+    )
+    bench.targets = type(bench.targets)([blocked if x.name == "stem.0" else x for x in bench.targets])
+    with pytest.raises(PlanError, match=r"'a' shares its channels with 'stem.0', which cannot lose filters \(its "):
+        bench.preview(wb.Plan({"a": wb.LayerPlan(0.5, "filter")}))
+
+
 def test_partially_covered_group_is_an_error_when_named_and_skipped_by_default():
     model, data = make("rescat")
     bench = wb.Workbench(model, data)

@@ -368,6 +368,14 @@ def select(
             if grp.unit != unit:
                 continue
             missing = [p for p in grp.producers if p not in structured]
+            blocked = [p for p in missing if p in targets and not targets[p].supports(lp.granularity)]
+            if blocked and any(p in explicit for p in grp.producers):  # "add it to the plan" could not be followed
+                why = targets[blocked[0]].unsupported.get(lp.granularity, "it does not offer that granularity")
+                raise PlanError(
+                    f"{name!r} shares its channels with {blocked[0]!r}, which cannot lose {lp.granularity}s ({why}): "
+                    f"these channels cannot be removed together, so {name!r} cannot either. Prune {name!r} with "
+                    "granularity='weight' (or an N:M pattern) instead."
+                )
             if missing:
                 if any(p in explicit for p in grp.producers):
                     raise PlanError(
