@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+import workbench as wb
 from workbench.groups import TraceTimeout, analyze_groups, time_bound
 
 T = pytest.importorskip("transformers")
@@ -113,12 +114,40 @@ def test_rule_groups_zero_exactly_one_unit(name):
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
-def test_t5_attention_refused_with_a_reason():
+def test_t5_heads_go_from_a_whole_stack_and_shrink_runs():
+    # T5's first layer computes one position bias per head and every later layer of the stack adds it: head h of a
+    # stack is one unit (all its layers and its bias column), so the shrunk layers keep equal head counts
     model = T.T5ForConditionalGeneration(
-        T.T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=48, num_layers=1, num_heads=4, decoder_start_token_id=0)
-    )
-    analysis = analyze_groups(model, {"input_ids": _ids(), "decoder_input_ids": _ids()})
-    assert analysis.refused and all(r for r in analysis.refused.values())
+        T.T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, decoder_start_token_id=0)
+    ).eval()
+    ids = _ids()
+    analysis = analyze_groups(model, {"input_ids": ids, "decoder_input_ids": ids})
+    assert not analysis.refused
+    heads = {g.id: g for g in analysis.groups.values() if g.unit == "head"}
+    assert set(heads) == {
+        "encoder.block.*.layer.*.SelfAttention:heads",
+        "decoder.block.*.layer.*.SelfAttention:heads",
+        "decoder.block.*.layer.*.EncDecAttention:heads",
+    }
+    enc = heads["encoder.block.*.layer.*.SelfAttention:heads"]
+    assert enc.supported and enc.size == 4
+    assert enc.modules == ("encoder.block.0.layer.0.SelfAttention", "encoder.block.1.layer.0.SelfAttention")
+    bias = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    masks = enc.masks(torch.tensor([False, True, False, False]), {n: p.shape for n, p in model.named_parameters()})
+    assert masks[bias][:, 1].all() and not masks[bias][:, [0, 2, 3]].any()
+    for layer in enc.modules:  # head 1 is rows 8..15 of q/k/v and columns 8..15 of o in every layer
+        assert masks[f"{layer}.q.weight"][8:16].all() and masks[f"{layer}.q.weight"].sum() == 8 * 32
+        assert masks[f"{layer}.o.weight"][:, 8:16].all() and masks[f"{layer}.o.weight"].sum() == 8 * 32
+
+    bench = wb.Workbench(model, [{"input_ids": ids, "labels": ids}])
+    bench.apply(wb.Plan.uniform(0.5, granularity="head"), evaluate=False)
+    batch = {"input_ids": ids, "decoder_input_ids": ids}
+    small, _ = wb.sparse.compile(bench, backend="shrink")
+    with torch.no_grad():
+        torch.testing.assert_close(small(**batch).logits, model(**batch).logits, rtol=1e-5, atol=1e-5)
+    counts = {m.n_heads for n, m in small.named_modules() if type(m).__name__ == "T5Attention"}
+    assert counts == {2}
+    assert small.generate(ids[:1, :4], max_new_tokens=3, do_sample=False).shape[1] >= 4
 
 
 def test_time_bound_stops_an_endless_loop():

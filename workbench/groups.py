@@ -82,6 +82,7 @@ class ChannelGroup:
     unit: str = "channel"  # "channel" (filters/neurons, removable by Torch-Pruning), "head" or "lstm-unit"
     origin: str = "trace"  # "trace" (Torch-Pruning's graph), "rules" (workbench.rules: sliced by its members) or "own"
     blocks: int = 1  # through grouped convs: unit p is channel p of each of `blocks` equal blocks (`channels`)
+    modules: tuple[str, ...] = ()  # head groups spanning several attention modules (T5's stacks): their names
 
     def channels(self, units: list[int]) -> list[int]:
         """The root module's output channels that root units `units` stand for."""

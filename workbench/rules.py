@@ -11,7 +11,9 @@ a sibling ``output.dense``: BERT, RoBERTa, ELECTRA, ALBERT, Swin), a fused one (
 ``Conv1D``; GPT-NeoX's ``query_key_value``/``dense``, heads interleaved). The unit is a key/value head with the query
 heads that read it (grouped-query attention: ``num_heads / num_kv_heads`` query heads per KV head; plain
 multi-head attention: one head): its rows of the q, k and v projections (and biases) and its columns of the output
-projection. Zeroed, the head's queries and keys are zero, its values zero, so it adds exactly nothing, rotary
+projection. T5 computes one relative position bias per head in the first layer of each stack (zeros for
+cross-attention) and adds it in every later layer, so there a unit is head h of every layer of the stack at once (and
+its column of the bias table): the layers keep equal head counts and the shrunk model's own forward runs. Zeroed, the head's queries and keys are zero, its values zero, so it adds exactly nothing, rotary
 embeddings and position biases included: the masked model computes what the model without those heads computes.
 
 **MLP neurons** (``unit="channel"``, the ``neuron`` granularity of the input projections): an MLP's input projections
@@ -107,6 +109,7 @@ class AttentionSpec:
     heads: int
     kv_heads: int
     head_dim: int
+    shared: str = ""  # non-empty: heads shared with every attention of the same key (one position bias per stack)
 
 
 _SEPARATE = (
@@ -170,16 +173,16 @@ def _attention_spec(model: nn.Module, name: str, mod: nn.Module) -> tuple[Attent
         kv = k_out // dim
         if linear_dims(v)[2] != k_out or heads % kv:
             return None, f"attention {name!r}: {heads} query heads do not split evenly over {kv} key/value heads"
+        shared = ""
         if getattr(mod, "has_relative_attention_bias", None) is not None or hasattr(mod, "relative_attention_bias"):
-            return None, (
-                f"attention {name!r} takes a relative position bias computed once per stack and shared by every "
-                "layer's heads: heads cannot be removed layer by layer yet"
-            )
+            # T5: the first layer of a stack computes a position bias per head (zeros for cross-attention) and every
+            # later layer adds it to its own scores, so head h is head h in every layer of the stack
+            shared = _stack_key(name)
         o_in = linear_dims(model.get_submodule(o_name))[3]
         if o_in != q_out:
             return None, f"attention {name!r}: the output projection reads {o_in} features, the heads give {q_out}"
         return AttentionSpec(
-            name, _join(name, qn), _join(name, kn), _join(name, vn), o_name, "separate", heads, kv, dim
+            name, _join(name, qn), _join(name, kn), _join(name, vn), o_name, "separate", heads, kv, dim, shared
         ), ""
     for fn, on, layout in _FUSED:
         f, o = kids.get(fn), kids.get(on)
@@ -196,6 +199,12 @@ def _attention_spec(model: nn.Module, name: str, mod: nn.Module) -> tuple[Attent
         full = _join(name, fn)
         return AttentionSpec(name, full, full, full, _join(name, on), layout, heads, heads, dim), ""
     return None, ""
+
+
+def _stack_key(name: str) -> str:
+    """The place of an attention module in its stack, layer indices replaced by ``*``:
+    ``decoder.block.3.layer.1.EncDecAttention`` -> ``decoder.block.*.layer.1.EncDecAttention``."""
+    return ".".join("*" if part.isdigit() else part for part in name.split("."))
 
 
 def _rows_bias(model: nn.Module, layer: str, index: Tensor, root: Tensor, producer: bool = True) -> list[Member]:
@@ -244,13 +253,30 @@ def attention_groups(model: nn.Module) -> list[ChannelGroup]:
     """One ``head`` group per recognised attention module (see the module docstring)."""
     specs, _ = find_attention(model)
     out = []
+    stacks: dict[str, list[AttentionSpec]] = {}
     for s in specs:
+        if s.shared:
+            stacks.setdefault(s.shared, []).append(s)
+            continue
         producers = tuple(dict.fromkeys((s.q, s.k, s.v, s.o)))
         reason = "" if s.kv_heads > 1 else "it has a single key/value head: removing it would empty the layer"
         out.append(
             ChannelGroup(
                 f"{s.module}:heads", s.kv_heads, producers, tuple(head_members(model, s)), reason, "head", "rules"
             )
+        )
+    for key, same in stacks.items():  # one group per stack: head h goes from every layer at once
+        producers = tuple(dict.fromkeys(p for s in same for p in (s.q, s.k, s.v, s.o)))
+        members = tuple(m for s in same for m in head_members(model, s))
+        kinds = {(s.heads, s.kv_heads, s.head_dim) for s in same}
+        reason = ""
+        if len(kinds) > 1:
+            reason = f"the attentions {key!r} share one position bias but have different head counts {sorted(kinds)}"
+        elif same[0].kv_heads < 2:
+            reason = "it has a single key/value head: removing it would empty the layer"
+        modules = tuple(s.module for s in same)
+        out.append(
+            ChannelGroup(f"{key}:heads", same[0].kv_heads, producers, members, reason, "head", "rules", modules=modules)
         )
     return out
 

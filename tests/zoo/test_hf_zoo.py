@@ -31,7 +31,7 @@ STRUCTURED = ("head", "neuron", "filter", "hidden")
 # model -> structured granularities it must offer (the rules and the traced groups together)
 OFFERS = {name: {"head", "neuron"} for name in BUILDERS}
 OFFERS.update({k: {"filter"} for k in ("resnet", "mobilenet-v2", "efficientnet", "regnet")})
-OFFERS.update({"convnext": {"neuron"}, "t5": {"neuron"}})  # T5's attention is refused with a reason (see rules)
+OFFERS.update({"convnext": {"neuron"}, "t5": {"head", "neuron", "hidden"}})  # T5: head h goes from a whole stack
 KNOWN: dict[str, str] = {}  # model -> why it is expected to fail (strict xfail)
 
 

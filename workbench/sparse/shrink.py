@@ -261,19 +261,20 @@ def shrink_rule_groups_(model: nn.Module, groups: GroupAnalysis, found: Mapping[
     for gid, roots in found.items():
         if not gid.endswith(":heads"):
             continue
-        name = gid[: -len(":heads")]
-        s, att = specs.get(name), model.get_submodule(name)
-        if s is None:
-            continue
-        kv = s.kv_heads - len(roots)
-        rep = s.heads // s.kv_heads
-        for attr in _QUERY_HEADS:
-            if getattr(att, attr, None) == s.heads:
-                setattr(att, attr, kv * rep)
-        for attr in _KV_HEADS:
-            if getattr(att, attr, None) == s.kv_heads:
-                setattr(att, attr, kv)
-        for attr in _WIDTHS:
-            if getattr(att, attr, None) == s.heads * s.head_dim:
-                setattr(att, attr, kv * rep * s.head_dim)
+        for name in groups.groups[gid].modules or (gid[: -len(":heads")],):
+            s = specs.get(name)
+            if s is None:
+                continue
+            att = model.get_submodule(name)
+            kv = s.kv_heads - len(roots)
+            rep = s.heads // s.kv_heads
+            for attr in _QUERY_HEADS:
+                if getattr(att, attr, None) == s.heads:
+                    setattr(att, attr, kv * rep)
+            for attr in _KV_HEADS:
+                if getattr(att, attr, None) == s.kv_heads:
+                    setattr(att, attr, kv)
+            for attr in _WIDTHS:
+                if getattr(att, attr, None) == s.heads * s.head_dim:
+                    setattr(att, attr, kv * rep * s.head_dim)
     return done
