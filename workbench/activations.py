@@ -16,6 +16,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._caches import symbolic_trace
 from .adapter import size
 from .evaluate import batches, call, eval_mode
 
@@ -92,7 +93,7 @@ def unit_stats(model: nn.Module, data: Iterable, names: Sequence[str]) -> UnitSt
 
     keyword = any(isinstance(x, dict) for x, _ in itertools.islice(batches(data, model), 1))
     try:  # fx replays positional inputs; keyword inputs (Hugging Face batches) run the model itself, with hooks
-        gm = None if keyword else fx.symbolic_trace(model)
+        gm = None if keyword else symbolic_trace(model)
     except Exception:  # fx cannot trace every model: fall back to hooks removed in `finally`
         gm = None
     watch: dict[fx.Node, str] = {}

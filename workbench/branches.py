@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._caches import symbolic_trace
+
 __all__ = ["Branch", "dead_branches", "find_branches", "remove_branches"]
 
 _ADDS = {operator.add, operator.iadd, torch.add}
@@ -92,7 +94,7 @@ def find_branches(model: nn.Module) -> tuple[list[Branch], str]:
 
     The model is traced symbolically (no forward pass; nothing about it changes)."""
     try:
-        graph = torch.fx.symbolic_trace(model).graph
+        graph = symbolic_trace(model).graph
     except Exception as e:  # data-dependent control flow, unsupported ops, ...
         return [], f"torch.fx cannot trace the model, so residual branches are unknown ({type(e).__name__}: {e})"
     modules = dict(model.named_modules())

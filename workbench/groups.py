@@ -39,6 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._caches import restore_caches, snapshot_caches
+
 __all__ = ["ChannelGroup", "GroupAnalysis", "Member", "TraceTimeout", "analyze_groups", "time_bound"]
 
 # grad_fn names (without "Backward<N>") of ops that act on each channel independently (or only move
@@ -178,37 +180,6 @@ def time_bound(seconds: float | None) -> Iterator[None]:
             sys.unraisablehook = previous
 
 
-def _tensor_attrs(model: nn.Module) -> dict[tuple[nn.Module, str], Any]:
-    """Plain tensor attributes (not parameters or buffers) of every module and dicts of tensors (caches), as now."""
-    out: dict[tuple[nn.Module, str], Any] = {}
-    for m in model.modules():
-        for k, v in vars(m).items():
-            if isinstance(v, Tensor):
-                out[(m, k)] = v
-            elif isinstance(v, dict) and not k.startswith("_"):
-                out[(m, k)] = dict(v)
-    return out
-
-
-def _restore_tensor_attrs(model: nn.Module, before: dict[tuple[nn.Module, str], Any]) -> None:
-    """Undo what a forward pass cached on the modules (some models keep attention biases computed on their first
-    call, as a tensor or in a dict): a cached tensor from the trace would hold its autograd graph and break
-    `copy.deepcopy` of the model."""
-    for m in model.modules():
-        for k, v in list(vars(m).items()):
-            old = before.get((m, k))
-            if isinstance(v, Tensor) and old is not v:
-                if (m, k) in before:
-                    setattr(m, k, old)
-                else:
-                    delattr(m, k)
-            elif isinstance(v, dict) and not k.startswith("_") and any(isinstance(x, Tensor) for x in v.values()):
-                kept = old if isinstance(old, dict) else {}
-                if any(v.get(key) is not val for key, val in kept.items()) or set(v) - set(kept):
-                    v.clear()
-                    v.update(kept)
-
-
 def _op_name(node) -> str:
     m = re.search(r"\((\w+?)(Backward\d*)?\)$", node.name)
     return m.group(1) if m else node.name
@@ -300,7 +271,7 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
             analysis.by_module.setdefault(p, []).append(g.id)
         claimed.update(g.producers)
     specs, analysis.refused = find_attention(model)
-    cached = _tensor_attrs(model)
+    cached = snapshot_caches(model)
     try:  # the residual stream (granularity 'hidden'): a few probe forwards, bounded, in eval mode
         with time_bound(timeout):
             model.eval()
@@ -313,7 +284,7 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
     finally:
         for mod, flag in modes.items():
             mod.training = flag
-        _restore_tensor_attrs(model, cached)
+        restore_caches(model, cached)
     if hidden is not None:
         analysis.groups[hidden.id] = hidden
         for p in hidden.producers:
@@ -321,11 +292,14 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
         claimed.update(hidden.producers)  # their outputs are the stream: no traced group of their own
     from .branches import find_branches
 
+    cached = snapshot_caches(model)
     try:  # the `layer` granularity's units (torch.fx: symbolic, no forward; bounded like the trace below)
         with time_bound(timeout):
             found, analysis.branch_error = find_branches(model)
     except TraceTimeout:
         found, analysis.branch_error = [], f"torch.fx tracing did not finish within {timeout:g} s and was stopped"
+    finally:  # a model caching on its first call may have kept torch.fx Proxies
+        restore_caches(model, cached)
     for b in found:
         analysis.branches[b.id] = b
         for mname in b.modules:
@@ -336,7 +310,7 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
         for g in own:
             analysis.groups[g.id] = g
             analysis.by_module.setdefault(name, []).append(g.id)
-    cached = _tensor_attrs(model)
+    cached = snapshot_caches(model)
     hooks = {m: (set(m._forward_hooks), set(m._forward_pre_hooks)) for m in model.modules()}
     try:
         try:
@@ -354,7 +328,7 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
         finally:
             for mod, flag in modes.items():
                 mod.training = flag
-            _restore_tensor_attrs(model, cached)
+            restore_caches(model, cached)
             for mod, (fwd, pre) in hooks.items():  # a trace stopped mid-forward leaves its hooks: drop them
                 for k in [k for k in mod._forward_hooks if k not in fwd]:
                     del mod._forward_hooks[k]

@@ -157,3 +157,45 @@ def calibrated(model):
             m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
             m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
     return model.eval()
+
+
+class CachedBiasAttention(nn.Module):
+    """LeViT/EfficientFormer-style: per-head attention biases gathered once in eval mode and kept in a dict."""
+
+    def __init__(self, dim: int, heads: int = 2, res: int = 4):
+        super().__init__()
+        self.heads, self.d = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        pts = torch.stack(torch.meshgrid(torch.arange(res), torch.arange(res), indexing="ij"), -1).reshape(-1, 2)
+        offsets = (pts[:, None] - pts[None]).abs()
+        idxs = offsets[..., 0] * res + offsets[..., 1]
+        self.attention_biases = nn.Parameter(torch.randn(heads, res * res) * 0.1)
+        self.register_buffer("attention_bias_idxs", idxs, persistent=False)
+        self.attention_bias_cache: dict[str, torch.Tensor] = {}
+
+    def biases(self, device):
+        if self.training:
+            return self.attention_biases[:, self.attention_bias_idxs]
+        key = str(device)
+        if key not in self.attention_bias_cache:
+            self.attention_bias_cache[key] = self.attention_biases[:, self.attention_bias_idxs]
+        return self.attention_bias_cache[key]
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.d).permute(2, 0, 3, 1, 4)
+        att = (q @ k.transpose(-2, -1)) * self.d**-0.5 + self.biases(x.device)
+        return self.proj((att.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class LeViTLike(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 4, stride=4, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.attn = CachedBiasAttention(16)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        t = self.stem(x).flatten(2).transpose(1, 2)
+        return self.fc(self.attn(t).mean(1))

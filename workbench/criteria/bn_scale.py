@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import itertools
 
-import torch.fx as fx
 from torch import Tensor, nn
 
+from .._caches import symbolic_trace
 from ..errors import CriterionError
 from ._registry import ScoreContext, register_criterion
 
@@ -42,7 +42,7 @@ def following_norms(model: nn.Module) -> dict[str, str]:
     modules = dict(model.named_modules())
     out: dict[str, str] = {}
     try:
-        gm = fx.symbolic_trace(model)
+        gm = symbolic_trace(model)
     except Exception:  # untraceable models: adjacent modules of a Sequential
         for pname, parent in modules.items():
             if isinstance(parent, nn.Sequential):
