@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import pytest
 from hypothesis import given
@@ -63,3 +64,16 @@ def test_plan_json_of_the_wrong_shape_raises_plan_error(text):
 def test_plan_roundtrip_property(r, g, c):
     p = wb.Plan.uniform(r, granularity=g, criterion=c).with_ratio("a.b", r / 2)
     assert wb.Plan.from_json(p.to_json()) == p
+
+
+def test_arguments_after_ratio_are_keywords_and_positional_use_warns_naming_them():
+    with pytest.warns(DeprecationWarning, match=r"criterion='filter'"):  # the old trap: this sets the criterion
+        p = wb.Plan.global_(0.5, "filter")
+    assert p.default.criterion == "filter" and p.default.granularity == "weight"
+    with pytest.warns(DeprecationWarning, match=r"granularity='filter', criterion='l1'"):
+        assert wb.Plan.uniform(0.5, "filter", "l1") == wb.Plan.uniform(0.5, granularity="filter", criterion="l1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wb.Plan.global_(0.5, criterion="l1", granularity="filter")
+    with pytest.raises(TypeError, match="multiple values"):
+        wb.Plan.uniform(0.5, "filter", granularity="neuron")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ._deprecate import keyword_only_after
 from .errors import PlanError
 
 __all__ = ["LayerPlan", "Plan"]
@@ -125,15 +126,18 @@ class Plan:
 
     # constructors ------------------------------------------------------------------------------
     @classmethod
+    @keyword_only_after(2, old_order=("granularity", "criterion", "include", "exclude"))
     def uniform(
         cls,
         ratio: float,
+        *,
         granularity: str = "weight",
         criterion: str = "magnitude",
         include: Iterable[str] | str | None = None,
         exclude: Iterable[str] | str = (),
     ) -> Plan:
-        """The same ratio, granularity and criterion on every selected target."""
+        """The same ratio, granularity and criterion on every selected target (everything after `ratio` by keyword:
+        ``Plan.uniform(0.5, granularity="filter", criterion="l1")``)."""
         return cls(
             default=LayerPlan(check_ratio(ratio, "Plan.uniform"), granularity, criterion),
             include=include,
@@ -141,15 +145,18 @@ class Plan:
         )  # type: ignore[arg-type]
 
     @classmethod
+    @keyword_only_after(2, old_order=("criterion", "granularity", "include", "exclude"))
     def global_(
         cls,
         ratio: float,
+        *,
         criterion: str = "magnitude",
         granularity: str = "weight",
         include: Iterable[str] | str | None = None,
         exclude: Iterable[str] | str = (),
     ) -> Plan:
-        """One ratio over the pooled weights of every selected target: layers lose different shares."""
+        """One ratio over the pooled weights of every selected target: layers lose different shares (everything after
+        `ratio` by keyword, as in `uniform`: ``Plan.global_(0.5, criterion="l1")``)."""
         return cls(
             default=LayerPlan(check_ratio(ratio, "Plan.global_"), granularity, criterion),
             scope="global",

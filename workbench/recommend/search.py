@@ -37,10 +37,12 @@ def _plan_fn(ctx: _Ctx, s: Strategy) -> tuple[Callable[[float], Plan], str]:
     """ratio -> Plan for strategy `s` on this model (PlanError if it does not apply), and its granularity here."""
     bench = ctx.bench
     if s.family == "unstructured" and s.allocation == "global":
-        return (lambda r: Plan.global_(r, s.criterion)), "weight"
+        return (lambda r: Plan.global_(r, criterion=s.criterion)), "weight"
     if s.family in ("N:M", "block"):
-        ctx.masks(Plan.uniform(s.grid[0], s.granularity, s.criterion))  # raises if no layer supports it
-        return (lambda r: Plan.uniform(r, s.granularity, s.criterion)), s.granularity
+        ctx.masks(
+            Plan.uniform(s.grid[0], granularity=s.granularity, criterion=s.criterion)
+        )  # raises if no layer supports it
+        return (lambda r: Plan.uniform(r, granularity=s.granularity, criterion=s.criterion)), s.granularity
     if s.family == "structured" and s.allocation == "uniform":
         rows = _structured_rows(bench, s.criterion)
         gran = "+".join(dict.fromkeys(g for g, _ in rows))
