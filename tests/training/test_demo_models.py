@@ -22,10 +22,10 @@ def test_at_init_finetune_kd_schedules_and_quantize_on_every_demo_model(name):
         warnings.simplefilter("ignore")
         wb.training.synflow_prune(bench, 0.5, rounds=5, progress=False)
         bench.finetune(epochs=1, lr=1e-2, teacher="before", progress=False)
-        wb.training.gradual(bench, final=0.7, steps=2, epochs=1, progress=False)
-        wb.training.iterative(bench, final=0.8, rounds=2, finetune_epochs=1, progress=False)
-        wb.training.lottery(bench, final=0.85, rounds=1, rewind_epoch=0, epochs=1, progress=False)
-        wb.training.learned_masks(bench, target=0.9, epochs=1, finetune_epochs=0, progress=False)
+        wb.training.gradual(bench, ratio=0.7, steps=2, epochs=1, progress=False)
+        wb.training.iterative(bench, ratio=0.8, rounds=2, finetune_epochs=1, progress=False)
+        wb.training.lottery(bench, ratio=0.85, rounds=1, rewind_epoch=0, epochs=1, progress=False)
+        wb.training.learned_masks(bench, ratio=0.9, epochs=1, finetune_epochs=0, progress=False)
         q = wb.quantize(bench)
     assert [e.kind for e in bench.history] == [
         "prune",

@@ -36,7 +36,7 @@ def test_target_met_exactly_zeros_stay_zero_and_the_plan_matches_the_masks():
     def check(done, total):
         seen.append(done)
 
-    r = wb.training.learned_masks(bench, target=0.8, epochs=2, finetune_epochs=1, progress=check)
+    r = wb.training.learned_masks(bench, ratio=0.8, epochs=2, finetune_epochs=1, progress=check)
     assert seen == list(range(1, 13)) and r.kind == "learned" and not r.stopped
     assert pool_sparsity(bench) == pytest.approx(0.8, abs=1e-4)
     for name, m in bench.masks.items():
@@ -68,10 +68,10 @@ def test_scores_learn_a_mask_that_magnitude_would_not_pick():
     def diff():
         return sum(int((bench.masks[k] ^ magnitude[k]).sum()) for k in magnitude)
 
-    wb.training.learned_masks(bench, target=0.8, epochs=1, finetune_epochs=0, score_lr=1e-12, progress=False)
+    wb.training.learned_masks(bench, ratio=0.8, epochs=1, finetune_epochs=0, score_lr=1e-12, progress=False)
     assert diff() == 0
     bench.reset()
-    wb.training.learned_masks(bench, target=0.8, epochs=2, finetune_epochs=0, score_lr=0.3, progress=False)
+    wb.training.learned_masks(bench, ratio=0.8, epochs=2, finetune_epochs=0, score_lr=0.3, progress=False)
     kept = sum(int((~m).sum()) for m in magnitude.values())
     assert diff() / 2 > 0.1 * kept  # shipped weights, this run: 27% of the kept weights are swapped
 
@@ -81,7 +81,7 @@ def test_earlier_pruning_stays_and_counts_towards_the_target_per_layer_scope():
     bench = wb.Workbench(model, data, train=train)
     bench.apply(wb.Plan.uniform(0.5, granularity="filter", criterion="l1"))
     before = {k: v.clone() for k, v in bench.masks.items()}
-    r = wb.training.learned_masks(bench, target=0.7, epochs=1, finetune_epochs=0, scope="layer", progress=False)
+    r = wb.training.learned_masks(bench, ratio=0.7, epochs=1, finetune_epochs=0, scope="layer", progress=False)
     for k, m in before.items():
         assert bool((bench.masks[k] & m).eq(m).all()), k  # nothing revived
     for layer, lp in r.info["plan"].layers.items():  # every layer at the target with scope="layer" (or above it,
@@ -95,7 +95,7 @@ def test_deterministic_with_a_seed():
     for _ in range(2):
         model, data, train = small_cnn()
         bench = wb.Workbench(model, data, train=train)
-        wb.training.learned_masks(bench, target=0.8, epochs=1, finetune_epochs=1, seed=3, progress=False)
+        wb.training.learned_masks(bench, ratio=0.8, epochs=1, finetune_epochs=1, seed=3, progress=False)
         runs.append(snapshot(model))
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
@@ -110,7 +110,7 @@ def test_stopping_applies_the_mask_reached_and_records_it():
             raise KeyboardInterrupt
 
     with pytest.warns(wb.WorkbenchWarning, match="stopped"):
-        r = wb.training.learned_masks(bench, target=0.9, epochs=2, progress=stop)
+        r = wb.training.learned_masks(bench, ratio=0.9, epochs=2, progress=stop)
     assert r.stopped and "stopped" in bench.history[-1].label
     reached = r.info["sparsity_reached"]
     assert 0 < reached < 0.9 and pool_sparsity(bench) == pytest.approx(reached, abs=1e-4)
@@ -147,7 +147,7 @@ def test_without_training_data_the_error_says_pass_train():
     model, data, _ = small_cnn()
     bench = wb.Workbench(model, data.val)
     with pytest.raises(wb.DataError, match="pass train="):
-        wb.training.learned_masks(bench, target=0.5)
+        wb.training.learned_masks(bench, ratio=0.5)
 
 
 def test_no_layer_collapses_even_at_extreme_global_sparsity():
@@ -157,7 +157,7 @@ def test_no_layer_collapses_even_at_extreme_global_sparsity():
     model = torch.nn.Sequential(torch.nn.Linear(8, 256), torch.nn.ReLU(), torch.nn.Linear(256, 3))
     data = [(torch.randn(16, 8), torch.randint(0, 3, (16,))) for _ in range(4)]
     bench = wb.Workbench(model, data, train=data)
-    r = wb.training.learned_masks(bench, target=0.995, epochs=2, finetune_epochs=0, score_lr=1.0, progress=False)
+    r = wb.training.learned_masks(bench, ratio=0.995, epochs=2, finetune_epochs=0, score_lr=1.0, progress=False)
     for name in ("0.weight", "2.weight"):
         assert int((~bench.masks[name]).sum()) >= 1, name
     assert all(lp.ratio < 1 for lp in r.info["plan"].layers.values())

@@ -49,7 +49,7 @@ def test_gradual_reaches_the_exact_final_sparsity_with_growing_masks_and_undoes_
             assert all((now[n] | ~seen[-1][n]).all() for n in now)
         seen.append(now)
 
-    r = wb.training.gradual(bench, final=0.9, steps=5, epochs=4, end=0.5, progress=watch)
+    r = wb.training.gradual(bench, ratio=0.9, steps=5, epochs=4, end=0.5, progress=watch)
     assert [e["step"] for e in r.info["events"]] == [2, 3, 5, 6, 8]  # every dt = 0.5 * 16 / 5 = 1.6 steps
     ratios = [e["ratio"] for e in r.info["events"]]
     assert ratios == sorted(ratios) and ratios[-1] == pytest.approx(0.9)
@@ -65,10 +65,10 @@ def test_gradual_reaches_the_exact_final_sparsity_with_growing_masks_and_undoes_
 
 def test_gradual_is_deterministic_and_takes_any_final_plan():
     model, bench = mlp_bench()
-    wb.training.gradual(bench, final=0.8, steps=3, epochs=2, progress=False, seed=1)
+    wb.training.gradual(bench, ratio=0.8, steps=3, epochs=2, progress=False, seed=1)
     first = snapshot(model)
     bench.undo()
-    wb.training.gradual(bench, final=0.8, steps=3, epochs=2, progress=False, seed=1)
+    wb.training.gradual(bench, ratio=0.8, steps=3, epochs=2, progress=False, seed=1)
     assert_bitwise(model, first)
     bench.undo()
     plan = wb.Plan.uniform(0.5, granularity="neuron", criterion="l2", include=["0"])
@@ -81,10 +81,10 @@ def test_gradual_is_deterministic_and_takes_any_final_plan():
 
 def test_iterative_and_one_shot_end_at_the_same_sparsity_with_equal_epochs():
     _, bench = mlp_bench()
-    one = wb.training.iterative(bench, final=0.85, rounds=1, finetune_epochs=3, progress=False)
+    one = wb.training.iterative(bench, ratio=0.85, rounds=1, finetune_epochs=3, progress=False)
     s_one = pool_sparsity(bench)[0]
     bench.undo()
-    it = wb.training.iterative(bench, final=0.85, rounds=3, finetune_epochs=1, progress=False)
+    it = wb.training.iterative(bench, ratio=0.85, rounds=3, finetune_epochs=1, progress=False)
     assert pool_sparsity(bench)[0] == s_one
     assert len(one.epoch) == len(it.epoch) == 3
     assert [round(e["ratio"], 4) for e in it.info["events"]] == [
@@ -102,7 +102,7 @@ def test_lottery_rewinds_survivors_to_their_epoch_k_values():
     bench.finetune(epochs=1, **kw)
     theta_k = snapshot(model)
     bench.undo()
-    r = wb.training.lottery(bench, final=0.75, rounds=1, rewind_epoch=1, epochs=2, **kw)
+    r = wb.training.lottery(bench, ratio=0.75, rounds=1, rewind_epoch=1, epochs=2, **kw)
     assert len(r.epoch) == 2 + 1 and r.info["events"][1]["ratio"] == pytest.approx(0.75)
     masks = {n: model.get_parameter(n) == 0 for n in ("0.weight", "2.weight")}
     # rebuild the rewound ticket: epoch-k weights with the final masks
@@ -128,7 +128,7 @@ def test_a_stopped_schedule_is_recorded_consistently():
             raise KeyboardInterrupt
 
     with pytest.warns(wb.WorkbenchWarning, match="stopped"):
-        r = wb.training.gradual(bench, final=0.9, steps=4, epochs=4, progress=stop)
+        r = wb.training.gradual(bench, ratio=0.9, steps=4, epochs=4, progress=stop)
     assert r.stopped and "stopped" in bench.history[-1].label
     mid = pool_sparsity(bench)[0]
     assert 0 < mid < 0.9
@@ -191,3 +191,26 @@ def test_admm_reaches_the_constraint_with_a_shrinking_residual_and_undoes_bitwis
     with pytest.raises(wb.training.TrainingError, match="granularity='weight'"):
         wb.training.admm(bench, wb.Plan.uniform(0.5, granularity="neuron"))
     assert_bitwise(model, dense)
+
+
+@pytest.mark.parametrize(
+    "fn, old",
+    [
+        (wb.training.gradual, "final"),
+        (wb.training.iterative, "final"),
+        (wb.training.lottery, "final"),
+        (wb.training.admm, "final"),
+        (wb.training.learned_masks, "target"),
+        (wb.training.compare_timing, "sparsity"),
+    ],
+)
+def test_every_procedure_calls_its_target_sparsity_ratio_and_the_old_name_warns(fn, old):
+    import inspect
+
+    assert "ratio" in inspect.signature(fn).parameters and old not in inspect.signature(fn).parameters
+    _, bench = mlp_bench()
+    with pytest.raises(TypeError, match=rf"both {old}= \(deprecated\) and ratio="):
+        fn(bench, **{old: 0.5, "ratio": 0.5})
+    with pytest.warns(DeprecationWarning, match=rf"{fn.__name__}\({old}=\.\.\.\) is deprecated: use"):
+        with pytest.raises(Exception, match=r"1\.5"):  # the old name reaches the new parameter: its check names it
+            fn(bench, **{old: 1.5})

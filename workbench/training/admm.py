@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._deprecate import renamed
 from ..masks.granularity import get_granularity
 from ..masks.select import n_to_prune
 from ..masks.topk import lowest_k
@@ -76,20 +77,21 @@ def _project(bench, groups, values: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+@renamed(final="ratio")
 def admm(
     bench,
     plan: Plan | None = None,
     epochs: int = 5,
     rho: float = 1e-3,
     *,
-    final: float = 0.9,
+    ratio: float = 0.9,
     finetune_epochs: int = 2,
     data: Iterable | None = None,
     seed: int | None = None,
     progress: Any = True,
     **train: Any,
 ) -> TrainingResult:
-    """ADMM towards `plan`'s sparsity (default: global `final`), `epochs` epochs with penalty weight `rho`, then
+    """ADMM towards `plan`'s sparsity (default: global `ratio`), `epochs` epochs with penalty weight `rho`, then
     hard prune and `finetune_epochs` epochs of masked fine-tuning. `train`: ``lr``, ``optimizer``,
     ``weight_decay``, ``schedule`` (see `finetune`); the default here is SGD with momentum at lr 1e-2, because
     Adam moves each weight by about `lr` per step whatever the gradient, which caps how fast the penalty can pull
@@ -100,7 +102,7 @@ def admm(
         )
     epochs = check(epochs, "epochs", lo=1, lo_open=False, integer=True)
     finetune_epochs = check(finetune_epochs, "finetune_epochs", lo=0, lo_open=False, integer=True)
-    target = final_plan(plan, final, "magnitude")
+    target = final_plan(plan, ratio, "magnitude")
     groups = _groups(bench, target)
     kw = _train_kwargs({"optimizer": "sgd", "lr": 1e-2, **train})
     data = training_data(bench, data)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .._deprecate import renamed
 from .._text import table_lines
 from ..plan import Plan
 from ._loop import TrainingError, check, pool
@@ -140,9 +141,10 @@ def _sparsity(bench, names) -> float:
     return sum(int((bench.model.get_parameter(n) == 0).sum()) for n in names) / max(total, 1)
 
 
+@renamed(sparsity="ratio")
 def compare_timing(
     bench,
-    sparsity: float = 0.9,
+    ratio: float = 0.9,
     epochs: int = 6,
     *,
     methods: Sequence[str] = ("pre", "during", "post", "post-iterative"),
@@ -154,13 +156,13 @@ def compare_timing(
     progress: Any = False,
     **train: Any,
 ) -> TimingResult:
-    """Prune to `sparsity` (global, unstructured) before, during and after training, each arm training `epochs`
+    """Prune to `ratio` (global, unstructured) before, during and after training, each arm training `epochs`
     epochs in total; see the module docstring for the arms. `dense_epochs` (default: half of `epochs`) is the
     dense training of the post-training arms; `rounds` the iterative arm's rounds; `steps` the AGP pruning steps.
     `train` takes ``lr``, ``optimizer``, ``weight_decay``, ``schedule`` (see `finetune`). Returns a `TimingResult`
     with a table (`str(result)`) and curves (`plot_timing`).
     """
-    check(sparsity, "sparsity", lo=0.0, hi=0.999)
+    check(ratio, "ratio", lo=0.0, hi=0.999)
     epochs = check(epochs, "epochs", lo=1, lo_open=False, integer=True)
     dense_epochs = epochs // 2 if dense_epochs is None else dense_epochs
     dense_epochs = check(dense_epochs, "dense_epochs", lo=0, hi=epochs - 1, lo_open=False, integer=True)
@@ -183,20 +185,20 @@ def compare_timing(
             elif method == "pre":
                 what = f"{at_init} at init, train {epochs} ep"
                 if at_init == "synflow":
-                    synflow_prune(bench, sparsity, progress=False)
+                    synflow_prune(bench, ratio, progress=False)
                 else:
-                    bench.apply(Plan.global_(sparsity, criterion=at_init))
+                    bench.apply(Plan.global_(ratio, criterion=at_init))
                 arm.point()
                 arm.pruned_metric = arm.metric[-1]
                 arm.add(finetune(bench, epochs, **kw))
             elif method == "during":
                 what = f"AGP {steps} steps over {epochs} ep"
-                arm.add(gradual(bench, sparsity, steps=steps, epochs=epochs, **kw))
+                arm.add(gradual(bench, ratio, steps=steps, epochs=epochs, **kw))
             elif method == "post":
                 what = f"train {dense_epochs} ep, one-shot, fine-tune {rest} ep"
                 if dense_epochs:
                     arm.add(finetune(bench, dense_epochs, **kw))
-                bench.apply(Plan.global_(sparsity))
+                bench.apply(Plan.global_(ratio))
                 arm.point()
                 arm.pruned_metric = arm.metric[-1]
                 arm.add(finetune(bench, rest, **kw))
@@ -205,7 +207,7 @@ def compare_timing(
                 what = f"train {dense_epochs} ep, {rounds} rounds x {per} ep"
                 if dense_epochs:
                     arm.add(finetune(bench, dense_epochs, **kw))
-                r = iterative(bench, sparsity, rounds=rounds, finetune_epochs=per, **kw)
+                r = iterative(bench, ratio, rounds=rounds, finetune_epochs=per, **kw)
                 arm.add(r)
                 arm.pruned_metric = r.info["events"][0]["pruned_metric"]
             rows.append(
@@ -224,7 +226,7 @@ def compare_timing(
             bench.goto(start)
     metric_name = bench.metric if isinstance(bench.metric, str) else getattr(bench.metric, "__name__", "metric")
     info = {"at_init": at_init, "dense_epochs": dense_epochs, "rounds": rounds, "steps": steps, **train}
-    return TimingResult(tuple(rows), curves, sparsity, epochs, metric_name, info)
+    return TimingResult(tuple(rows), curves, ratio, epochs, metric_name, info)
 
 
 def plot_timing(result: TimingResult, ax=None, *, what: str = "metric"):

@@ -5,7 +5,7 @@ Every prunable weight ``W`` gets a score ``S`` of the same shape, trained with t
 ``scope="layer"``); the top-k has no gradient, so the straight-through estimator passes ``dL/dM`` to ``S`` as it is:
 ``dL/dS = dL/dW' * W``. A weight whose gradient keeps pushing it away from zero ("moving out") gains score; one
 pulled towards zero loses it, so the mask learns which weights the *task* wants, not which are large. Sparsity
-follows the cubic AGP schedule from what is already pruned to `target` over the first `ramp` share of the steps,
+follows the cubic AGP schedule from what is already pruned to `ratio` over the first `ramp` share of the steps,
 then holds; the last mask is applied (one ordinary history step) and `finetune_epochs` epochs of masked
 fine-tuning follow.
 
@@ -23,7 +23,7 @@ per-layer sparsity on the final weights.
 >>> model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
 >>> data = [(torch.randn(16, 8), torch.randint(0, 3, (16,))) for _ in range(4)]
 >>> bench = wb.Workbench(model, data, train=data)
->>> r = wb.training.learned_masks(bench, target=0.75, epochs=3, finetune_epochs=0, progress=False)
+>>> r = wb.training.learned_masks(bench, ratio=0.75, epochs=3, finetune_epochs=0, progress=False)
 >>> round(bench.report(evaluate=False).sparsity, 2), r.kind, sorted(r.info["plan"].to_dict()["layers"])
 (0.75, 'learned', ['0', '2'])
 """
@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._deprecate import renamed
 from ..errors import ModelError
 from ..masks.select import n_to_prune
 from ..plan import LayerPlan, Plan
@@ -93,9 +94,10 @@ def _masks_at(scores: dict[str, Tensor], fixed: dict[str, Tensor], sparsity: flo
     return out
 
 
+@renamed(target="ratio")
 def learned_masks(
     bench,
-    target: float = 0.8,
+    ratio: float = 0.8,
     epochs: int = 5,
     *,
     scope: str = "global",
@@ -107,19 +109,19 @@ def learned_masks(
     progress: Any = True,
     **train: Any,
 ) -> TrainingResult:
-    """Train weights and movement scores for `epochs` epochs towards `target` sparsity of the prunable weights
+    """Train weights and movement scores for `epochs` epochs towards `ratio` sparsity of the prunable weights
     (linear, conv, LSTM, attention), then apply the learned mask and fine-tune `finetune_epochs` epochs.
 
-    `scope`: ``"global"`` (the scores decide how much each layer loses) or ``"layer"`` (every layer at `target`).
-    `ramp`: the share of the steps over which sparsity rises (cubic), the rest trains at `target`. `score_lr`: the
+    `scope`: ``"global"`` (the scores decide how much each layer loses) or ``"layer"`` (every layer at `ratio`).
+    `ramp`: the share of the steps over which sparsity rises (cubic), the rest trains at `ratio`. `score_lr`: the
     scores' learning rate (Adam; they need a larger one than the weights). `train`: ``lr``, ``optimizer``,
     ``weight_decay``, ``schedule`` for the weights (see `finetune`). Weights pruned before stay pruned and count
-    towards `target`. One history step (``kind="learned"``); stopping records the mask reached at that point.
+    towards `ratio`. One history step (``kind="learned"``); stopping records the mask reached at that point.
     """
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
         raise TrainingError(
-            f"target must be a sparsity strictly between 0 and 1 (the share of prunable weights to remove), "
-            f"got {target!r}"
+            f"ratio must be a sparsity strictly between 0 and 1 (the share of prunable weights to remove), "
+            f"got {ratio!r}"
         )
     if scope not in SCOPES:
         raise TrainingError(f"scope must be one of {SCOPES}, got {scope!r}")
@@ -157,8 +159,8 @@ def learned_masks(
 
         def sparsity_now() -> float:
             if total is None:
-                return target
-            return agp_sparsity(state["step"], initial=start, final=target, start=0, n=n_ramp, dt=1)
+                return ratio
+            return agp_sparsity(state["step"], initial=start, final=ratio, start=0, n=n_ramp, dt=1)
 
         # Adam moves every score by about its lr per step, so each tensor's lr is relative to its own weights' scale
         sopt = torch.optim.Adam(
@@ -227,10 +229,10 @@ def learned_masks(
         if finetune_epochs:
             train_epochs(bench, view, data, finetune_epochs, curves=curves, progress=bar, sparsity_of=sp, **kw)
 
-    label = f"learned masks (movement, {scope}) to {target:.0%}, {epochs} ep + fine-tune {finetune_epochs} ep"
+    label = f"learned masks (movement, {scope}) to {ratio:.0%}, {epochs} ep + fine-tune {finetune_epochs} ep"
     info = {
         "method": "movement",
-        "target": target,
+        "target": ratio,
         "scope": scope,
         "epochs": epochs,
         "finetune_epochs": finetune_epochs,

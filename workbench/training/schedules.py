@@ -10,7 +10,7 @@ reverses bitwise. ``info["events"]`` lists every pruning event (training step, e
 >>> model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
 >>> data = [(torch.randn(16, 8), torch.randint(0, 3, (16,))) for _ in range(4)]
 >>> bench = wb.Workbench(model, data, train=data)
->>> r = wb.training.gradual(bench, final=0.8, steps=4, epochs=2, progress=False)
+>>> r = wb.training.gradual(bench, ratio=0.8, steps=4, epochs=2, progress=False)
 >>> [round(e["ratio"], 3) for e in r.info["events"]], round(float(r.sparsity[-1]), 2)
 ([0.463, 0.7, 0.788, 0.8], 0.8)
 """
@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .._deprecate import renamed
 from ..plan import Plan
 from ._loop import Curves, Progress, TrainingError, TrainingResult, check, train_epochs
 from ._procedure import final_plan, plan_at, prune_step, run_procedure, sparsity_of
@@ -87,9 +88,10 @@ def _metric(bench) -> float:
     return float(bench.evaluate()["metric"]) if bench.data is not None else math.nan
 
 
+@renamed(final="ratio")
 def gradual(
     bench,
-    final: float = 0.9,
+    ratio: float = 0.9,
     steps: int = 10,
     epochs: int = 5,
     *,
@@ -106,11 +108,11 @@ def gradual(
 
     Training runs ``T = epochs * len(data)`` optimizer steps; the sparsity is raised `steps` times, every
     ``dt = end * T / steps`` steps, along ``s_f + (s_i - s_f) (1 - t / (steps * dt))^3`` (fast at first, slowly
-    near the end), so `final` is reached at fraction `end` of training and the rest recovers. Masks only grow
+    near the end), so `ratio` is reached at fraction `end` of training and the rest recovers. Masks only grow
     (what one event prunes stays pruned). `train` takes ``lr`` (1e-3), ``optimizer``, ``weight_decay``,
     ``schedule`` (see `finetune`).
     """
-    target = final_plan(plan, final, criterion)
+    target = final_plan(plan, ratio, criterion)
     ref = _reference(target)
     steps = check(steps, "steps", lo=1, lo_open=False, integer=True)
     epochs = check(epochs, "epochs", lo=1, lo_open=False, integer=True)
@@ -167,9 +169,10 @@ def gradual(
     )
 
 
+@renamed(final="ratio")
 def iterative(
     bench,
-    final: float = 0.9,
+    ratio: float = 0.9,
     rounds: int = 4,
     finetune_epochs: int = 1,
     *,
@@ -181,14 +184,14 @@ def iterative(
     progress: Any = True,
     **train: Any,
 ) -> TrainingResult:
-    """`rounds` rounds of prune-then-fine-tune up to `final` (Han et al. 2015); ``rounds=1`` is one-shot pruning
+    """`rounds` rounds of prune-then-fine-tune up to `ratio` (Han et al. 2015); ``rounds=1`` is one-shot pruning
     followed by fine-tuning, so both spend ``rounds * finetune_epochs`` epochs when compared at equal epochs.
 
-    Round r prunes to ``1 - (1 - final)^(r / rounds)`` (geometric: the same share of what is left each round;
-    ``schedule_rounds="linear"`` for ``final * r / rounds``), then fine-tunes `finetune_epochs` epochs with the
+    Round r prunes to ``1 - (1 - ratio)^(r / rounds)`` (geometric: the same share of what is left each round;
+    ``schedule_rounds="linear"`` for ``ratio * r / rounds``), then fine-tunes `finetune_epochs` epochs with the
     masks enforced. ``info["events"]`` has the metric right after each prune and after its fine-tune.
     """
-    target = final_plan(plan, final, criterion)
+    target = final_plan(plan, ratio, criterion)
     ref = _reference(target)
     rounds = check(rounds, "rounds", lo=1, lo_open=False, integer=True)
     finetune_epochs = check(finetune_epochs, "finetune_epochs", lo=0, lo_open=False, integer=True)
@@ -242,9 +245,10 @@ def iterative(
     )
 
 
+@renamed(final="ratio")
 def lottery(
     bench,
-    final: float = 0.9,
+    ratio: float = 0.9,
     rounds: int = 3,
     rewind_epoch: int = 1,
     epochs: int = 3,
@@ -260,11 +264,11 @@ def lottery(
 
     Train `epochs` epochs from the current state, keeping the weights after epoch `rewind_epoch` (k = 0: the
     starting weights, the original ticket). Then `rounds` times: prune to the round's sparsity (geometric, up
-    to `final`) by magnitude, reset the surviving weights (and BatchNorm statistics) to their epoch-k values,
+    to `ratio`) by magnitude, reset the surviving weights (and BatchNorm statistics) to their epoch-k values,
     and train ``epochs - k`` epochs (a fresh optimizer and schedule: rewinding restarts them). Total:
     ``epochs + rounds * (epochs - k)`` epochs. Meant to start from an untrained model.
     """
-    target = final_plan(plan, final, criterion)
+    target = final_plan(plan, ratio, criterion)
     ref = _reference(target)
     rounds = check(rounds, "rounds", lo=1, lo_open=False, integer=True)
     epochs = check(epochs, "epochs", lo=1, lo_open=False, integer=True)
