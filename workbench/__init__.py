@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 
 _LAZY = (
     "analysis",
+    "llm",
     "sparse",
     "training",
     "ui",
@@ -81,6 +82,7 @@ __all__ = [
     "errors",
     "evaluate",
     "find_targets",
+    "llm",
     "masks",
     "monitor",
     "quantize",

@@ -128,6 +128,7 @@ class Workbench:
         self._dense: dict[str, Any] | None = None
         self.last_sensitivity = None
         self.last_allocation = None
+        self.last_llm = None  # the `workbench.llm.PruneResult` of the last prune_llm
         self.ui_state: dict[str, Any] = {}  # plain data the dashboard keeps across re-opening
         self._dashboard = None
         _BENCHES.setdefault(model, []).append(weakref.ref(self))
@@ -215,6 +216,49 @@ class Workbench:
         with self.store.lock:
             self._check_edits()
             return self._record(masks, label, plan_dict, {}, kind, weights, evaluate, time.perf_counter())
+
+    def prune_llm(
+        self,
+        sparsity: float | None = None,
+        method: str = "wanda",
+        pattern: str = "unstructured",
+        *,
+        owl: bool = False,
+        calib: Iterable | None = None,
+        nsamples: int | None = None,
+        undo: bool = True,
+        evaluate: bool = True,
+        **kwargs: Any,
+    ) -> HistoryEntry:
+        """Prune a language model's blocks one at a time, as SparseGPT and Wanda do, as one history step.
+
+        Each block is calibrated on the inputs the already-pruned blocks before it produce (`workbench.llm`), holding
+        one block's activations. `sparsity` (default 0.5; an N:M `pattern` implies 1 - N/M) of every linear layer
+        inside the blocks; `method` from ``wb.llm.available_methods()`` (``"magnitude"``, ``"wanda"``,
+        ``"sparsegpt"``: updates the kept weights too); `pattern` ``"unstructured"``, ``"2:4"``, ``"4:8"``; ``owl=True``
+        gives blocks with more outlier activations lower sparsities (mean `sparsity`). `calib`: calibration batches
+        (default the bench's calib data), the first `nsamples` sequences. Undo restores bitwise, SparseGPT's updated
+        weights included; ``undo=False`` keeps no copy of the weights before the step (for models whose copy does not
+        fit in memory): the pruned model becomes the new starting point as with `adopt`. Other options (``owl_lambda``,
+        ``owl_m``, ``damp``, ``blocksize``, ``blocks``, ``label``, ``progress``): `workbench.llm.step.prune_llm`.
+        `self.last_llm` keeps the run's `PruneResult` (per-block sparsities and seconds).
+        """
+        from .llm.step import prune_llm
+
+        with self.store.lock:
+            self._check_edits()
+            return prune_llm(
+                self,
+                sparsity,
+                method,
+                pattern,
+                owl=owl,
+                calib=calib,
+                nsamples=nsamples,
+                undo=undo,
+                evaluate=evaluate,
+                **kwargs,
+            )
 
     def _check_edits(self) -> None:
         """Before a step on the dense state: weights edited since the last step recorded (none can be blended: no

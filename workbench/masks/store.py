@@ -413,16 +413,24 @@ class MaskStore:
             self._steps[self._position :] = list(steps)
             self._sync()
 
-    def adopt_(self) -> dict[str, Tensor]:
+    def adopt_(self, masks: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Take the weights as they are now as the new starting point: the history is cleared (nothing before
-        can be undone) and the pruned elements that are still exactly zero stay masked. Returns those masks."""
+        can be undone) and the pruned elements that are still exactly zero stay masked, with those of `masks` (True =
+        pruned, by parameter name: zeroed by a step that kept no undo data). Returns those masks."""
         with self.lock:
             base: dict[str, Tensor] = {}
             params = dict(self.model.named_parameters())
-            for name, m in self._current.items():
+            held = dict(self._current)
+            for name, m in (masks or {}).items():
+                cur = held.get(name)
+                held[name] = m if cur is None else cur | m.to(cur.device)
+            for name, m in held.items():
                 p = params.get(name)
                 if p is not None and p.shape == m.shape:
-                    still = m.to(p.device) & (p.detach() == 0)
+                    m = m.to(p.device)
+                    still = m & (p.detach() == 0)
+                    if torch.equal(still, m):  # every masked element is zero (the usual case): no second copy
+                        still = m
                     if count_nonzero(still):
                         base[name] = still
             self._steps.clear()

@@ -1,0 +1,135 @@
+"""Workbench.prune_llm: one history step, undone bitwise (SparseGPT's updated weights too), all or nothing."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from conftest import assert_bitwise, assert_plain, snapshot
+
+import workbench as wb
+from workbench.llm import register_method
+
+from .models import MODELS, batches
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _bench(family: str = "llama", layers: int = 2):
+    model = MODELS[family](layers=layers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model, wb.Workbench(model, batches(n=1))
+
+
+@pytest.mark.parametrize(("family", "method", "pattern"), [
+    ("llama", "sparsegpt", "unstructured"),
+    ("llama", "sparsegpt", "2:4"),
+    ("gpt2", "sparsegpt", "4:8"),
+    ("opt", "wanda", "unstructured"),
+    ("llama", "magnitude", "2:4"),
+])  # fmt: skip
+def test_one_step_undone_and_redone_bitwise(family, method, pattern):
+    model, bench = _bench(family)
+    dense = snapshot(model)
+    entry = bench.prune_llm(method=method, pattern=pattern, calib=batches())
+    pruned = snapshot(model)
+    assert entry.index == 1 and len(bench.history) == 2 and bench.store.position == 1
+    assert entry.metric is not None and entry.metric == bench.evaluate()["metric"]
+    assert bench.last_llm.method == method and bench.last_llm.pattern == pattern
+    for name, mask in bench.masks.items():
+        assert torch.equal(model.get_parameter(name) == 0, mask), name
+    if method == "sparsegpt":  # kept weights changed
+        changed = [n for n, m in bench.masks.items() if not torch.equal(pruned[n][~m], dense[n][~m])]
+        assert changed
+    bench.undo()
+    assert_bitwise(model, dense)
+    bench.redo()
+    assert_bitwise(model, pruned)
+    bench.reset()
+    assert_bitwise(model, dense)
+    assert_plain(model)
+
+
+def test_a_second_step_on_top_keeps_the_first_and_both_undo_bitwise():
+    model, bench = _bench()
+    dense = snapshot(model)
+    bench.prune_llm(0.3, method="sparsegpt", calib=batches())
+    first = snapshot(model)
+    masks = bench.masks
+    bench.prune_llm(0.6, method="sparsegpt", owl=True, calib=batches())
+    for name, m in masks.items():
+        assert bool(bench.masks[name][m].all()), name  # what the first step pruned stays pruned
+    bench.undo()
+    assert_bitwise(model, first)
+    bench.undo()
+    assert_bitwise(model, dense)
+
+
+class Boom(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("error", [Boom, KeyboardInterrupt])
+@pytest.mark.parametrize("updates", [False, True])
+def test_an_error_in_the_middle_leaves_the_model_and_history_as_before(error, updates):
+    model, bench = _bench(layers=3)
+    bench.prune_llm(method="wanda", calib=batches())
+    before, history = snapshot(model), bench.history
+    seen = []
+
+    @register_method(f"fails-on-block-2-{updates}", needs="hessian", updates=updates, overwrite=True)
+    def _fails(weight, stats, sparsity, pattern, current, options):
+        """Prune the first half, then fail in block 2."""
+        seen.append(bench.store.in_transaction)
+        if len(seen) > 14:  # 7 layers per block: blocks 0 and 1 were written
+            raise error("boom")
+        weight.mul_(1.5)
+        mask = torch.zeros(weight.shape, dtype=torch.bool)
+        mask[:, : weight.shape[1] // 2] = True
+        return mask
+
+    with pytest.raises(error):
+        bench.prune_llm(method=f"fails-on-block-2-{updates}", calib=batches())
+    assert all(seen)  # the method ran inside the bench's transaction (its lock held)
+    assert_bitwise(model, before)
+    assert bench.history == history and bench.store.position == 1
+    assert_plain(model)
+    bench.undo()  # the earlier step still undoes
+
+
+def test_a_failing_evaluation_drops_the_step(monkeypatch):
+    model, bench = _bench()
+    before = snapshot(model)
+    bench.evaluate()
+
+    def fail(*a, **k):
+        raise Boom("evaluation")
+
+    monkeypatch.setattr(bench, "evaluate", fail)
+    with pytest.raises(Boom):
+        bench.prune_llm(method="sparsegpt", calib=batches())
+    assert_bitwise(model, before)
+    assert bench.store.position == 0 and len(bench.history) == 1
+
+
+def test_undo_false_adopts_the_pruned_model_with_its_masks():
+    model, bench = _bench()
+    bench.apply(wb.Plan.uniform(0.2), evaluate=False)
+    entry = bench.prune_llm(method="sparsegpt", calib=batches(), undo=False)
+    assert entry.index == 0 and bench.store.position == 0 and len(bench.history) == 1
+    assert entry.metrics is not None and entry.sparsity >= 0.4
+    for name in bench.last_llm.layers:
+        mask = bench.masks[f"{name}.weight"]
+        assert torch.equal(mask, model.get_parameter(f"{name}.weight") == 0), name
+    assert_plain(model)
+
+
+def test_calibration_defaults_to_the_benchs_data_and_missing_data_is_an_error():
+    _, bench = _bench()
+    bench.prune_llm(method="wanda", nsamples=2, evaluate=False)
+    assert bench.last_llm.sequences == 2 and bench.last_llm.tokens == 24
+    plain = wb.Workbench(MODELS["llama"]())
+    with pytest.raises(wb.DataError, match="calib="):
+        plain.prune_llm()

@@ -1,0 +1,154 @@
+"""SparseGPT (Frantar & Alistarh 2023): one-shot pruning with OBS updates of the kept weights from a calibration Hessian.
+
+For a linear layer with weight ``W`` (out x in) and calibration inputs ``X`` (in x rows), the layer's output error
+``||W X - W' X||^2`` has the Hessian ``H = 2 X X^T`` (the same for every row). SparseGPT:
+
+1. dampens it, ``H + lambda I`` with ``lambda = damp * mean(diag H)`` (``damp`` 1% by default); inputs that were
+   always zero (``H_jj = 0``) get ``H_jj = 1`` and their weights are zeroed, as the reference code does;
+2. takes ``U``, the upper Cholesky factor of ``H^-1`` (``H^-1 = U^T U``): row j of U is the OBS update direction for
+   column j once the columns before it are fixed, and ``U_jj^2`` the matching ``[H^-1]_jj``;
+3. walks the columns in blocks of ``blocksize`` (128): at the start of a block (unstructured) or of each group of M
+   columns (N:M) the mask is chosen from ``w^2 / U_jj^2`` with the weights as updated so far, within each row (every
+   row loses the same share: ``int(in * sparsity)``, spread over the blocks) or within each N:M group; then column by
+   column the pruned weights are zeroed and their error ``w_j / U_jj`` is spread over the later columns of the block
+   (``W[:, j:] -= err_j U[j, j:]``), and once per block over all columns after it (the lazy batched update).
+
+The kept weights change, so a `Workbench` step records them (undo is bitwise). One layer's Hessian (in x in, float32;
+float64 for a float64 model) and a working copy of its weight are held at a time.
+
+With a single pruned weight in column 0 and no dampening this is exactly the closed-form OBS update
+``w' = w - w_0 / [H^-1]_00 * H^-1[0, :]``:
+
+>>> import torch
+>>> _ = torch.manual_seed(0); X = torch.randn(64, 4, dtype=torch.float64)
+>>> w = torch.tensor([[0.01, 1.0, -2.0, 0.5]], dtype=torch.float64); H = 2 * X.T @ X
+>>> w2 = w.clone(); mask = sparsegpt_(w2, H.clone(), 0.25, damp=0.0)
+>>> Hinv = torch.linalg.inv(H); expect = w - w[0, 0] / Hinv[0, 0] * Hinv[0]
+>>> mask.int().tolist(), torch.allclose(w2, expect)
+([[1, 0, 0, 0]], True)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import ModelError
+from .calibrate import LayerStats
+from .methods import Pattern, check_nm, register_method
+
+__all__ = ["sparsegpt_"]
+
+
+def _upper_inverse_cholesky(H: Tensor, damp: float) -> Tensor:
+    """U with ``(H + damp * mean(diag H) I)^-1 = U^T U`` (H is overwritten)."""
+    diag = torch.diagonal(H)
+    if damp:
+        diag.add_(damp * float(diag.mean()))
+    L, info = torch.linalg.cholesky_ex(H)
+    if int(info):
+        raise ModelError(
+            f"the calibration Hessian is not positive definite (minor {int(info)} fails) with dampening {damp}; "
+            "raise damp (e.g. damp=0.1) or use more calibration samples"
+        )
+    Hinv = torch.cholesky_inverse(L)
+    del L
+    U, info = torch.linalg.cholesky_ex(Hinv, upper=True)
+    if int(info):
+        raise ModelError(f"the inverse Hessian is not positive definite with dampening {damp}; raise damp")
+    return U
+
+
+@torch.no_grad()
+def sparsegpt_(
+    W: Tensor,
+    H: Tensor,
+    sparsity: float,
+    pattern: Pattern | None = None,
+    current: Tensor | None = None,
+    *,
+    damp: float = 0.01,
+    blocksize: int = 128,
+) -> Tensor:
+    """Prune `W` (out x in, float) in place with SparseGPT given ``H = 2 X X^T`` (in x in; overwritten); returns the
+    mask (True = pruned). `current`: elements already pruned (they stay pruned and count towards the sparsity)."""
+    cols = W.shape[1]
+    if pattern is not None:
+        check_nm(W, pattern)
+        if blocksize % pattern.m:
+            blocksize = pattern.m * max(1, blocksize // pattern.m)
+    H = H.to(W.dtype)
+    dead = torch.diagonal(H) == 0
+    if bool(dead.any()):
+        H[dead, dead] = 1.0
+        W[:, dead] = 0.0
+    U = _upper_inverse_cholesky(H, damp)
+    del H
+    mask = torch.zeros(W.shape, dtype=torch.bool, device=W.device)
+    total = int(cols * sparsity)
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        count = i2 - i1
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        U1 = U[i1:i2, i1:i2]
+        d1 = torch.diagonal(U1)
+        cur1 = None if current is None else current[:, i1:i2]
+        if pattern is None:
+            mask1 = torch.zeros(W1.shape, dtype=torch.bool, device=W.device)
+            k = int(i2 * sparsity) - int(i1 * sparsity) if i2 < cols else total - int(i1 * sparsity)
+            scores = W1.square() / d1.square()[None, :]
+            if cur1 is not None:
+                scores.masked_fill_(cur1, -math.inf)
+            if k:
+                mask1.scatter_(1, torch.argsort(scores, dim=1, stable=True)[:, :k], True)
+            if cur1 is not None:
+                mask1 |= cur1
+        else:
+            mask1 = torch.zeros(W1.shape, dtype=torch.bool, device=W.device)
+        for i in range(count):
+            if pattern is not None and i % pattern.m == 0:
+                g = slice(i, i + pattern.m)
+                scores = W1[:, g].square() / d1[g].square()[None, :]
+                if cur1 is not None:
+                    scores.masked_fill_(cur1[:, g], -math.inf)
+                drop = torch.argsort(scores, dim=1, stable=True)[:, : pattern.m - pattern.n]
+                mask1[:, g].scatter_(1, drop, True)
+                if cur1 is not None:
+                    mask1[:, g] |= cur1[:, g]
+            w = W1[:, i]
+            q = w.masked_fill(mask1[:, i], 0.0)
+            Q1[:, i] = q
+            err = (w - q) / U1[i, i]
+            W1[:, i:].addr_(err, U1[i, i:], alpha=-1.0)
+            Err1[:, i] = err
+        W[:, i1:i2] = Q1
+        if i2 < cols:
+            W[:, i2:].addmm_(Err1, U[i1:i2, i2:], alpha=-1.0)
+        mask[:, i1:i2] = mask1
+    W.masked_fill_(mask, 0.0)
+    return mask
+
+
+@register_method(
+    "sparsegpt",
+    needs="hessian",
+    updates=True,
+    reference="Frantar & Alistarh 2023, SparseGPT: massive language models can be accurately pruned in one-shot",
+)
+def sparsegpt(weight: Tensor, stats: LayerStats, sparsity: float, pattern, current, options: dict[str, Any]) -> Tensor:
+    """OBS updates from the calibration Hessian, blocked lazy column updates; kept weights change."""
+    H, stats.hessian = stats.hessian, None  # consumed: freed as soon as the layer is done
+    return sparsegpt_(
+        weight,
+        H,
+        sparsity,
+        pattern,
+        current,
+        damp=options.get("damp", 0.01),
+        blocksize=options.get("blocksize", 128),
+    )
