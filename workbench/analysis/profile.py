@@ -9,8 +9,6 @@ a masked dense model still computes every multiply (its measured latency says so
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,14 +90,10 @@ def _batch(example: Any, batch_size: int) -> Any:
 
 
 def _median_ms(fn, repeats: int) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    """Median ms of `repeats` single calls after two warm-up calls (the one timer: `workbench.sparse.timing`)."""
+    from ..sparse.timing import median_ms
+
+    return median_ms(fn, repeats)
 
 
 def _nbytes(out: Any) -> int:

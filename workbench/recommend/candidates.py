@@ -1,17 +1,26 @@
-"""The goals, budgets and candidate strategies `recommend` knows, and the check of its arguments."""
+"""The goals, budgets and candidate strategies `recommend` knows, and the check of its arguments.
+
+The candidates are entries of the one strategy registry (`workbench.compare.registry`), shared with `compare`: each
+`register_candidate` line below gives an entry recommend's description and the function building its plans
+(`workbench.recommend.plans`). ``global-magnitude`` is compare's ``magnitude`` and ``structured-l1`` its
+``filter-l1`` (one entry, two names); ``2:4`` and ``block4x4`` carry the same name in both.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
+from ..compare.registry import Strategy, candidate_names, get_strategy, register_candidate
 from ..errors import WorkbenchError, suggest
+from . import plans as _plans
+from .plans import STRUCTURED as STRUCTURED
+from .plans import UNITS as UNITS
 
 GOALS = ("latency", "size", "accuracy", "robustness")
 DEFAULT_BUDGET = {"latency": 0.01, "size": 0.01, "accuracy": 2.0, "robustness": 2.0}
-STRUCTURED = ("filter", "neuron", "head", "lstm-unit")  # one per target kind, in this order
-UNITS = {"filter": "filters", "neuron": "neurons", "head": "heads", "lstm-unit": "LSTM units"}
 FGSM_EPS = 0.1
 FINETUNE_STRATEGIES = 2  # how many strategies fine-tuning is measured for
 FINETUNE_RATIOS = 2  # and at how many ratios each (efficiency goals)
@@ -21,41 +30,119 @@ class RecommendationError(WorkbenchError, ValueError):
     """`recommend` cannot run as asked: unknown goal, strategy or device, or a budget outside its range."""
 
 
-@dataclass(frozen=True)
-class Strategy:
-    """A candidate: `family` ``"unstructured"``, ``"structured"``, ``"N:M"`` or ``"block"``; `allocation`
-    ``"global"``, ``"uniform"`` or ``"sensitivity"``; `grid` the ratios tried (for ``"sensitivity"``: the share of
-    weights, or of FLOPs for structured, to remove); `rule` when to reach for it, in one line."""
-
-    name: str
-    label: str
-    family: str
-    granularity: str
-    criterion: str
-    allocation: str
-    grid: tuple[float, ...]
-    rule: str
-
-
 _W = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 _U = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-STRATEGIES: dict[str, Strategy] = {
-    s[0]: Strategy(*s)
-    for s in (
-        ("global-magnitude", "global magnitude", "unstructured", "weight", "magnitude", "global", _W,
-         "most weights removed per point of accuracy; needs a sparse format to get smaller, dense kernels gain no speed"),
-        ("allocated-weight", "sensitivity-allocated weights", "unstructured", "weight", "magnitude", "sensitivity", _W,
-         "per-layer ratios from the model's own sensitivity estimate: spares the layers that hurt most"),
-        ("structured-l1", "structured L1", "structured", "filter/neuron/head/lstm-unit", "l1", "uniform", _U,
-         "whole filters/neurons removed (shrink): smaller dense layers, faster on any device; fine-tune after"),
-        ("allocated-structured", "sensitivity-allocated channels", "structured", "filter/neuron", "l1", "sensitivity",
-         _U[:7], "whole channels, per-layer ratios from the sensitivity estimate for a FLOPs budget; fine-tune after"),
-        ("2:4", "2:4 semi-structured", "N:M", "2:4", "magnitude", "uniform", (0.5,),
-         "2 of every 4 weights: the pattern NVIDIA sparse tensor cores (Ampere+, fp16/bf16) run faster"),
-        ("block4x4", "4x4 blocks", "block", "block4x4", "magnitude", "uniform", _U[1:],
-         "tiles of weights: block-sparse kernels (BSR on CUDA) at high block sparsity"),
+for _name, _label, _family, _gran, _crit, _alloc, _grid, _rule, _plan, _same in (
+    (
+        "global-magnitude",
+        "global magnitude",
+        "unstructured",
+        "weight",
+        "magnitude",
+        "global",
+        _W,
+        "most weights removed per point of accuracy; needs a sparse format to get smaller, dense kernels gain no speed",
+        _plans.global_,
+        "magnitude",
+    ),
+    (
+        "allocated-weight",
+        "sensitivity-allocated weights",
+        "unstructured",
+        "weight",
+        "magnitude",
+        "sensitivity",
+        _W,
+        "per-layer ratios from the model's own sensitivity estimate: spares the layers that hurt most",
+        _plans.allocated,
+        None,
+    ),
+    (
+        "structured-l1",
+        "structured L1",
+        "structured",
+        "filter/neuron/head/lstm-unit",
+        "l1",
+        "uniform",
+        _U,
+        "whole filters/neurons removed (shrink): smaller dense layers, faster on any device; fine-tune after",
+        _plans.structured_uniform,
+        "filter-l1",
+    ),
+    (
+        "allocated-structured",
+        "sensitivity-allocated channels",
+        "structured",
+        "filter/neuron",
+        "l1",
+        "sensitivity",
+        _U[:7],
+        "whole channels, per-layer ratios from the sensitivity estimate for a FLOPs budget; fine-tune after",
+        _plans.allocated,
+        None,
+    ),
+    (
+        "2:4",
+        "2:4 semi-structured",
+        "N:M",
+        "2:4",
+        "magnitude",
+        "uniform",
+        (0.5,),
+        "2 of every 4 weights: the pattern NVIDIA sparse tensor cores (Ampere+, fp16/bf16) run faster",
+        _plans.uniform,
+        None,
+    ),
+    (
+        "block4x4",
+        "4x4 blocks",
+        "block",
+        "block4x4",
+        "magnitude",
+        "uniform",
+        _U[1:],
+        "tiles of weights: block-sparse kernels (BSR on CUDA) at high block sparsity",
+        _plans.uniform,
+        None,
+    ),
+):
+    register_candidate(
+        _name,
+        label=_label,
+        family=_family,
+        granularity=_gran,
+        criterion=_crit,
+        allocation=_alloc,
+        grid=_grid,
+        rule=_rule,
+        plans=_plan,
+        same_as=_same,
+        overwrite=True,
     )
-}  # fmt: skip
+del _name, _label, _family, _gran, _crit, _alloc, _grid, _rule, _plan, _same  # fmt: skip
+
+
+class _Candidates(Mapping[str, Strategy]):
+    """`STRATEGIES`: recommend's view of the registry, live. Iterates recommend's names in order; any name of an
+    entry recommend can search is a key (compare's ``"filter-l1"`` too); a value carries the name it was asked by."""
+
+    def __getitem__(self, name: str) -> Strategy:
+        try:
+            s = get_strategy(name)
+        except WorkbenchError:
+            raise KeyError(name) from None
+        if not s.candidate:
+            raise KeyError(name)
+        return s if s.name == name else replace(s, name=name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(candidate_names())
+
+    def __len__(self) -> int:
+        return len(candidate_names())
+
+
+STRATEGIES: Mapping[str, Strategy] = _Candidates()
 
 
 def available_strategies() -> list[str]:

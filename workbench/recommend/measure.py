@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -51,31 +49,11 @@ def _compile(ctx: _Ctx, c: _Cand, device: torch.device) -> None:
 def _cpu_ms(fns: dict[str, Callable[[], Any]], rounds: int, min_block_s: float = 0.004) -> dict[str, float]:
     """Median CPU time (ms of process time) per call of each callable, in interleaved rounds on one thread: other
     programs on a shared machine slow wall-clock timings unevenly, but do not add to this process's CPU time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        sizes = {}
-        for k, fn in fns.items():
-            fn()
-            n = 1
-            while True:
-                t0 = time.process_time()
-                for _ in range(n):
-                    fn()
-                if time.process_time() - t0 >= min_block_s or n >= 1 << 12:
-                    break
-                n *= 2
-            sizes[k] = n
-        samples: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(rounds):
-            for k, fn in fns.items():
-                t0 = time.process_time()
-                for _ in range(sizes[k]):
-                    fn()
-                samples[k].append((time.process_time() - t0) / sizes[k] * 1e3)
-    finally:
-        torch.set_num_threads(threads)
-    return {k: statistics.median(v) for k, v in samples.items()}
+    from ..sparse.timing import measure
+
+    return measure(
+        fns, repeats=rounds, min_block_s=min_block_s, clock="cpu", warmup=1, grow="double", max_calls=1 << 12
+    )
 
 
 def _time(ctx: _Ctx, cands: list[_Cand], device: torch.device, repeats: int, timer: str) -> None:

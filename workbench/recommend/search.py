@@ -3,74 +3,21 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 
-from ..errors import GranularityError, PlanError
-from ..plan import LayerPlan, Plan
-from .candidates import FINETUNE_RATIOS, STRUCTURED, UNITS, Strategy
+from ..errors import PlanError
+from ..plan import Plan
+from .candidates import FINETUNE_RATIOS, Strategy
 from .context import _Cand, _Ctx
 
 
 # plans per strategy ---------------------------------------------------------------------------------------------
-def _structured_rows(bench, criterion: str, granularities: Sequence[str] = STRUCTURED) -> list[tuple[str, tuple]]:
-    """(granularity, coupled members) of every row a structured plan can cover, one granularity per target."""
-    from ..analysis.sensitivity import rows_for
-
-    out, seen = [], set()
-    for g in granularities:
-        try:
-            rows = rows_for(bench, g, criterion)
-        except (GranularityError, PlanError):
-            continue
-        for r in rows:
-            if not seen & set(r.members):
-                seen |= set(r.members)
-                out.append((g, r.members))
-    if not out:
-        raise PlanError(f"no layer of this model can lose whole {'/'.join(UNITS[g] for g in granularities)}")
-    return out
-
-
 def _plan_fn(ctx: _Ctx, s: Strategy) -> tuple[Callable[[float], Plan], str]:
-    """ratio -> Plan for strategy `s` on this model (PlanError if it does not apply), and its granularity here."""
-    bench = ctx.bench
-    if s.family == "unstructured" and s.allocation == "global":
-        return (lambda r: Plan.global_(r, criterion=s.criterion)), "weight"
-    if s.family in ("N:M", "block"):
-        ctx.masks(
-            Plan.uniform(s.grid[0], granularity=s.granularity, criterion=s.criterion)
-        )  # raises if no layer supports it
-        return (lambda r: Plan.uniform(r, granularity=s.granularity, criterion=s.criterion)), s.granularity
-    if s.family == "structured" and s.allocation == "uniform":
-        rows = _structured_rows(bench, s.criterion)
-        gran = "+".join(dict.fromkeys(g for g, _ in rows))
-        return (lambda r: Plan({m: LayerPlan(r, g, s.criterion) for g, ms in rows for m in ms})), gran
-    from ..analysis.allocate import allocate
-    from ..analysis.sensitivity import sensitivity
-
-    target, gran = "sparsity", "weight"
-    if s.family == "structured":  # allocate over the granularity covering the most FLOPs
-        target, best = "flops", -1.0
-        for g in ("filter", "neuron"):
-            try:
-                rows = _structured_rows(bench, s.criterion, (g,))
-            except PlanError:
-                continue
-            params = [p for _, ms in rows for m in ms for p in bench.targets[m].param_names()]
-            fl = sum(ctx.flops_per_weight.get(p, 0.0) * ctx.model.get_parameter(p).numel() for p in params)
-            if fl > best:
-                best, gran = fl, g
-        if best < 0:
-            raise PlanError("no layer of this model can lose whole filters or neurons")
-    if gran not in ctx.sens:
-        grid = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-        # first order alone predicts loss *drops* for whole layers of a trained model (allocations then strip
-        # them: digits-cnn fell to chance at 10%); the diagonal Fisher term makes the estimate usable
-        ctx.sens[gran] = sensitivity(bench, grid, gran, s.criterion, mode="estimate", second_order=True, progress=False)
-    sens = ctx.sens[gran]
-    return (lambda r: allocate(ctx.profiled, r, target, gran, s.criterion, sens).plan), gran
+    """ratio -> Plan for strategy `s` on this model (PlanError if it does not apply), and its granularity here:
+    what the registered entry's `plans` builds."""
+    return s.plans(ctx, s)
 
 
 def _search(ctx: _Ctx, s: Strategy, plan_of: Callable[[float], Plan], gran: str) -> _Cand | None:
