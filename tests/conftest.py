@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import copy
 import os
 import warnings
+from collections.abc import Mapping
 
 import pytest
 import torch
@@ -114,12 +116,41 @@ def assert_deployable(fast, model, x, before, path, fresh: torch.nn.Module) -> N
         assert torch.allclose(back(x), fast(x), atol=1e-5)
 
 
-@pytest.fixture(scope="session")
-def demo_models():
-    """All five demo models with the weights shipped in the package (seed 0; nothing trains), loaded once for the
-    session. Shared and mutable: a test that prunes one must leave it as it found it (bench.reset())."""
-    import workbench as wb
+class _FreshDemos(Mapping):
+    """name -> (model, data): a fresh deep copy of the shipped demo model and its data at every lookup, from one
+    load per session (nothing trains)."""
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return {name: wb.demo.load(name) for name in wb.demo.available()}
+    def __init__(self, loaded: dict):
+        self._loaded = loaded
+
+    def _load(self, name: str):
+        if name not in self._loaded:
+            import workbench as wb
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._loaded[name] = wb.demo.load(name)
+        return self._loaded[name]
+
+    def __getitem__(self, name: str):
+        return copy.deepcopy(self._load(name))
+
+    def __iter__(self):
+        import workbench as wb
+
+        return iter(wb.demo.available())
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+@pytest.fixture(scope="session")
+def _demo_cache() -> dict:
+    return {}
+
+
+@pytest.fixture
+def demo_models(_demo_cache):
+    """The demo models with the weights shipped in the package (seed 0; nothing trains): each lookup
+    ``demo_models[name]`` gives a fresh copy of ``(model, data)``, so a test may prune it freely."""
+    return _FreshDemos(_demo_cache)

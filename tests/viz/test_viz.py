@@ -441,6 +441,12 @@ def test_plots_draw_into_axes_of_a_subfigure():
     bench = wb.Workbench(model, data)
     fig = plt.figure(figsize=(8, 3))
     left, right = fig.subfigures(1, 2)
-    wb.viz.plot_paths(bench.paths(), left.subplots())
-    wb.viz.plot_entropy(bench.entropy(), ax=right.subplots())
+    ax_l, ax_r = left.subplots(), right.subplots()
+    paths, ent = bench.paths(), bench.entropy()
+    now, dense = wb.viz.plot_paths(paths, ax_l)
+    bars = wb.viz.plot_entropy(ent, ax=ax_r)
+    assert now.axes is ax_l and dense.axes is ax_l and len(now.get_xdata()) == len(paths.log10_paths)
+    assert all(b.axes is ax_r for b in bars) and len(bars) == len(ent.layers)
+    fig.canvas.draw()  # the notes placed from the root figure's size lay out inside the subfigure
+    assert ax_r.bbox.x0 >= right.bbox.x0 - 1 and ax_r.bbox.x1 <= right.bbox.x1 + 1
     plt.close(fig)
