@@ -20,10 +20,10 @@ def dash(bench):
     return bench.show(new=True, **SYNC)
 
 
-@pytest.fixture(scope="module")
-def cnn():
-    model, data = wb.demo.load("digits-cnn")
-    return model, data
+@pytest.fixture
+def cnn(demo_models):
+    """A fresh copy of the shipped demo CNN and its data for each test."""
+    return demo_models["digits-cnn"]
 
 
 def test_building_the_dashboard_changes_nothing_and_shows_every_part(cnn):
