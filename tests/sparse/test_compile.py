@@ -10,7 +10,7 @@ from zoo import make
 
 import workbench as wb
 from workbench.sparse import CompileError, SparseLinear
-from workbench.sparse import compiler as compile_mod
+from workbench.sparse import stages as compile_mod  # the compile stages time with `measure`
 
 no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,12 +36,16 @@ class CompileError(WorkbenchError, ValueError):
 
 CheckFn = Callable[[nn.Module, torch.device], str]
 ConvertFn = Callable[[nn.Module], nn.Module]
+BuildFn = Callable[[Any], "nn.Module | None"]  # CompileState -> the rewritten copy, or None (nothing to rewrite)
 
 
 @dataclass(frozen=True)
 class Backend:
     """A way to compile: `level` ``"model"`` or ``"layer"``; `devices` it runs on; `requires` what it needs,
-    in words (used in errors); layer backends have `check` and `convert`."""
+    in words (used in errors); layer backends have `check` and `convert`; a model backend's `build(state)`
+    rewrites the whole copy (`workbench.sparse.stages.CompileState`: ``state.ref`` the masked copy, ``state.xs``
+    the inputs, ``state.removed``/``state.notes`` to report) and returns it, or None when it changes nothing;
+    `compile(backend="auto")` tries every model backend with a `build` and keeps the fastest measured."""
 
     name: str
     summary: str
@@ -49,6 +54,7 @@ class Backend:
     requires: str = ""
     check: CheckFn | None = None
     convert: ConvertFn | None = None
+    build: BuildFn | None = None
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -75,6 +81,12 @@ def get_backend(name: str) -> Backend:
 
 def available_backends() -> list[str]:
     return list(_REGISTRY)
+
+
+def _shrink_build(state: Any) -> nn.Module | None:
+    from .stages import shrink_build
+
+    return shrink_build(state)
 
 
 def _linear_2d(m: nn.Module) -> str:
@@ -159,6 +171,7 @@ register_backend(
         "model",
         ("cpu", "cuda"),
         "example inputs to trace the model, and whole filters/neurons pruned (granularity 'filter'/'neuron')",
+        build=lambda state: _shrink_build(state),
     )
 )
 register_backend(
