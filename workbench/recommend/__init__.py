@@ -56,7 +56,7 @@ from .candidates import FINETUNE_STRATEGIES as FINETUNE_STRATEGIES
 from .candidates import GOALS, STRATEGIES, RecommendationError, Strategy, available_strategies
 from .candidates import STRUCTURED as STRUCTURED
 from .candidates import UNITS as UNITS
-from .guide import guide_markdown
+from .choosing import guide_markdown
 from .rank import _key as _key  # the documented row order (tests check rankings against it)
 from .result import Recommendation, Row
 from .run import apply_row, recommend

@@ -11,12 +11,13 @@ undo reverses bit for bit, unpruned weights included. Results are `TrainingResul
 ['TimingResult', 'TrainingError', 'TrainingResult', 'admm']
 """
 
+from . import compare as compare  # the old module name (a shim): wb.training.compare.METHODS
 from ._loop import TrainingError, TrainingResult
 from .admm import admm
 from .at_init import synflow_prune
-from .compare import TimingResult, compare_timing, plot_timing
 from .finetune import finetune
 from .learned import learned_masks
+from .prune_timing import TimingResult, compare_timing, plot_timing
 from .schedules import agp_sparsity, gradual, iterative, lottery, round_sparsity
 
 __all__ = [

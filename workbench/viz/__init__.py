@@ -13,7 +13,6 @@ given no axes). Live views redraw in place (`update_sensitivity`: `set_data` + `
 """
 
 from .allocation import plot_allocation
-from .compare import plot_pareto
 from .connectivity import connectivity_norm, plot_connectivity, plot_connectivity_pair, plot_paths
 from .effects import (
     plot_attribution_similarity,
@@ -27,6 +26,7 @@ from .effects import (
 )
 from .entropy import plot_entropy, plot_unit_entropy
 from .monitor import plot_monitor, update_monitor
+from .pareto import plot_pareto
 from .profile import plot_profile
 from .sensitivity import plot_sensitivity, update_sensitivity
 
