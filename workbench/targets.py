@@ -249,6 +249,18 @@ def _unreached(name: str, groups: GroupAnalysis, unit: str) -> str:
     return f"it belongs to no {unit} group"
 
 
+def _registered_patterns(kind: str) -> list[str]:
+    """Registered unstructured granularities that select per tensor (`mask_fn`) and apply to `kind`."""
+    from .masks.granularity import available_granularities, get_granularity
+
+    out = []
+    for name in available_granularities():
+        g = get_granularity(name)
+        if g.mask_fn is not None and not g.patterned and kind in g.kinds:
+            out.append(name)
+    return out
+
+
 def find_targets(model: nn.Module, groups: GroupAnalysis | None = None) -> Targets:
     """All prunable targets of `model`, in `named_modules()` order.
 
@@ -274,7 +286,7 @@ def find_targets(model: nn.Module, groups: GroupAnalysis | None = None) -> Targe
             )
         for t in tensors:
             owner.setdefault(id(t), name)
-        granularities: list[str] = [] if tied else ["weight"]
+        granularities: list[str] = [] if tied else ["weight", *_registered_patterns(kind)]
         unsupported: dict[str, str] = {}
         gids: tuple[str, ...] = ()
         structured = STRUCTURED.get(kind) or (groups is not None and name in groups.by_module)

@@ -32,3 +32,34 @@ def test_targets_list_the_patterns_that_fit_and_check_any_other():
     assert t["0"].supports("1:8") and t["0"].supports("block2x64") and not t["0"].supports("1:5")
     assert t["4"].patterns == () and not t["4"].supports("2:4")  # LSTM: weight only
     assert "2:4" in repr(t)
+
+
+def test_a_registered_granularity_carries_its_selection_and_one_without_any_is_refused():
+    import torch
+
+    import workbench as wb
+    from workbench.errors import GranularityError
+    from workbench.masks import Granularity, get_granularity, register_granularity, unregister_granularity
+
+    with pytest.raises(GranularityError, match="needs mask_fn"):  # it used to prune single weights silently
+        register_granularity(Granularity("nothing-said", "?", ("linear",), False), overwrite=True)
+    with pytest.raises(GranularityError, match="names the unit"):
+        register_granularity(Granularity("no-unit", "?", ("linear",), True), overwrite=True)
+
+    def first_columns(scores, ratio, current, g):  # a pattern that ignores the scores: the first columns go
+        mask = torch.zeros_like(scores, dtype=torch.bool)
+        mask[:, : round(ratio * scores.shape[1])] = True
+        return mask
+
+    try:
+        register_granularity(
+            Granularity("cols-test", "first columns", ("linear",), False, mask_fn=first_columns), overwrite=True
+        )
+        assert get_granularity("cols-test").mask_fn is first_columns
+        lin = torch.nn.Linear(8, 4)
+        bench = wb.Workbench(lin, [(torch.randn(5, 8), torch.randint(0, 4, (5,)))])
+        assert "cols-test" in bench.targets[""].granularities  # every target of its kinds offers it
+        bench.apply(wb.Plan.uniform(0.25, granularity="cols-test"), evaluate=False)
+        assert (lin.weight[:, :2] == 0).all() and (lin.weight[:, 2:] != 0).all()
+    finally:
+        unregister_granularity("cols-test")

@@ -1,6 +1,12 @@
 """Masks: selecting what a plan removes, and applying it in place with exact undo."""
 
-from .granularity import Granularity, available_granularities, get_granularity, register_granularity
+from .granularity import (
+    Granularity,
+    available_granularities,
+    get_granularity,
+    register_granularity,
+    unregister_granularity,
+)
 from .nm import is_nm_sparse, nm_mask
 from .select import Selection, n_to_prune, select
 from .store import MaskStore, Step, enforce
@@ -20,4 +26,5 @@ __all__ = [
     "nm_mask",
     "register_granularity",
     "select",
+    "unregister_granularity",
 ]

@@ -19,22 +19,46 @@ True
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
+import torch
+from torch import Tensor
+
 from ..errors import GranularityError, suggest
 from ..targets import parse_pattern
+from .block import block_scores, expand_blocks
+from .nm import nm_mask
 
 __all__ = [
     "PATTERN_FAMILIES",
     "Granularity",
+    "MaskFn",
     "available_granularities",
     "get_granularity",
+    "n_to_prune",
     "register_granularity",
+    "unregister_granularity",
 ]
 
 PATTERN_FAMILIES = ("N:M", "block")
 _EXAMPLES = ("2:4", "1:4", "block4x4", "block16x16", "block32x32")
+
+
+def n_to_prune(ratio: float, n: int) -> int:
+    """How many of `n` units a ratio removes: round half up, never all of them.
+
+    >>> n_to_prune(0.5, 10), n_to_prune(0.25, 10), n_to_prune(0.99, 10)
+    (5, 3, 9)
+    """
+    return max(0, min(math.floor(ratio * n + 0.5), n - 1))
+
+
+# mask_fn(scores, ratio, current, granularity) -> bool mask (True = pruned) of one tensor: `scores` the plan's
+# criterion per element (lower goes first), `current` what is already pruned (or None); the result may leave it out
+MaskFn = Callable[[Tensor, float, "Tensor | None", "Granularity"], Tensor]
 
 
 @dataclass(frozen=True)
@@ -42,7 +66,11 @@ class Granularity:
     """A unit of pruning. `kinds`: target kinds it applies to; `structured`: it removes whole coupled
     channel groups (so a physical shrink is possible) rather than single weights. `family` is the name for
     fixed granularities and ``"N:M"`` or ``"block"`` for patterned ones, whose numbers are in `shape`
-    (``(N, M)`` or ``(R, C)``)."""
+    (``(N, M)`` or ``(R, C)``).
+
+    What it removes is carried by the entry: a structured one names the `unit` of the coupled groups it removes
+    (``"channel"``, ``"head"``, ...); an unstructured one other than ``weight`` (whose weights are ranked per layer
+    or pooled globally) gives `mask_fn`, which selects one tensor's mask from its element scores (N:M, blocks)."""
 
     name: str
     summary: str
@@ -52,6 +80,7 @@ class Granularity:
     shape: tuple[int, ...] = ()
     unit: str = ""  # the unit of the coupled groups it removes ("channel", "head", "lstm-unit"); "" for none
     default_kinds: tuple[str, ...] = ()  # kinds a plan's default covers with this granularity beyond the usual ones
+    mask_fn: MaskFn | None = None  # per-tensor selection (unstructured families other than `weight`)
 
     def __post_init__(self) -> None:
         if not self.family:
@@ -74,10 +103,40 @@ _REGISTRY: dict[str, Granularity] = {}
 
 
 def register_granularity(g: Granularity, *, overwrite: bool = False) -> Granularity:
+    """Add `g` to the registry (plans, targets, the dashboard and `available_granularities` see it at once).
+
+    >>> import torch
+    >>> def rows(scores, ratio, current, g):  # whole rows of a weight, lowest summed score first
+    ...     keep = scores.reshape(len(scores), -1).sum(1).argsort()[n_to_prune(ratio, len(scores)):]
+    ...     mask = torch.ones_like(scores, dtype=torch.bool)
+    ...     mask[keep] = False
+    ...     return mask
+    >>> _ = register_granularity(Granularity("rows-demo", "whole rows", ("linear",), False, mask_fn=rows))
+    >>> get_granularity("rows-demo").mask_fn is rows
+    True
+    >>> unregister_granularity("rows-demo")
+    """
+    if not g.structured and g.family != "weight" and g.mask_fn is None and g.family not in PATTERN_FAMILIES:
+        raise GranularityError(
+            f"granularity {g.name!r}: an unstructured granularity needs mask_fn(scores, ratio, current, g) -> mask, "
+            "which selects what it removes from one tensor's scores (or structured=True with a unit)"
+        )
+    if g.structured and not g.unit:
+        raise GranularityError(
+            f"granularity {g.name!r}: a structured granularity names the unit of the coupled groups it removes "
+            "(unit='channel', 'head', 'hidden', 'lstm-unit', ...)"
+        )
     if g.name in _REGISTRY and not overwrite:
         raise ValueError(f"granularity {g.name!r} is already registered; pass overwrite=True to replace it")
     _REGISTRY[g.name] = g
     return g
+
+
+def unregister_granularity(name: str) -> None:
+    """Remove a registered granularity (tests, notebooks trying one out); the built-in ones stay."""
+    if name in _BUILTIN:
+        raise GranularityError(f"granularity {name!r} is built in and cannot be unregistered")
+    _REGISTRY.pop(name, None)
 
 
 @lru_cache(maxsize=256)
@@ -96,7 +155,23 @@ def _patterned(name: str) -> Granularity | None:
         if a < 1 or b < 1:
             raise GranularityError(f"granularity {name!r}: block sizes must be positive, e.g. 'block4x4'")
         summary = f"{a}x{b} blocks of the 2-D weight (out x in*kernel), ranked by summed score"
-    return Granularity(name, summary, ("linear", "conv"), False, family, (a, b))
+    return Granularity(
+        name, summary, ("linear", "conv"), False, family, (a, b), mask_fn=_nm if family == "N:M" else _blocks
+    )
+
+
+def _nm(scores: Tensor, ratio: float, current: Tensor | None, g: Granularity) -> Tensor:
+    """The ``M - N`` lowest scores of every group of M along the input dimension (`workbench.masks.nm`)."""
+    return nm_mask(scores, *g.shape, current)
+
+
+def _blocks(scores: Tensor, ratio: float, current: Tensor | None, g: Granularity) -> Tensor:
+    """The lowest-scoring R x C blocks (summed live scores; dead blocks first), `ratio` of them."""
+    r, c = g.shape
+    grid = block_scores(scores, r, c, current)
+    chosen = torch.zeros(grid.numel(), dtype=torch.bool, device=grid.device)
+    chosen[torch.argsort(grid.reshape(-1), stable=True)[: n_to_prune(ratio, grid.numel())]] = True
+    return expand_blocks(chosen.view(grid.shape), r, c, scores.shape)
 
 
 def get_granularity(name: str) -> Granularity:
@@ -182,5 +257,8 @@ register_granularity(
         "is the share of the branches, ranked by mean score",
         ("linear", "conv", "norm", "lstm", "attention", "embedding"),
         True,
+        unit="branch",
     )
 )
+
+_BUILTIN = frozenset(_REGISTRY)

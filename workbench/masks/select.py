@@ -29,7 +29,7 @@ from ..plan import LayerPlan, Plan
 from ..targets import Target, Targets, pattern_fit
 from .block import block_scores, expand_blocks
 from .fastops import all_finite, scratch
-from .granularity import Granularity, get_granularity
+from .granularity import Granularity, get_granularity, n_to_prune
 from .nm import nm_mask
 from .store import MaskStore
 from .topk import lowest_k
@@ -48,15 +48,6 @@ __all__ = [
 ]
 
 DEFAULT_KINDS = ("linear", "conv", "lstm", "attention")  # what a plan's default covers without `include`
-
-
-def n_to_prune(ratio: float, n: int) -> int:
-    """How many of `n` units a ratio removes: round half up, never all of them.
-
-    >>> n_to_prune(0.5, 10), n_to_prune(0.25, 10), n_to_prune(0.99, 10)
-    (5, 3, 9)
-    """
-    return max(0, min(math.floor(ratio * n + 0.5), n - 1))
 
 
 @dataclass(frozen=True)
@@ -237,6 +228,23 @@ def nm_masks(
     return {param: nm_mask(s, n, m, None if cur is None else cur.to(s.device))}
 
 
+def _pattern_mask(model, store, target: Target, param: str, g: Granularity, lp: LayerPlan, seed: int, env) -> Tensor:
+    """One tensor's mask from its granularity's `mask_fn`, given the criterion's raw element scores and what is
+    already pruned (kept pruned: the result includes it)."""
+    p = model.get_parameter(param)
+    ctx = ScoreContext(param, target.name, model.get_submodule(target.name), model, seed, *env)
+    scores = get_criterion(lp.criterion).score(p, ctx).float()
+    cur = store.current(param)
+    cur = None if cur is None else cur.to(scores.device)
+    mask = g.mask_fn(scores, lp.ratio, cur, g)  # type: ignore[misc]
+    if mask.shape != p.shape or mask.dtype != torch.bool:
+        raise GranularityError(
+            f"granularity {g.name!r}: its mask_fn returned a {mask.dtype} mask of shape {tuple(mask.shape)} for "
+            f"{param!r} of shape {tuple(p.shape)}; it must return a bool mask of the weight's shape"
+        )
+    return (mask if cur is None else mask | cur).to(p.device)
+
+
 def weight_masks(
     model, store, pairs: list[tuple[Target, str]], criterion: str, ratio: float, seed: int, data=None, cache=None
 ) -> dict[str, Tensor]:
@@ -410,15 +418,19 @@ def select(
     for name, lp in weight_layers.items():
         t = targets[name]
         g = get_granularity(lp.granularity)
-        if g.family == "N:M":
+        if g.mask_fn is not None:  # a per-tensor pattern (N:M, blocks, a registered one): the entry selects
+            env = (data, cache)
             for p in t.param_names():
-                merge(nm_masks(model, store, t, p, g.shape, lp.criterion, seed, data, cache))  # type: ignore[arg-type]
-        elif g.family == "block":
-            for p in t.param_names():
-                merge(block_ranking(model, store, t, p, g.shape, lp.criterion, seed, data, cache).masks(lp.ratio))  # type: ignore[arg-type]
-        else:
+                merge({p: _pattern_mask(model, store, t, p, g, lp, seed, env)})
+        elif g.family == "weight":
             pairs = [(t, p) for p in t.param_names()]
             merge(weight_masks(model, store, pairs, lp.criterion, lp.ratio, seed, data, cache))
+        else:
+            raise GranularityError(
+                f"granularity {g.name!r} is neither structured (with a unit its coupled groups have) nor gives a "
+                "mask_fn to select weights per tensor, so the workbench cannot tell what it removes; register it "
+                "with mask_fn= or structured=True and a unit (see CONTRIBUTING.md)"
+            )
     if plan.scope == "global" and default:
         pairs = [(t, p) for t in default for p in t.param_names()]
         merge(weight_masks(model, store, pairs, plan.default.criterion, plan.default.ratio, seed, data, cache))
