@@ -277,3 +277,32 @@ def test_layer_strategy_removes_residual_branches_and_deploys_smaller():
     (row,) = res.rows
     assert row["deployed"] == "shrink" and row["params_deployed"] < 0.5 * res.baseline["params"]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_one_strategy_registry_for_compare_and_recommend():
+    from workbench._registry import Registry
+    from workbench.compare import StrategyError, available_strategies, get_strategy
+    from workbench.recommend import STRATEGIES
+    from workbench.recommend import available_strategies as candidates
+
+    # the same strategy under two names is one entry, and each function keeps the name it was asked by
+    assert get_strategy("structured-l1") is get_strategy("filter-l1")
+    assert get_strategy("global-magnitude") is get_strategy("magnitude")
+    assert get_strategy("2:4").comparable and get_strategy("2:4").candidate  # one entry, both behaviours
+    assert STRATEGIES["filter-l1"].name == "filter-l1" and STRATEGIES["structured-l1"].label == "structured L1"
+    assert "filter-l1" not in candidates() and "structured-l1" in available_strategies()
+    model, _, val, _ = small()
+    res = wb.compare(model, val, ["filter-l1", "structured-l1"], [0.5], backend=None)
+    a, b = res.row("filter-l1", 0.5), res.row("structured-l1", 0.5)
+    assert a["achieved"] == b["achieved"] and a["metric"] == b["metric"]
+    with pytest.raises(StrategyError, match="`recommend` searches; compare cannot run it"):
+        wb.compare(model, val, ["allocated-weight"], [0.5], backend=None)
+    with pytest.raises(StrategyError, match="Did you mean 'structured-l1'"):
+        get_strategy("structured-l")
+    # an alias can be deprecated: it still resolves, with a warning naming the new name
+    reg = Registry("strategy", StrategyError)
+    reg.register("new", 1)
+    reg.alias("old", "new", deprecated=True)
+    with pytest.warns(DeprecationWarning, match="'old' is deprecated: use 'new'"):
+        assert reg.get("old") == 1
+    assert reg.names(aliases=True) == ["new"]

@@ -205,3 +205,27 @@ def test_bsr_module_computes_the_dense_layer_on_cpu_too():
     x = torch.randn(3, 2, 64)
     torch.testing.assert_close(bsr(x), lin(x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(copy.deepcopy(bsr).to_dense().weight, lin.weight)
+
+
+def test_a_model_backend_is_one_registration(monkeypatch):
+    """Adding a model-level backend: a `build(state)` returning the rewritten copy (or None), and one
+    `register_backend` line; `compile` finds it by name and `auto` tries it."""
+    from workbench.sparse import backends
+
+    calls = []
+
+    def build(state):
+        calls.append(state.backend)
+        new = copy.deepcopy(state.ref)
+        state.removed["demo"] = 0
+        return new
+
+    monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))  # registered for this test only
+    wb.sparse.register_backend(wb.sparse.Backend("copy-demo", "a copy", "model", ("cpu",), build=build))
+    model, _, bench = _pruned_bench("mha")
+    fast, rep = wb.sparse.compile(bench, backend="copy-demo", repeats=1)
+    assert (
+        fast is not model and calls == ["copy-demo"] and rep.removed_channels == {"demo": 0} and rep.max_abs_err <= 1e-5
+    )
+    wb.sparse.compile(bench, backend="auto", repeats=1)
+    assert calls[-1] == "auto"

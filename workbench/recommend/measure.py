@@ -14,13 +14,13 @@ from .context import _Cand, _Ctx, _Masked, _nbytes
 
 # compile and time ------------------------------------------------------------------------------------------------
 def _backends(s: Strategy, device: torch.device) -> list[tuple[str, torch.dtype | None]]:
-    if s.family == "structured":
-        return [("shrink", None)]
-    if device.type == "cuda" and s.family == "N:M":
-        return [("semi_structured", torch.float16), ("csr", None)]
-    if device.type == "cuda" and s.family == "block":
-        return [("bsr", None), ("csr", None)]
-    return [("csr", None)]
+    """The registered backends for `s`'s family on `device` (and the dtype each needs), the most specific first:
+    ``shrink`` for structured, ``semi_structured`` (fp16) / ``bsr`` for 2:4 / blocks on CUDA, then ``csr``."""
+    from ..sparse.backends import available_backends, get_backend
+
+    found = [get_backend(n) for n in available_backends()]
+    found = [b for b in found if s.family in b.families and device.type in b.devices]
+    return [(b.name, b.dtype) for b in sorted(found, key=lambda b: len(b.families))]
 
 
 def _compile(ctx: _Ctx, c: _Cand, device: torch.device) -> None:

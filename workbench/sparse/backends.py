@@ -45,7 +45,9 @@ class Backend:
     in words (used in errors); layer backends have `check` and `convert`; a model backend's `build(state)`
     rewrites the whole copy (`workbench.sparse.stages.CompileState`: ``state.ref`` the masked copy, ``state.xs``
     the inputs, ``state.removed``/``state.notes`` to report) and returns it, or None when it changes nothing;
-    `compile(backend="auto")` tries every model backend with a `build` and keeps the fastest measured."""
+    `compile(backend="auto")` tries every model backend with a `build` and keeps the fastest measured. `families`:
+    the kinds of pruning it turns into speed or size (``"structured"``, ``"unstructured"``, ``"N:M"``, ``"block"``;
+    `recommend` compiles a candidate with each backend of its family), `dtype` the precision it needs (None: any)."""
 
     name: str
     summary: str
@@ -55,6 +57,8 @@ class Backend:
     check: CheckFn | None = None
     convert: ConvertFn | None = None
     build: BuildFn | None = None
+    families: tuple[str, ...] = ()
+    dtype: torch.dtype | None = None
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -172,6 +176,7 @@ register_backend(
         ("cpu", "cuda"),
         "example inputs to trace the model, and whole filters/neurons pruned (granularity 'filter'/'neuron')",
         build=lambda state: _shrink_build(state),
+        families=("structured",),
     )
 )
 register_backend(
@@ -184,6 +189,7 @@ register_backend(
         "Linear or Conv2d (groups=1) layers",
         _check_csr,
         _convert_csr,
+        families=("unstructured", "N:M", "block"),
     )
 )
 register_backend(
@@ -195,6 +201,7 @@ register_backend(
         "a CUDA device and Linear weights with whole zero blocks (granularity 'block16x16' / 'block32x32')",
         _check_bsr,
         _convert_bsr,
+        families=("block",),
     )
 )
 register_backend(
@@ -206,5 +213,7 @@ register_backend(
         SEMI_STRUCTURED_NEEDS,
         _check_semi,
         SemiStructuredLinear.from_linear,  # type: ignore[arg-type]
+        families=("N:M",),
+        dtype=torch.float16,
     )
 )
