@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -493,12 +493,13 @@ class Workbench:
             self.last_sensitivity = result
         return result
 
-    def entropy(self, **kwargs: Any):
-        """Per-unit activation entropy on `calib` and per-layer weight entropy (`workbench.analysis.entropy`)."""
+    def entropy(self, *, layers: Sequence[str] | None = None, data: Iterable | None = None, bins: int = 32):
+        """Per-unit activation entropy on `data` (default: the calibration data) in `bins` histogram bins, and
+        per-layer weight entropy, for `layers` (default: every linear/conv target); `workbench.analysis.entropy`."""
         from .analysis.entropy import entropy
 
         with self.store.lock:
-            return entropy(self, **kwargs)
+            return entropy(self, layers=layers, data=data, bins=bins)
 
     def connectivity(self, layer: str):
         """Surviving connections of `layer` now vs dense, with dead units (`workbench.analysis.connectivity`)."""
@@ -514,12 +515,15 @@ class Workbench:
         with self.store.lock:
             return paths(self)
 
-    def profile(self, **kwargs: Any):
-        """Per layer: params, non-zeros, dense/effective FLOPs, latency, memory (`workbench.analysis.profile`)."""
+    def profile(
+        self, *, batch_size: int = 64, repeats: int = 20, layers: Sequence[str] | None = None, per_layer: bool = True
+    ):
+        """Per layer: params, non-zeros, dense/effective FLOPs, latency (median of `repeats` at `batch_size` rows;
+        per layer unless ``per_layer=False``), memory (`workbench.analysis.profile`)."""
         from .analysis.profile import profile
 
         with self.store.lock:
-            return profile(self, **kwargs)
+            return profile(self, batch_size=batch_size, repeats=repeats, layers=layers, per_layer=per_layer)
 
     def allocate(
         self,
@@ -540,38 +544,119 @@ class Workbench:
         return self.last_allocation.plan
 
     # effects of pruning: two history states compared on the live model (transactions, no copies) -------------
-    def attributions(self, method: str = "integrated_gradients", samples: int = 16, **kwargs: Any):
-        """Attributions (captum) of `samples` samples before vs after, with their similarity; by default the state
-        before the current step vs now (``before=``/``after=`` name history entries). See
-        `workbench.analysis.attributions`."""
+    def attributions(
+        self,
+        method: str = "integrated_gradients",
+        samples: int = 16,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        target: str | int = "dense",
+        data: Iterable | None = None,
+        topk: float = 0.1,
+        embedding: str | None = None,
+        seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+        **options: Any,
+    ):
+        """Attributions (captum) of `samples` samples in history entries `before` and `after` (default: the state
+        before the current step and now), with their similarity (Spearman, top-`topk` overlap). `target` is the
+        class explained (``"dense"``, ``"before"``, ``"label"`` or an index); `options` go to the method (e.g.
+        ``n_steps=64``). See `workbench.analysis.attributions`."""
         from .analysis.attributions import attributions
 
         with self.store.lock:
-            return attributions(self, method, samples, **kwargs)
+            return attributions(
+                self,
+                method,
+                samples,
+                before=before,
+                after=after,
+                target=target,
+                data=data,
+                topk=topk,
+                embedding=embedding,
+                seed=seed,
+                progress=progress,
+                **options,
+            )
 
-    def robustness(self, attacks=None, eps=None, **kwargs: Any):
-        """Accuracy under attack vs eps, before vs after (default: FGSM, PGD and Gaussian noise at eps 0 to 0.2 on
-        continuous inputs, token substitution of 0 to 50% on token inputs); see `workbench.analysis.robustness`."""
+    def robustness(
+        self,
+        attacks: Sequence[str] | str | None = None,
+        eps: Iterable[float] | None = None,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        data: Iterable | None = None,
+        samples: int | None = None,
+        x_range: tuple[float, float] | None = None,
+        steps: int = 10,
+        step_size: float | None = None,
+        seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+    ):
+        """Accuracy under attack vs eps, in history entries `before` and `after` (default: the state before the
+        current step and now; default attacks: FGSM, PGD and Gaussian noise at eps 0 to 0.2 on continuous inputs,
+        token substitution of 0 to 50% on token inputs), on the first `samples` samples of `data`; PGD takes
+        `steps` steps of `step_size`. See `workbench.analysis.robustness`."""
         from .analysis.robustness import robustness
 
         with self.store.lock:
-            return robustness(self, attacks, eps, **kwargs)
+            return robustness(
+                self,
+                attacks,
+                eps,
+                before=before,
+                after=after,
+                data=data,
+                samples=samples,
+                x_range=x_range,
+                steps=steps,
+                step_size=step_size,
+                seed=seed,
+                progress=progress,
+            )
 
-    def bias(self, **kwargs: Any):
-        """Per-class accuracy, confusion, flipped samples and train/val gap before vs after, and optionally overall
-        vs worst-class accuracy over plans (``plans=``); see `workbench.analysis.bias`."""
+    def bias(
+        self,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        data: Iterable | None = None,
+        train: Iterable | None = None,
+        classes: Sequence[str] | None = None,
+        plans: Sequence[Any] | None = None,
+        base: int = 0,
+        max_exemplars: int = 32,
+        progress: Callable[[int, int], None] | None = None,
+    ):
+        """Per-class accuracy, confusion, flipped samples and train/val gap in history entries `before` and
+        `after`, and with `plans` (Plans or sparsities, applied on top of entry `base`) overall vs worst-class
+        accuracy; see `workbench.analysis.bias`."""
         from .analysis.bias import bias
 
         with self.store.lock:
-            return bias(self, **kwargs)
+            return bias(
+                self,
+                before=before,
+                after=after,
+                data=data,
+                train=train,
+                classes=classes,
+                plans=plans,
+                base=base,
+                max_exemplars=max_exemplars,
+                progress=progress,
+            )
 
-    def compare_states(self, a: int = 0, b: int = -1, **kwargs: Any):
+    def compare_states(self, a: int = 0, b: int = -1, *, data: Iterable | None = None):
         """Metrics, sparsity and prediction agreement of history entries `a` and `b` (negative: from the end of
         the history); the model is visited in each state and restored bitwise. See `workbench.analysis.bias`."""
         from .analysis.bias import compare_states
 
         with self.store.lock:
-            return compare_states(self, a, b, **kwargs)
+            return compare_states(self, a, b, data=data)
 
     def show(self, *, new: bool = False, **kwargs: Any):
         """The interactive dashboard for this bench (ipywidgets). Showing it again returns the same dashboard, so
