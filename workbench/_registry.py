@@ -79,6 +79,12 @@ class Registry(Generic[T]):
         self._entries[self.canonical(name)] = entry
         return entry
 
+    def unregister(self, name: str) -> T:
+        """Remove `name` and its aliases (e.g. what a test registered); returns the entry."""
+        name = self.canonical(name)
+        self._aliases = {a: t for a, t in self._aliases.items() if t[0] != name}
+        return self._entries.pop(name)
+
     def names(self, pattern: str | None = None, *, aliases: bool = False) -> list[str]:
         """Registered names matching the glob `pattern` (all when None), in registration order; with `aliases`,
         the aliases that are not deprecated too, each after the name it stands for."""

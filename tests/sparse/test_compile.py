@@ -207,11 +207,9 @@ def test_bsr_module_computes_the_dense_layer_on_cpu_too():
     torch.testing.assert_close(copy.deepcopy(bsr).to_dense().weight, lin.weight)
 
 
-def test_a_model_backend_is_one_registration(monkeypatch):
+def test_a_model_backend_is_one_registration():
     """Adding a model-level backend: a `build(state)` returning the rewritten copy (or None), and one
     `register_backend` line; `compile` finds it by name and `auto` tries it."""
-    from workbench.sparse import backends
-
     calls = []
 
     def build(state):
@@ -220,8 +218,15 @@ def test_a_model_backend_is_one_registration(monkeypatch):
         state.removed["demo"] = 0
         return new
 
-    monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))  # registered for this test only
     wb.sparse.register_backend(wb.sparse.Backend("copy-demo", "a copy", "model", ("cpu",), build=build))
+    try:
+        _compile_with_a_new_backend(calls)
+    finally:
+        wb.sparse.backends._REGISTRY.unregister("copy-demo")  # registered for this test only
+    assert "copy-demo" not in wb.sparse.available_backends()
+
+
+def _compile_with_a_new_backend(calls):
     model, _, bench = _pruned_bench("mha")
     fast, rep = wb.sparse.compile(bench, backend="copy-demo", repeats=1)
     assert (

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._registry import Registry
 from ..errors import WorkbenchError, suggest
 from ..masks.nm import is_nm_sparse
 from .modules import BSRLinear, SemiStructuredLinear, SparseConv2d, SparseLinear
@@ -61,30 +62,31 @@ class Backend:
     dtype: torch.dtype | None = None
 
 
-_REGISTRY: dict[str, Backend] = {}
+_REGISTRY: Registry[Backend] = Registry("backend", CompileError)
 
 
 def register_backend(backend: Backend, *, overwrite: bool = False) -> Backend:
-    if backend.name in _REGISTRY and not overwrite:
-        raise ValueError(f"backend {backend.name!r} is already registered; pass overwrite=True to replace it")
+    """Add `backend` to the registry (a taken name raises ValueError unless `overwrite`): `compile` finds it by
+    name, ``auto`` tries it, `recommend` uses it for its `families`, `load` reads its layers back."""
     if backend.level not in ("model", "layer"):
         raise ValueError(f"backend level must be 'model' or 'layer', got {backend.level!r}")
-    _REGISTRY[backend.name] = backend
-    return backend
+    return _REGISTRY.register(backend.name, backend, overwrite=overwrite)
 
 
 def get_backend(name: str) -> Backend:
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise CompileError(
-            f"unknown backend {name!r}.{suggest(str(name), [*_REGISTRY, 'auto'], 'backend')} "
-            f"Available: 'auto', {', '.join(map(repr, _REGISTRY))}."
-        ) from None
+    """The backend registered as `name`; a CompileError names the closest ones."""
+    if name in _REGISTRY:
+        return _REGISTRY.get(name)
+    names = _REGISTRY.names()
+    raise CompileError(
+        f"unknown backend {name!r}.{suggest(str(name), [*names, 'auto'], 'backend')} "
+        f"Available: 'auto', {', '.join(map(repr, names))}."
+    )
 
 
-def available_backends() -> list[str]:
-    return list(_REGISTRY)
+def available_backends(pattern: str | None = None) -> list[str]:
+    """Names of the registered backends, in registration order (`pattern`: a glob such as ``"*sparse*"``)."""
+    return _REGISTRY.names(pattern)
 
 
 def _shrink_build(state: Any) -> nn.Module | None:
