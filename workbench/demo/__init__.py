@@ -6,8 +6,15 @@ load): :func:`load` never trains them and writes nothing. Other seeds are traine
 (seconds on a CPU) and cached as safetensors. :func:`train` trains a model from scratch and returns it, touching no
 file; ``python -m workbench.demo.ship`` regenerates the shipped weights with it.
 
+One language model ships too: ``load("stdlib-lm")`` gives a small LLaMA-style ``transformers.LlamaForCausalLM``
+trained on the Python standard library's source, with its tokenizer and validation data
+(:mod:`workbench.demo.lm`; needs ``transformers``). :func:`language_models` lists it; :func:`available` stays the
+digits models.
+
 Example:
     >>> from workbench import demo
+    >>> demo.language_models()
+    ['stdlib-lm']
     >>> demo.available()
     ['digits-mlp', 'digits-cnn', 'digits-resnet', 'digits-lstm', 'digits-transformer']
     >>> model, data = demo.load("digits-cnn")  # the shipped weights: instant, no training
@@ -27,16 +34,33 @@ import torch
 from torch import nn
 
 from ..errors import DemoWeightsError
+from . import lm
 from .data import DemoData, make_data
+from .lm import LMData
 from .models import MODEL_VERSION, available, build
 from .shipped import SHIPPED_SEED, load_shipped
 from .trainer import cache_path, evaluate, load_weights, save_weights, train_model
 
-__all__ = ["SHIPPED_SEED", "DemoData", "DemoWeightsError", "available", "evaluate", "load", "train"]
+__all__ = [
+    "SHIPPED_SEED",
+    "DemoData",
+    "DemoWeightsError",
+    "LMData",
+    "available",
+    "evaluate",
+    "language_models",
+    "load",
+    "train",
+]
+
+
+def language_models() -> list[str]:
+    """Names of the demo language models (Hugging Face causal LMs, see :mod:`workbench.demo.lm`)."""
+    return [lm.NAME]
 
 
 def _check_name(name: str) -> str:
-    names = available()
+    names = available() + language_models()
     if name in names:
         return name
     close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.4)
@@ -46,11 +70,15 @@ def _check_name(name: str) -> str:
 
 def _fresh(name: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return build(name).to(device="cpu", dtype=torch.float32)
+    model = lm.build_lm() if name == lm.NAME else build(name)
+    return model.to(device="cpu", dtype=torch.float32)
 
 
 def train(name: str, seed: int = 0) -> nn.Module:
     """Train the demo model ``name`` from its ``seed`` initialisation and return it (float32, CPU, ``eval()``).
+
+    The digits models train in seconds; ``"stdlib-lm"`` in about 11 minutes on this machine's standard library
+    (:func:`~workbench.demo.lm.train_lm`).
 
     Deterministic for a given seed, CPU and torch version (one intra-op thread, see
     :func:`~workbench.demo.trainer.train_model`); another CPU or torch may give other weights, which is why
@@ -73,11 +101,13 @@ def load(
     pretrained: bool = True,
     seed: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
-) -> tuple[nn.Module, DemoData]:
+) -> tuple[nn.Module, DemoData | LMData]:
     """Return ``(model, data)`` for the demo model ``name``.
 
     Args:
-        name: One of :func:`available`.
+        name: One of :func:`available` (``data`` is a :class:`DemoData`) or :func:`language_models` (a
+            ``transformers.LlamaForCausalLM`` and an :class:`~workbench.demo.lm.LMData`: Hugging Face dict batches
+            ``train`` / ``val`` / ``calib``, the ``tokenizer``, an ``example`` of token ids).
         pretrained: If true, return trained weights: for seed 0 the ones shipped with the package (sha256-checked,
             never trained, nothing written); for other seeds the cached ones, training (:func:`train`) and caching
             them first if needed. Otherwise return the freshly initialised model for ``seed``.
@@ -86,10 +116,11 @@ def load(
             user cache directory (``platformdirs.user_cache_dir("workbench")/demo``).
 
     Returns:
-        The model (float32, CPU, ``eval()`` mode) and its :class:`DemoData`.
+        The model (float32, CPU, ``eval()`` mode) and its :class:`DemoData` (:class:`LMData` for a language model).
 
     Raises:
         ValueError: If ``name`` is not a known demo model (the message suggests the closest name).
+        ModuleNotFoundError: For ``"stdlib-lm"`` without ``transformers`` (the message says what to install).
         DemoWeightsError: If a shipped weights file is missing or does not match its manifest.
 
     The caller's global RNG state is left untouched.
@@ -101,15 +132,20 @@ def load(
     """
     name = _check_name(name)
     seed = int(seed)
+    is_lm = name == lm.NAME
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
         model = _fresh(name, seed)
         if pretrained and seed == SHIPPED_SEED:
-            load_shipped(model, name)
+            if is_lm:
+                load_shipped(model, name, version=lm.LM_VERSION, version_name="LM_VERSION")
+            else:
+                load_shipped(model, name)
         elif pretrained:
-            path = cache_path(name, seed, cache_dir)
+            version = lm.LM_VERSION if is_lm else MODEL_VERSION
+            path = cache_path(name, seed, cache_dir, version)
             if not load_weights(model, path):
                 model = train(name, seed)  # fresh: a failed load may be partial
-                meta = {"name": name, "seed": str(seed), "version": str(MODEL_VERSION)}
+                meta = {"name": name, "seed": str(seed), "version": str(version)}
                 save_weights(model, path, metadata=meta)
-        data = make_data(name, seed=seed)
+        data = lm.make_lm_data(seed) if is_lm else make_data(name, seed=seed)
     return model.eval(), data

@@ -2,7 +2,8 @@
 
 Usage::
 
-    python -m workbench.demo.ship              # retrain all five models (seed 0) into workbench/demo/weights/
+    python -m workbench.demo.ship              # retrain all five digits models (seed 0) into workbench/demo/weights/
+    python -m workbench.demo.ship --only stdlib-lm  # the language model: tokenizer, token ids, weights (~12 min)
     python -m workbench.demo.ship --check      # verify the shipped files against the manifest; write nothing
     python -m workbench.demo.ship --out DIR    # write somewhere else (e.g. to compare two machines)
 
@@ -10,8 +11,9 @@ Run it after changing an architecture, a training recipe or the data, having bum
 :data:`~workbench.demo.models.MODEL_VERSION`, and commit the files it writes. Each model is trained with
 :func:`workbench.demo.train` (``seed=0``), saved atomically as ``<name>-seed0-v<MODEL_VERSION>.safetensors`` and
 evaluated on the validation split; ``manifest.json`` records for each file its sha256, the model name, seed,
-MODEL_VERSION, the torch version it was trained with and the validation accuracy it reaches. Weights files the new
-manifest does not list are removed. Training is deterministic for a given CPU and torch version only, so
+MODEL_VERSION, the torch version it was trained with and the validation accuracy it reaches. Entries of models not
+retrained (``stdlib-lm``, shipped by :mod:`workbench.demo.ship_lm`) are kept; weights files no entry lists are
+removed. Training is deterministic for a given CPU and torch version only, so
 regenerating on another machine may give other weights (and other conclusions in the notebooks and tests that
 state their margins on the shipped ones): check those after regenerating.
 
@@ -36,6 +38,7 @@ import torch
 from . import train
 from .data import make_data
 from .models import MODEL_VERSION, available, build
+from .ship_lm import check_lm, ship_lm
 from .shipped import MANIFEST_NAME, SHIPPED_SEED, WEIGHTS_DIR, load_shipped, manifest, sha256
 from .trainer import evaluate, save_weights
 
@@ -72,6 +75,8 @@ def ship(out: str | Path | None = None, log=print) -> dict[str, Any]:
             "val_samples": len(data.val.dataset),
         }
         log(f"{name}: val accuracy {acc:.4f}, {path.stat().st_size} bytes, {time.perf_counter() - start:.1f} s")
+    old = manifest(root)["models"] if (root / MANIFEST_NAME).is_file() else {}
+    models.update({k: v for k, v in old.items() if k not in models})  # e.g. stdlib-lm
     doc = {
         "about": "trained weights of the workbench demo models; regenerate with `python -m workbench.demo.ship`",
         "models": models,
@@ -79,7 +84,7 @@ def ship(out: str | Path | None = None, log=print) -> dict[str, Any]:
     tmp = root / f".{MANIFEST_NAME}.tmp"
     tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     tmp.replace(root / MANIFEST_NAME)
-    keep = {m["file"] for m in models.values()}
+    keep = {m["file"] for m in models.values()} | {m["tokens"]["file"] for m in models.values() if "tokens" in m}
     for stale in root.glob("*.safetensors"):
         if stale.name not in keep:
             stale.unlink()
@@ -89,8 +94,8 @@ def ship(out: str | Path | None = None, log=print) -> dict[str, Any]:
 
 def check(weights_dir: str | Path | None = None) -> list[str]:
     """Problems with the shipped weights in ``weights_dir`` (default: the package's): a model without an entry, a
-    file whose sha256, MODEL_VERSION or recomputed validation accuracy differs from its manifest entry. Empty
-    when everything matches."""
+    file whose sha256, MODEL_VERSION or recomputed validation accuracy (``stdlib-lm``: perplexity,
+    :func:`~workbench.demo.ship_lm.check_lm`) differs from its manifest entry. Empty when everything matches."""
     root = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     problems = []
     entries = manifest(root)["models"]
@@ -109,13 +114,14 @@ def check(weights_dir: str | Path | None = None) -> list[str]:
             problems.append(
                 f"{name}: val accuracy {acc!r} on this machine, the manifest says {entries[name]['val_accuracy']!r}"
             )
-    return problems
+    return problems + check_lm(root)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workbench.demo.ship", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help=f"output directory (default: {WEIGHTS_DIR})")
     parser.add_argument("--check", action="store_true", help="verify the files against the manifest; write nothing")
+    parser.add_argument("--only", choices=["digits", "stdlib-lm"], default="digits", help="what to retrain")
     args = parser.parse_args(argv)
     if args.check:
         problems = check(args.out)
@@ -123,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             print(p)
         print("shipped demo weights: " + ("OK" if not problems else f"{len(problems)} problem(s)"))
         return 1 if problems else 0
-    ship(args.out)
+    if args.only == "stdlib-lm":
+        ship_lm(args.out)
+    else:
+        ship(args.out)
     return 0
 
 

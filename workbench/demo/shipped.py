@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import DemoWeightsError
 from .models import MODEL_VERSION
 
-__all__ = ["SHIPPED_SEED", "WEIGHTS_DIR", "load_shipped", "manifest", "sha256", "shipped_file"]
+__all__ = ["SHIPPED_SEED", "WEIGHTS_DIR", "load_shipped", "manifest", "sha256", "shipped_file", "verified"]
 
 #: The directory of the shipped weights and their manifest.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -66,8 +66,11 @@ def manifest(weights_dir: Path | None = None) -> dict[str, Any]:
     return doc
 
 
-def shipped_file(name: str, weights_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """``(path, manifest entry)`` of the shipped weights of demo model ``name``.
+def shipped_file(
+    name: str, weights_dir: Path | None = None, version: int = MODEL_VERSION, version_name: str = "MODEL_VERSION"
+) -> tuple[Path, dict[str, Any]]:
+    """``(path, manifest entry)`` of the shipped weights of demo model ``name``, made for model ``version`` (the
+    digits models' :data:`~workbench.demo.models.MODEL_VERSION` by default).
 
     Raises:
         DemoWeightsError: If the manifest has no entry for ``name``, or the entry is for another MODEL_VERSION.
@@ -76,16 +79,40 @@ def shipped_file(name: str, weights_dir: Path | None = None) -> tuple[Path, dict
     entry = manifest(root)["models"].get(name)
     if entry is None:
         raise DemoWeightsError(f"{root / MANIFEST_NAME} lists no shipped weights for {name!r}; {_REGENERATE}")
-    if entry.get("model_version") != MODEL_VERSION:
+    if entry.get("model_version") != version:
         raise DemoWeightsError(
-            f"the shipped weights of {name!r} ({entry.get('file')}) are for MODEL_VERSION "
-            f"{entry.get('model_version')}, the code is at MODEL_VERSION {MODEL_VERSION}; {_REGENERATE}"
+            f"the shipped weights of {name!r} ({entry.get('file')}) are for {version_name} "
+            f"{entry.get('model_version')}, the code is at {version_name} {version}; {_REGENERATE}"
         )
     return root / entry["file"], entry
 
 
-def load_shipped(model: nn.Module, name: str, weights_dir: Path | None = None) -> nn.Module:
-    """Load the shipped weights of ``name`` into ``model`` (strict) after checking their sha256; returns ``model``.
+def verified(path: Path, expected: str, name: str, what: str = "demo weights") -> Path:
+    """``path`` after checking that it exists and its sha256 is ``expected`` (from the manifest entry of ``name``).
+
+    Raises:
+        DemoWeightsError: If the file is missing or its sha256 differs.
+    """
+    if not path.is_file():
+        raise DemoWeightsError(f"the shipped {what} {path} for {name!r} are missing; {_REGENERATE}")
+    digest = sha256(path)
+    if digest != expected:
+        raise DemoWeightsError(
+            f"the shipped {what} {path} have sha256 {digest}, the manifest says {expected}: the file "
+            f"was altered or is from another build; {_REGENERATE}"
+        )
+    return path
+
+
+def load_shipped(
+    model: nn.Module,
+    name: str,
+    weights_dir: Path | None = None,
+    version: int = MODEL_VERSION,
+    version_name: str = "MODEL_VERSION",
+) -> nn.Module:
+    """Load the shipped weights of ``name`` into ``model`` (strict, cast to the model's dtype) after checking their
+    sha256; returns ``model``.
 
     Nothing is trained and nothing is written.
 
@@ -94,15 +121,8 @@ def load_shipped(model: nn.Module, name: str, weights_dir: Path | None = None) -
     """
     from safetensors.torch import load_file
 
-    path, entry = shipped_file(name, weights_dir)
-    if not path.is_file():
-        raise DemoWeightsError(f"the shipped demo weights {path} for {name!r} are missing; {_REGENERATE}")
-    digest = sha256(path)
-    if digest != entry["sha256"]:
-        raise DemoWeightsError(
-            f"the shipped demo weights {path} have sha256 {digest}, the manifest says {entry['sha256']}: the file "
-            f"was altered or is from another build; {_REGENERATE}"
-        )
+    path, entry = shipped_file(name, weights_dir, version, version_name)
+    verified(path, entry["sha256"], name)
     try:
         model.load_state_dict(load_file(str(path), device="cpu"), strict=True)
     except Exception as exc:

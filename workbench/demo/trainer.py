@@ -69,9 +69,12 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(platformdirs.user_cache_dir("workbench")) / "demo"
 
 
-def cache_path(name: str, seed: int, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Path of the cached weights for ``name``/``seed`` under the current :data:`MODEL_VERSION`."""
-    return cache_root(cache_dir) / f"{name}-seed{seed}-v{MODEL_VERSION}.safetensors"
+def cache_path(
+    name: str, seed: int, cache_dir: str | os.PathLike[str] | None = None, version: int = MODEL_VERSION
+) -> Path:
+    """Path of the cached weights for ``name``/``seed`` under model ``version`` (default the current
+    :data:`MODEL_VERSION`)."""
+    return cache_root(cache_dir) / f"{name}-seed{seed}-v{version}.safetensors"
 
 
 @torch.no_grad()
@@ -90,7 +93,12 @@ def train_model(model: nn.Module, name: str, seed: int) -> nn.Module:
     Training runs on one intra-op thread (restored afterwards): for models this small extra threads
     buy little, oversubscribe badly on a busy machine, and would make the weights depend on the core
     count. The caller is expected to have forked the global RNG; this seeds it again before training.
+    ``"stdlib-lm"`` trains with its own recipe (:func:`workbench.demo.lm.train_lm`).
     """
+    if name == "stdlib-lm":
+        from .lm import train_lm
+
+        return train_lm(model, seed)
     recipe = recipe_for(name)
     data = make_data(name, seed=seed)
     threads = torch.get_num_threads()
