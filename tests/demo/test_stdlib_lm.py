@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_bitwise, assert_plain, snapshot
 
 import workbench as wb
 from workbench import demo
@@ -220,3 +221,22 @@ def test_retraining_runs_deterministically(monkeypatch, shipped_lm):
     assert not a.training and all(p.dtype == torch.float32 for p in a.parameters())
     init, _ = demo.load("stdlib-lm", pretrained=False, seed=3)
     assert wb.evaluate(a, data.val)["loss"] < wb.evaluate(init, data.val)["loss"]
+
+
+@pytest.mark.slow
+def test_the_workbench_prunes_the_shipped_lm_and_undoes_bitwise(shipped_lm):
+    model, data = shipped_lm
+    before = snapshot(model)
+    bench = wb.Workbench(model, data.val, calib=data.calib)
+    for i in range(model.config.num_hidden_layers):
+        assert "head" in bench.targets[f"model.layers.{i}.self_attn.q_proj"].granularities
+        assert "neuron" in bench.targets[f"model.layers.{i}.mlp.gate_proj"].granularities
+    heads = bench.groups.groups["model.layers.0.self_attn:heads"]
+    assert heads.size == model.config.num_key_value_heads  # grouped-query: a KV head with its 2 query heads
+    bench.apply(wb.Plan.uniform(0.5, granularity="head"))
+    q = model.model.layers[0].self_attn.q_proj.weight.reshape(4, 2 * 32, 256)  # 4 KV groups x 2 heads x head dim
+    assert sorted(int((g != 0).any()) for g in q) == [0, 0, 1, 1]
+    bench.apply(wb.Plan.uniform(0.3, granularity="neuron"))
+    bench.reset()
+    assert_bitwise(model, before)
+    assert_plain(model)
