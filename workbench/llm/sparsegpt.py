@@ -5,7 +5,8 @@ For a linear layer with weight ``W`` (out x in) and calibration inputs ``X`` (in
 
 1. dampens it, ``H + lambda I`` with ``lambda = damp * mean(diag H)`` (``damp`` 1% by default); inputs that were
    always zero (``H_jj = 0``) get ``H_jj = 1`` and their weights are zeroed, as the reference code does;
-2. takes ``U``, the upper Cholesky factor of ``H^-1`` (``H^-1 = U^T U``): row j of U is the OBS update direction for
+2. takes ``U``, the upper Cholesky factor of ``H^-1`` (``H^-1 = U^T U``, from one Cholesky of H in reversed order
+   and a triangular solve): row j of U is the OBS update direction for
    column j once the columns before it are fixed, and ``U_jj^2`` the matching ``[H^-1]_jj``;
 3. walks the columns in blocks of ``blocksize`` (128): at the start of a block (unstructured) or of each group of M
    columns (N:M) the mask is chosen from ``w^2 / U_jj^2`` with the weights as updated so far, within each row (every
@@ -42,24 +43,37 @@ from .methods import Pattern, check_nm, register_method
 
 __all__ = ["sparsegpt_"]
 
+CHUNK = 1024  # columns of the triangular inverse solved at once
+SUB = 8  # columns updated one by one before the rest of the block gets one matrix product
+
 
 def _upper_inverse_cholesky(H: Tensor, damp: float) -> Tensor:
-    """U with ``(H + damp * mean(diag H) I)^-1 = U^T U`` (H is overwritten)."""
+    """U with ``(H + damp * mean(diag H) I)^-1 = U^T U``, upper triangular, computed in H's memory (returned).
+
+    With J the order reversal, ``J H J = L L^T`` (Cholesky) gives ``H^-1 = (J L^-1 J)^T (J L^-1 J)`` and ``J L^-1 J``
+    is upper triangular with a positive diagonal: it is U. One Cholesky and one triangular solve (about 4x faster on
+    a CPU than the Cholesky inverse and a second Cholesky), and at most three in x in matrices alive at once."""
+    n = H.shape[0]
     diag = torch.diagonal(H)
     if damp:
         diag.add_(damp * float(diag.mean()))
-    L, info = torch.linalg.cholesky_ex(H)
+    H.copy_(H.flip((0, 1)))
+    info = torch.zeros((), dtype=torch.int32, device=H.device)
+    torch.linalg.cholesky_ex(H, out=(H, info))
     if int(info):
         raise ModelError(
-            f"the calibration Hessian is not positive definite (minor {int(info)} fails) with dampening {damp}; "
-            "raise damp (e.g. damp=0.1) or use more calibration samples"
+            f"the calibration Hessian is not positive definite (minor {int(info)} of the reversed order fails) with "
+            f"dampening {damp}; raise damp (e.g. damp=0.1) or use more calibration samples"
         )
-    Hinv = torch.cholesky_inverse(L)
-    del L
-    U, info = torch.linalg.cholesky_ex(Hinv, upper=True)
-    if int(info):
-        raise ModelError(f"the inverse Hessian is not positive definite with dampening {damp}; raise damp")
-    return U
+    inv = torch.zeros(n, n, dtype=H.dtype, device=H.device)
+    for c0 in range(0, n, CHUNK):  # L^-1 is lower triangular: columns c0.. solve only the system below row c0
+        c1 = min(c0 + CHUNK, n)
+        rhs = torch.eye(n - c0, c1 - c0, dtype=H.dtype, device=H.device)
+        inv[c0:, c0:c1] = torch.linalg.solve_triangular(H[c0:, c0:], rhs, upper=False)
+        del rhs
+    H.copy_(inv.flip((0, 1)))
+    del inv
+    return H
 
 
 @torch.no_grad()
@@ -85,51 +99,53 @@ def sparsegpt_(
     if bool(dead.any()):
         H[dead, dead] = 1.0
         W[:, dead] = 0.0
-    U = _upper_inverse_cholesky(H, damp)
-    del H
+    U = _upper_inverse_cholesky(H, damp)  # in H's memory
     mask = torch.zeros(W.shape, dtype=torch.bool, device=W.device)
     total = int(cols * sparsity)
+    sub = pattern.m * max(1, SUB // pattern.m) if pattern is not None else SUB
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         count = i2 - i1
-        W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
+        Wt = W[:, i1:i2].t().contiguous()  # the block's columns as contiguous rows
+        Qt = torch.zeros_like(Wt)
+        Et = torch.zeros_like(Wt)
         U1 = U[i1:i2, i1:i2]
         d1 = torch.diagonal(U1)
-        cur1 = None if current is None else current[:, i1:i2]
-        if pattern is None:
-            mask1 = torch.zeros(W1.shape, dtype=torch.bool, device=W.device)
+        cur = None if current is None else current[:, i1:i2].t()
+        maskt = torch.zeros(Wt.shape, dtype=torch.bool, device=W.device)
+        if pattern is None:  # the block's share of every row, by w^2 / U_jj^2 (sorted along contiguous rows)
             k = int(i2 * sparsity) - int(i1 * sparsity) if i2 < cols else total - int(i1 * sparsity)
-            scores = W1.square() / d1.square()[None, :]
-            if cur1 is not None:
-                scores.masked_fill_(cur1, -math.inf)
+            scores = W[:, i1:i2].square() / d1.square()[None, :]
+            if current is not None:
+                scores.masked_fill_(current[:, i1:i2], -math.inf)
             if k:
-                mask1.scatter_(1, torch.argsort(scores, dim=1, stable=True)[:, :k], True)
-            if cur1 is not None:
-                mask1 |= cur1
-        else:
-            mask1 = torch.zeros(W1.shape, dtype=torch.bool, device=W.device)
-        for i in range(count):
-            if pattern is not None and i % pattern.m == 0:
-                g = slice(i, i + pattern.m)
-                scores = W1[:, g].square() / d1[g].square()[None, :]
-                if cur1 is not None:
-                    scores.masked_fill_(cur1[:, g], -math.inf)
-                drop = torch.argsort(scores, dim=1, stable=True)[:, : pattern.m - pattern.n]
-                mask1[:, g].scatter_(1, drop, True)
-                if cur1 is not None:
-                    mask1[:, g] |= cur1[:, g]
-            w = W1[:, i]
-            q = w.masked_fill(mask1[:, i], 0.0)
-            Q1[:, i] = q
-            err = (w - q) / U1[i, i]
-            W1[:, i:].addr_(err, U1[i, i:], alpha=-1.0)
-            Err1[:, i] = err
-        W[:, i1:i2] = Q1
+                rows_mask = torch.zeros(scores.shape, dtype=torch.bool, device=W.device)
+                rows_mask.scatter_(1, torch.argsort(scores, dim=1, stable=True)[:, :k], True)
+                maskt = rows_mask.t().contiguous()
+            if cur is not None:
+                maskt |= cur
+        for s1 in range(0, count, sub):  # sub-blocks: small column updates, then one matrix product for the rest
+            s2 = min(s1 + sub, count)
+            for i in range(s1, s2):
+                if pattern is not None and i % pattern.m == 0:  # an N:M group: its columns are up to date here
+                    g = slice(i, i + pattern.m)
+                    scores = Wt[g].square() / d1[g].square()[:, None]
+                    if cur is not None:
+                        scores.masked_fill_(cur[g], -math.inf)
+                    drop = torch.argsort(scores, dim=0, stable=True)[: pattern.m - pattern.n]
+                    maskt[g] = maskt[g].scatter(0, drop, True) | (False if cur is None else cur[g])
+                w = Wt[i]
+                q = w.masked_fill(maskt[i], 0.0)
+                Qt[i] = q
+                err = (w - q) / U1[i, i]
+                Wt[i:s2].addr_(U1[i, i:s2], err, alpha=-1.0)
+                Et[i] = err
+            if s2 < count:
+                Wt[s2:].addmm_(U1[s1:s2, s2:].t(), Et[s1:s2], alpha=-1.0)
+        W[:, i1:i2] = Qt.t()
         if i2 < cols:
-            W[:, i2:].addmm_(Err1, U[i1:i2, i2:], alpha=-1.0)
-        mask[:, i1:i2] = mask1
+            W[:, i2:].addmm_(Et.t(), U[i1:i2, i2:], alpha=-1.0)
+        mask[:, i1:i2] = maskt.t()
     W.masked_fill_(mask, 0.0)
     return mask
 
