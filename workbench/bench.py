@@ -30,7 +30,7 @@ from .errors import DataError, ModelError, WorkbenchWarning
 from .evaluate import MetricLike, check_metric, evaluate, model_device, model_dtype, reiterable, to_device
 from .groups import GroupAnalysis, analyze_groups
 from .masks import MaskStore, select
-from .plan import Plan
+from .plan import Plan, as_plan
 from .report import Report, layer_reports
 from .targets import Targets, find_targets
 
@@ -186,6 +186,7 @@ class Workbench:
         t0 = time.perf_counter()
         with self.store.lock:
             self._check_edits()
+            plan = as_plan(plan)
             sel = self.preview(plan)
             layers = {k: v.to_dict() for k, v in sel.layers.items()}
             return self._record(sel.masks, label or repr(plan), plan.to_dict(), layers, "prune", None, evaluate, t0)
@@ -533,15 +534,16 @@ class Workbench:
         criterion: str = "magnitude",
         sens=None,
         ratios=None,
-    ) -> Plan:
-        """A plan removing `budget` (a share in (0, 1)) of `target` ("flops", "params" or "sparsity") at the
-        least predicted metric loss, from the sensitivity curves (scanned if `sens` is not given). Details of
-        the choice are kept in `self.last_allocation`."""
+    ):
+        """Per-layer ratios removing `budget` (a share in (0, 1)) of `target` ("flops", "params" or "sparsity") at
+        the least predicted metric loss, from the sensitivity curves (scanned if `sens` is not given): an
+        `Allocation` with its `plan`, the chosen ratio, removed amount and predicted change per row, and what it
+        `achieved`. ``bench.apply(allocation)`` applies the plan. The last one is also `self.last_allocation`."""
         from .analysis.allocate import allocate
 
         with self.store.lock:
             self.last_allocation = allocate(self, budget, target, granularity, criterion, sens, ratios)
-        return self.last_allocation.plan
+        return self.last_allocation
 
     # effects of pruning: two history states compared on the live model (transactions, no copies) -------------
     def attributions(

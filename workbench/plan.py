@@ -22,7 +22,7 @@ from typing import Any
 from ._deprecate import keyword_only_after
 from .errors import PlanError
 
-__all__ = ["LayerPlan", "Plan"]
+__all__ = ["LayerPlan", "Plan", "as_plan"]
 
 _SCOPES = ("layer", "global")
 
@@ -249,3 +249,16 @@ def _patterns(value: Any, what: str) -> tuple[str, ...] | None:
     if not all(isinstance(v, str) for v in items):
         raise PlanError(f"plan {what} patterns must be strings, got {items!r}")
     return items
+
+
+def as_plan(plan: Any) -> Plan:
+    """`plan` itself, or the plan of a result that carries one (`bench.allocate`'s `Allocation`)."""
+    if isinstance(plan, Plan):
+        return plan
+    inner = getattr(plan, "plan", None)
+    if isinstance(inner, Plan):
+        return inner
+    raise PlanError(
+        f"expected a workbench Plan, got {type(plan).__name__}; build one with Plan.uniform/global_ "
+        "(or pass the result of bench.allocate)"
+    )

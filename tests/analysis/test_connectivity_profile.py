@@ -96,11 +96,10 @@ def test_profile_counts_flops_with_torch_and_measures_latency():
 def test_allocation_meets_the_budget(target, granularity):
     model, data = wb.demo.load("digits-cnn")
     bench = wb.Workbench(model, data)
-    plan = bench.allocate(0.4, target=target, granularity=granularity, criterion="l1", ratios=np.linspace(0.1, 0.9, 5))
-    a = bench.last_allocation
+    a = bench.allocate(0.4, target=target, granularity=granularity, criterion="l1", ratios=np.linspace(0.1, 0.9, 5))
     # shipped weights: 0.400 to 0.412 achieved over the six cases
-    assert isinstance(plan, wb.Plan) and a.achieved >= 0.4 and a.achieved < 0.5
-    bench.apply(plan)
+    assert isinstance(a.plan, wb.Plan) and a is bench.last_allocation and a.achieved >= 0.4 and a.achieved < 0.5
+    bench.apply(a)  # an Allocation applies its plan
     if target == "flops":
         prof = bench.profile(repeats=1)
         real = 1 - prof.total_flops_effective / prof.total_flops_dense
@@ -118,7 +117,7 @@ def test_allocation_meets_the_budget(target, granularity):
 def test_allocation_beats_the_uniform_plan_at_the_same_sparsity():
     model, data = wb.demo.load("digits-resnet")
     bench = wb.Workbench(model, data, metric="loss")
-    plan = bench.allocate(0.7, target="sparsity")
+    plan = bench.allocate(0.7, target="sparsity").plan
     allocated = bench.apply(plan).metrics["loss"]
     bench.undo()
     uniform = bench.apply(wb.Plan.uniform(0.7)).metrics["loss"]
@@ -149,5 +148,16 @@ def test_allocating_from_first_order_estimates_warns_and_second_order_works():
     second = bench.sensitivity(grid, mode="estimate", second_order=True, progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error", wb.WorkbenchWarning)
-        plan = bench.allocate(0.2, target="sparsity", sens=second)
+        plan = bench.allocate(0.2, target="sparsity", sens=second).plan
     assert bench.apply(plan).metrics["accuracy"] > 0.95  # shipped weights: 0.989
+
+
+def test_allocate_returns_its_allocation_and_plan_attributes_still_answer_with_a_warning():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    a = bench.allocate(0.3, target="sparsity", ratios=[0.2, 0.4, 0.6])
+    with pytest.warns(DeprecationWarning, match=r"use \.plan\.layers"):
+        assert a.layers == a.plan.layers  # code written when allocate returned the plan keeps working
+    with pytest.raises(AttributeError):
+        a.no_such_attribute  # noqa: B018
+    assert bench.preview(a).masks.keys() == bench.preview(a.plan).masks.keys()

@@ -27,7 +27,8 @@ TARGETS = ("flops", "params", "sparsity")
 
 @dataclass(frozen=True)
 class Allocation:
-    """The plan, and per row the chosen ratio, the amount it removes and the predicted metric change."""
+    """The plan, and per row the chosen ratio, the amount it removes and the predicted metric change.
+    `bench.apply(allocation)` applies its plan."""
 
     plan: Plan
     rows: tuple[str, ...]
@@ -45,6 +46,26 @@ class Allocation:
         """Share of `target` removed once the plan is applied (what was already pruned included), counted from
         the union of the rows' masks."""
         return float(self.removed_total / self.total)
+
+    def __getattr__(self, name: str):
+        # `bench.allocate` returned the plan until 0.2; the plan's attributes still answer for one release
+        if name.startswith("__") or name not in _PLAN_ATTRS:
+            raise AttributeError(name)
+        warnings.warn(
+            f"bench.allocate(...) returns an Allocation now: use .plan.{name} (the plan) instead of .{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(self.plan, name)
+
+
+_PLAN_ATTRS = frozenset(n for n in dir(Plan) if not n.startswith("_")) | {
+    "default",
+    "layers",
+    "scope",
+    "include",
+    "exclude",
+}
 
 
 def _hull(xs: np.ndarray, ys: np.ndarray) -> list[int]:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..criteria import ScoreContext, get_criterion
 from ..errors import GranularityError, ModelError, PlanError, suggest
 from ..groups import ChannelGroup, GroupAnalysis
-from ..plan import LayerPlan, Plan
+from ..plan import LayerPlan, Plan, as_plan
 from ..targets import Target, Targets, pattern_fit
 from .block import block_scores, expand_blocks
 from .fastops import all_finite, scratch
@@ -358,8 +358,7 @@ def select(
 ) -> Selection:
     """Resolve `plan` on `model` and return the masks it asks for; the model is not changed. `adapter` says how to
     feed the model `data` (criteria that need activations or gradients)."""
-    if not isinstance(plan, Plan):
-        raise PlanError(f"expected a workbench Plan, got {type(plan).__name__}; build one with Plan.uniform/global_")
+    plan = as_plan(plan)
     explicit, default, skipped = _resolve(plan, targets)
     per_layer = dict(explicit)
     if plan.scope == "layer" and plan.default is not None:

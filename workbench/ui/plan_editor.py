@@ -285,9 +285,8 @@ class PlanEditor(Panel):
         def work():
             return self.bench.allocate(budget, target=target, granularity=g, criterion=c)
 
-        def done(plan: Plan) -> None:
-            self.set_plan(plan, log=False)
-            a = self.bench.last_allocation
+        def done(a) -> None:
+            self.set_plan(a.plan, log=False)
             self.log(f"allocated {budget:.0%} of {target} ({g}/{c}): achieves {a.achieved:.1%}")
             self.dashboard.refresh_analyses()
 
