@@ -16,6 +16,11 @@ What ships in ``workbench/demo/weights/`` (sha256-checked against ``manifest.jso
 Only training (:func:`train_lm`, ``wb.demo.train("stdlib-lm")``) and ``data.train`` read this machine's stdlib:
 the training files tokenised with the shipped tokenizer, lazily on first use (a few seconds).
 
+The manifest entry records, measured on the shipped float16 weights with the workbench's own causal-LM metric
+(:func:`workbench.evaluate`): ``val_perplexity`` (77.56 on the 32 x 255 predicted validation tokens),
+``val_loss``, ``val_accuracy`` (next token) and the baseline ``unigram_val_perplexity`` (784.8: add-one-smoothed
+token frequencies of the training stream), with the corpus it was trained on (Python version, files, tokens).
+
 Example:
     >>> import workbench as wb
     >>> model, data = wb.demo.load("stdlib-lm")  # doctest: +SKIP
@@ -302,8 +307,9 @@ def make_lm_data_from(
 
 @dataclass(frozen=True)
 class LMRecipe:
-    """AdamW, linear warm-up then cosine decay to 10 %, gradient clipping; one pass over ``steps`` batches of 8
-    random windows (about 11 minutes on one CPU thread)."""
+    """AdamW, linear warm-up then cosine decay to 10 %, gradient clipping; ``steps`` batches of 8 random windows of
+    256 tokens (800 x 2048 = 1.6M tokens, about 60 % of the training stream): 0.83 s a step on one idle CPU thread
+    (11 minutes); the shipped weights took 21 minutes on a 2-core machine shared with other work."""
 
     steps: int = 800
     lr: float = 2e-3
