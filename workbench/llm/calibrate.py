@@ -10,7 +10,8 @@ model ends plain.
 Statistics per linear layer (`LayerStats`), over every row of its input (all positions of all sequences, padding
 included as the papers do): ``sq``, the sum of squares of each input feature (Wanda's ``||X_j||^2``, float64), and
 ``hessian``, ``2 X^T X`` (SparseGPT's Hessian without dampening; float32, float64 for a float64 model). Hugging Face's
-``Conv1D`` gets the same statistics over its input features.
+``Conv1D`` gets the same statistics over its input features. Layers that read the same tensor (the q/k/v projections,
+gate/up) share one `LayerStats` object: computed once and held once.
 
 >>> import torch, transformers as T
 >>> model = T.LlamaForCausalLM(T.LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
@@ -35,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..adapter import size
+from ..errors import ModelError
 from ..evaluate import eval_mode
 from ..rules import is_conv1d
 from .blocks import BlockCall, block_layers, find_blocks, first_inputs, run_block
@@ -52,25 +54,27 @@ class LayerStats:
     sq: Tensor | None = None
     hessian: Tensor | None = None
 
+    def add_input(self, x: Tensor, kinds: set[str], hdtype: torch.dtype) -> None:
+        """Accumulate one input tensor (features in the last dimension) in place."""
+        x = x.detach().reshape(-1, x.shape[-1])
+        self.rows += x.shape[0]
+        work = x if x.dtype == torch.float64 else x.float()
+        if "norms" in kinds:
+            sq = work.square().sum(0, dtype=torch.float64)
+            self.sq = sq if self.sq is None else self.sq.add_(sq)
+        if "hessian" in kinds:
+            xh = work.to(hdtype)
+            if self.hessian is None:
+                self.hessian = torch.zeros(x.shape[-1], x.shape[-1], dtype=hdtype, device=x.device)
+            self.hessian.addmm_(xh.t(), xh, alpha=2.0)
+
     def add(self, rows: int, sq: Tensor | None, hessian: Tensor | None) -> None:
-        """Add one batch's increments (from `increments`; shared by layers that read the same tensor)."""
+        """Add precomputed increments: rows, sums of squares per feature, ``2 X^T X``."""
         self.rows += rows
         if sq is not None:
             self.sq = sq.clone() if self.sq is None else self.sq.add_(sq)
         if hessian is not None:
             self.hessian = hessian.clone() if self.hessian is None else self.hessian.add_(hessian)
-
-
-def increments(x: Tensor, kinds: set[str], hdtype: torch.dtype) -> tuple[int, Tensor | None, Tensor | None]:
-    """``(rows, sum of squares per feature, 2 X^T X)`` of one input tensor (features in the last dimension)."""
-    x = x.detach().reshape(-1, x.shape[-1])
-    work = x if x.dtype == torch.float64 else x.float()
-    sq = work.square().sum(0, dtype=torch.float64) if "norms" in kinds else None
-    h = None
-    if "hessian" in kinds:
-        xh = work.to(hdtype)
-        h = torch.mm(xh.t(), xh).mul_(2.0)
-    return x.shape[0], sq, h
 
 
 @dataclass
@@ -113,16 +117,26 @@ class Block:
 
 @contextmanager
 def _hooks(layers: dict[str, nn.Module], stats: dict[str, LayerStats], kinds: set[str]) -> Iterator[None]:
-    """Pre-hooks adding each layer's input to its statistics; layers called one after the other on the same tensor
-    (q/k/v projections, gate/up) share one computation of the increments."""
+    """Pre-hooks adding each layer's input to its statistics. Layers called one after the other on the same tensor
+    (q/k/v projections, gate/up) share one `LayerStats` object (computed once, held once): `stats` then maps their
+    names to the same object. Which layers share is fixed by the first call and must stay so."""
     handles = []
-    last: list[Any] = [None, None, None]  # the last input tensor, its dtype key, its increments
+    last: list[Any] = [None, None, None]  # the last input tensor, the layer whose statistics hold it, their dtype
+    shares: dict[str, str] = {}
 
     def hook(name: str, hdtype: torch.dtype, args: tuple) -> None:
         x = args[0]
-        if last[0] is not x or last[1] != hdtype:
-            last[0], last[1], last[2] = x, hdtype, increments(x, kinds, hdtype)
-        stats[name].add(*last[2])
+        owner = last[1] if last[0] is x and last[2] == hdtype else name
+        if shares.setdefault(name, owner) != owner:
+            raise ModelError(
+                f"layer {name!r} read the same input as {shares[name]!r} in one calibration batch but not in another; "
+                "layer-wise statistics cannot be shared between them"
+            )
+        if owner != name:
+            stats[name] = stats[owner]
+            return
+        stats[name].add_input(x, kinds, hdtype)
+        last[0], last[1], last[2] = x, name, hdtype
 
     try:
         for name, m in layers.items():

@@ -32,7 +32,7 @@ from ..plan import check_ratio
 from ..rules import is_conv1d
 from . import sparsegpt as _sparsegpt  # noqa: F401  (registers sparsegpt)
 from .blocks import block_layers, find_blocks
-from .calibrate import Block, calibration_inputs, layerwise, weight_2d
+from .calibrate import Block, LayerStats, calibration_inputs, layerwise, weight_2d
 from .methods import Pattern, get_method, parse_pattern
 from .owl import outlier_ratio, owl_ratios
 
@@ -184,6 +184,8 @@ def prune_(
         for name in list(block.layers):
             m = block.layers[name]
             st = stats.pop(name)
+            if meth.needs == "hessian" and st is not None and any(v is st for v in stats.values()):
+                st = LayerStats(st.rows, st.sq, None if st.hessian is None else st.hessian.clone())  # shared: a copy
             pname = f"{name}.weight"
             w = weight_2d(m)
             work = w.to(torch.float64 if w.dtype == torch.float64 else torch.float32, copy=True)  # methods may write it
