@@ -243,6 +243,15 @@ class Workbench:
         fit in memory): the pruned model becomes the new starting point as with `adopt`. Other options (``owl_lambda``,
         ``owl_m``, ``damp``, ``blocksize``, ``blocks``, ``label``, ``progress``): `workbench.llm.step.prune_llm`.
         `self.last_llm` keeps the run's `PruneResult` (per-block sparsities and seconds).
+
+        >>> import torch, transformers as T, workbench as wb
+        >>> model = T.LlamaForCausalLM(T.LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+        ...                                          num_key_value_heads=2, intermediate_size=64, vocab_size=100))
+        >>> bench = wb.Workbench(model, [{"input_ids": torch.randint(0, 100, (4, 16))}])
+        >>> bench.prune_llm(method="sparsegpt", pattern="2:4").label
+        'sparsegpt 50% 2:4 (layer-wise, 4 sequences, 64 tokens)'
+        >>> bench.undo().index  # bitwise, SparseGPT's updated weights included
+        0
         """
         from .llm.step import prune_llm
 

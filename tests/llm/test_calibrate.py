@@ -156,3 +156,16 @@ def test_blocks_of_an_unknown_model_are_an_error_naming_what_was_looked_for():
 )
 def test_blocks_are_found_in_each_family(family, path):
     assert find_blocks(MODELS[family]())[0] == path
+
+
+def test_layers_reading_the_same_input_share_one_statistics_object():
+    model = MODELS["llama"]()
+
+    def visit(block):
+        stats = block.collect({"hessian"})
+        p = block.name
+        assert stats[f"{p}.self_attn.q_proj"] is stats[f"{p}.self_attn.k_proj"] is stats[f"{p}.self_attn.v_proj"]
+        assert stats[f"{p}.mlp.gate_proj"] is stats[f"{p}.mlp.up_proj"]
+        assert len({id(s) for s in stats.values()}) == 4  # qkv, o, gate/up, down
+
+    layerwise(model, calibration_inputs(model, batches()), visit)
