@@ -264,3 +264,220 @@ def test_vectorised_per_sample_fisher_equals_the_per_sample_loop(name, demo_mode
     for n, a, b in zip(names, fast, slow):
         # float32 gradients summed in another order: equal to ~1e-5 of the largest entry
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max())), n
+
+
+# ---------------------------------------------------------------- large rows: selection without a full sort
+@pytest.mark.parametrize("signed", [False, True])
+def test_prefix_ranking_selects_what_a_stable_argsort_selects(signed, monkeypatch):
+    from workbench.analysis import _ranking
+
+    monkeypatch.setattr(_ranking, "SORT_BELOW", 100)  # the bucketed path, on a small row
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(60, 70, generator=g)
+    a = a if signed else a.abs()
+    a[:5] = 0.0  # a block of ties
+    a[10, :30] = -math.inf if signed else 0.0  # already pruned weights score -inf
+    a[20:22] = 0.5  # more ties, in the middle
+    if signed:
+        a[30, :7] = -0.0  # equal to 0.0 for the sort
+    b = torch.randn(900, generator=g).round()  # a second tensor of the row, many ties
+    b = b if signed else b.abs()
+    r = _ranking.PrefixRanking(["a", "b"], [a, b])
+    assert r._ids is not None
+    flat = torch.cat([a.reshape(-1), b])
+    order = torch.argsort(flat, stable=True)
+    vals = torch.randn(flat.numel(), dtype=torch.float64, generator=g)
+    ks = [0, 1, 7, 300, 350, 2000, 2500, flat.numel() - 1]
+    for k, s in zip(ks, r.prefix_sums(vals, ks)):
+        want = torch.zeros(flat.numel(), dtype=torch.bool)
+        want[order[:k]] = True
+        assert torch.equal(r.chosen(k), want), k
+        assert s == pytest.approx(float(vals[want].sum()), abs=1e-9)
+    masks = r.masks(0.4)
+    assert masks["a"].shape == a.shape and masks["b"].shape == b.shape
+    assert torch.equal(torch.cat([masks["a"].reshape(-1), masks["b"]]), r.chosen(n_to_prune(0.4, flat.numel())))
+    assert torch.equal(r.order, order)
+
+
+def test_rows_of_single_weights_mask_what_a_plan_masks():
+    from workbench.masks.select import weight_ranking
+
+    model, data = wb.demo.load("digits-mlp")
+    bench = wb.Workbench(model, data)
+    for row in rows_for(bench, "weight", "l1"):
+        t = bench.targets[row.label]
+        ref = weight_ranking(model, bench.store, [(t, p) for p in t.param_names()], "l1", bench.seed)
+        for r in (0.1, 0.5, 0.9):
+            got, want = row.ranking.masks(r), ref.masks(r)
+            assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+# ---------------------------------------------------------------- trust and refine
+def _exact_loss(bench, ratios, **kw):
+    return bench.sensitivity(ratios, metric="loss", progress=False, **kw)
+
+
+@pytest.mark.parametrize("arch", ["rescat", "mha"])
+def test_an_estimate_says_how_far_to_trust_it(arch):
+    model, data = make(arch)
+    bench = wb.Workbench(model, data, metric="accuracy")
+    snap = snapshot(model)
+    ratios = np.linspace(0.1, 0.9, 9)
+    est = bench.sensitivity(ratios, mode="estimate", progress=False)
+    exact = _exact_loss(bench, ratios)
+    assert est.trust is not None and 0.0 <= est.trust <= 1.0
+    cells = {(i, j) for i, j, _, _ in est.checks}
+    assert len(cells) == min(8, est.values.size)  # spread over the rows
+    assert len({i for i, _ in cells}) == min(8, len(est.layers))
+    for i, j, e, x in est.checks:  # the checked cells: the estimate's value and the exact loss change
+        assert e == est.values[i, j] and x == pytest.approx(exact.values[i, j], abs=1e-6)
+    assert not est.exact.any() and exact.exact.all() and exact.trust == 1.0
+    back = SensitivityResult.from_dict(est.to_dict())  # plain data, trust and checks included
+    assert back.trust == est.trust and back.checks == est.checks and np.array_equal(back.exact, est.exact)
+    none = bench.sensitivity(ratios, mode="estimate", trust_cells=0, progress=False)
+    assert none.trust is None and none.checks == () and np.array_equal(none.values, est.values)
+    assert_bitwise(model, snap)
+    assert_plain(model)
+
+
+def _at_a_minimum(seed=0):
+    """Two linear layers fitted exactly (least squares in float64) to regression data: every gradient of the
+    loss is zero at these weights, yet removing weights of either layer raises the loss."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(256, 12, generator=g, dtype=torch.float64)
+    y = x @ torch.randn(12, 3, generator=g, dtype=torch.float64) + 0.1 * torch.randn(
+        256, 3, generator=g, dtype=torch.float64
+    )
+    w1 = torch.randn(12, 12, generator=g, dtype=torch.float64)
+    h = torch.cat([x @ w1.T, torch.ones(256, 1, dtype=torch.float64)], 1)
+    sol = torch.linalg.lstsq(h, y).solution  # (13, 3): the output layer's weight and bias
+    model = torch.nn.Sequential(torch.nn.Linear(12, 12, bias=False), torch.nn.Linear(12, 3))
+    with torch.no_grad():
+        model[0].weight.copy_(w1)
+        model[1].weight.copy_(sol[:12].T)
+        model[1].bias.copy_(sol[12])
+    xs, ys = x.float(), y.float()
+    return model, [(xs[i : i + 64], ys[i : i + 64]) for i in range(0, 256, 64)]
+
+
+def test_trust_is_low_when_first_order_terms_vanish_at_a_minimum():
+    model, data = _at_a_minimum()
+    bench = wb.Workbench(model, data, metric="loss")
+    ratios = np.linspace(0.1, 0.9, 9)
+    with torch.enable_grad():
+        loss = sum(torch.nn.functional.mse_loss(model(x), y, reduction="sum") for x, y in data)
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+    assert max(float(gr.abs().max()) for gr in grads) < 1e-3  # at the minimum (float32 rounding aside)
+    exact = _exact_loss(bench, ratios)
+    assert (exact.values > 0).all() and exact.values.max() > 0.1  # removing weights hurts
+    first = bench.sensitivity(ratios, mode="estimate", progress=False)
+    second = bench.sensitivity(ratios, mode="estimate", second_order=True, progress=False)
+    assert len(first.checks) == 8 and first.trust < 0.05  # predicts ~0 everywhere: not to be trusted
+    assert {i for i, _, _, _ in first.checks} == {0, 1}  # both layers checked
+    # the empirical Fisher at a near-perfect fit is tiny (squared residuals), so it misses the curvature too
+    assert 0.0 <= second.trust < 0.5
+
+
+def test_refine_run_to_the_end_is_the_exact_scan_and_fills_in_cell_by_cell():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data, metric="accuracy")
+    snap = snapshot(model)
+    ratios = np.linspace(0.1, 0.9, 9)
+    exact = _exact_loss(bench, ratios)
+    maps = []
+    res = bench.sensitivity(ratios, mode="refine", on_update=maps.append, progress=False)
+    assert bench.last_sensitivity is res
+    assert res.mode == "refine" and res.metric_name == "loss" and res.complete and res.exact.all()
+    np.testing.assert_allclose(res.values, exact.values, atol=1e-6, rtol=0)
+    assert res.baseline == pytest.approx(exact.baseline, abs=1e-9)
+    counts = [int(m.exact.sum()) for m in maps]
+    assert counts[0] == len(res.checks) and counts == list(range(counts[0], res.values.size + 1))
+    est = bench.sensitivity(ratios, mode="estimate", progress=False)
+    for m in maps:  # every intermediate map: exact where marked, the estimate elsewhere
+        np.testing.assert_allclose(m.values[m.exact], exact.values[m.exact], atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(m.values[~m.exact], est.values[~m.exact])
+    assert 0.0 <= res.trust <= 1.0
+    assert_bitwise(model, snap)
+    assert_plain(model)
+
+
+def test_refine_stops_on_a_budget_a_time_limit_a_stop_callback_or_ctrl_c():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    snap = snapshot(model)
+    ratios = np.linspace(0.1, 0.9, 9)
+    exact = _exact_loss(bench, ratios)
+    n = exact.values.size
+    part = bench.sensitivity(ratios, mode="refine", budget=0.5, progress=False)
+    assert int(part.exact.sum()) == math.ceil(0.5 * n) and not part.complete
+    calls = []
+    stopped = bench.sensitivity(ratios, mode="refine", stop=lambda: len(calls) >= 4, on_update=calls.append)
+    assert int(stopped.exact.sum()) == len(stopped.checks) + 3
+    timed = bench.sensitivity(ratios, mode="refine", time_limit=0.0, progress=False)
+    assert int(timed.exact.sum()) == len(timed.checks)
+
+    def ctrl_c(done, total):
+        if done >= 12:
+            raise KeyboardInterrupt
+
+    with pytest.warns(UserWarning, match="interrupted"):
+        cut = bench.sensitivity(ratios, mode="refine", progress=ctrl_c)
+    assert not cut.complete and 0 < int(cut.exact.sum()) < n
+    for r in (part, stopped, timed, cut):
+        np.testing.assert_allclose(r.values[r.exact], exact.values[r.exact], atol=1e-6, rtol=0)
+        assert np.isfinite(r.values).all()
+    assert_bitwise(model, snap)
+    assert_plain(model)
+
+
+def test_refine_measures_the_cells_near_the_current_ratios_first():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    ratios = np.linspace(0.1, 0.9, 9)
+    rows = bench.sensitivity(ratios, mode="estimate", trust_cells=0, progress=False).layers
+    around = {rows[0]: 0.5, rows[-1]: 0.2}
+    first = bench.sensitivity(ratios, mode="refine", trust_cells=0, around=around, budget=6 / (9 * len(rows)))
+    got = {(int(i), int(j)) for i, j in np.argwhere(first.exact)}
+    assert got == {(0, 3), (0, 4), (0, 5), (len(rows) - 1, 0), (len(rows) - 1, 1), (len(rows) - 1, 2)}
+    # a plan names its ratios the same way; with none, the largest predicted changes go first
+    plan = wb.Plan({rows[0]: wb.LayerPlan(0.5)})
+    by_plan = bench.sensitivity(ratios, mode="refine", trust_cells=0, around=plan, budget=3 / (9 * len(rows)))
+    assert {(int(i), int(j)) for i, j in np.argwhere(by_plan.exact)} == {(0, 3), (0, 4), (0, 5)}
+    est = bench.sensitivity(ratios, mode="estimate", trust_cells=0, progress=False)
+    top = bench.sensitivity(ratios, mode="refine", trust_cells=0, budget=2 / est.values.size, progress=False)
+    biggest = set(map(tuple, np.argwhere(np.abs(est.values) >= np.sort(np.abs(est.values).ravel())[-2])))
+    assert {tuple(c) for c in np.argwhere(top.exact)} == biggest
+
+
+def test_refine_measures_loss_and_says_so_for_another_metric():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    with pytest.raises(WorkbenchError, match=r"metric is 'loss'.*mode='exact'"):
+        bench.sensitivity(mode="refine", metric="accuracy")
+    with pytest.raises(WorkbenchError, match=r"budget .* \[0, 1\]; got 1.5"):
+        bench.sensitivity(mode="refine", budget=1.5)
+
+
+# ---------------------------------------------------------------- several ratios per pass
+@pytest.mark.parametrize("arch", ["rescat", "mha", "digits-cnn", "digits-resnet"])
+def test_batched_points_equal_one_at_a_time_points(arch, monkeypatch):
+    from workbench.analysis import _points
+
+    if arch.startswith("digits"):
+        model, d = wb.demo.load(arch)
+        data = d.calib
+    else:
+        model, data = make(arch)
+    bench = wb.Workbench(model, data, metric="loss")
+    snap = snapshot(model)
+    ratios = np.linspace(0.1, 0.9, 9)
+    ran = []
+    real = _points._batched_outputs
+    monkeypatch.setattr(_points, "_batched_outputs", lambda *a: ran.append(1) or real(*a))
+    one = bench.sensitivity(ratios, engine="suffix", progress=False)
+    assert not ran
+    many = bench.sensitivity(ratios, engine="batched", progress=False)
+    assert ran and "vmap" in many.engine
+    np.testing.assert_allclose(many.values, one.values, atol=1e-6, rtol=0)
+    assert_bitwise(model, snap)
+    assert_plain(model)

@@ -275,6 +275,31 @@ def test_update_sensitivity_in_place(synth):
     save(fig, f"sensitivity_updated_{n}rows")
 
 
+def test_sensitivity_title_gives_the_trust_and_refine_marks_exact_cells():
+    from workbench.demo import load
+
+    model, data = load("digits-mlp")
+    bench = wb.Workbench(model, data)
+    est = bench.sensitivity((0.3, 0.6, 0.9), mode="estimate", progress=False)
+    fig, ax = plt.subplots()
+    viz.plot_sensitivity(est, ax=ax)
+    assert f"trust {est.trust:.2f}: {len(est.checks)} cells checked" in ax.get_title()
+    assert not [line for line in ax.lines if line.get_gid() == "exact-cells"]
+    plt.close(fig)
+    maps = []
+    bench.sensitivity((0.3, 0.6, 0.9), mode="refine", on_update=maps.append, progress=False)
+    fig, ax = plt.subplots()
+    im = viz.plot_sensitivity(maps[0], ax=ax)
+    for m in (maps[0], maps[len(maps) // 2], maps[-1]):  # the heatmap filling in, one image updated in place
+        viz.update_sensitivity(im, m)
+        n = int(m.exact.sum())
+        assert f"{n}/{m.exact.size} cells exact" in ax.get_title()
+        (dots,) = [line for line in ax.lines if line.get_gid() == "exact-cells"]
+        got = {(round(y + 0.28), round(x + 0.32)) for x, y in zip(dots.get_xdata(), dots.get_ydata())}
+        assert got == {(int(i), int(j)) for i, j in np.argwhere(m.exact)}
+    save(fig, "sensitivity_refine_marks")
+
+
 # ---------------------------------------------------------------- entropy
 
 

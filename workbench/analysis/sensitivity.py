@@ -4,8 +4,11 @@ Exact mode prunes one row at a time at each ratio and evaluates; the numbers equ
 (deepcopy, prune one layer, evaluate) but cost far less: the model is never copied or changed (masked
 variants are structural clones sharing all other weights), each row is scored once for all ratios, and
 only the part of the network downstream of the pruned layer re-runs on cached activations (torch.fx;
-models it cannot trace fall back to full passes). Estimate mode predicts the loss change of every point
-from one forward/backward pass (first-order Taylor, optionally plus a diagonal-Fisher second-order term).
+models it cannot trace fall back to full passes), the ratios of one row batched into one pass (`_points`).
+Estimate mode predicts the loss change of every point from one forward/backward pass (first-order Taylor,
+optionally plus a diagonal-Fisher second-order term) and says how far to trust it: its agreement with exact
+loss changes on a few sampled cells (`_estimate`). Refine mode starts from the estimate and replaces cells with
+exact loss changes, the ones that matter first, until stopped or done (`_refine`).
 """
 
 from __future__ import annotations
@@ -15,21 +18,26 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..adapter import Adapter, logits_of, size, take
+from ..adapter import Adapter
 from ..errors import DataError, GranularityError, WorkbenchError
 from ..evaluate import MetricLike, check_metric, eval_mode, higher_is_better
 from ..masks.granularity import get_granularity
-from ..masks.select import Ranking, block_ranking, group_ranking, nm_masks, weight_ranking
-from ._graph import SuffixRunner, clone_with, full_outputs, masked_params
+from ..masks.select import Ranking, _scores, block_ranking, group_ranking, nm_masks
+from ._estimate import _grads, _squared_sample_grads, estimate_values, pick_cells, trust_figure
+from ._points import PointEvaluator
+from ._ranking import PrefixRanking
 
-__all__ = ["AnalysisError", "Row", "SensitivityResult", "rows_for", "sensitivity"]
+__all__ = ["AnalysisError", "Row", "SensitivityResult", "refine_steps", "rows_for", "sensitivity"]
+
+_ = (_grads, _squared_sample_grads)  # kept importable from here (tests, older callers)
+TRUST_CELLS = 8
 
 
 class AnalysisError(WorkbenchError):
@@ -52,7 +60,13 @@ class Row:
 @dataclass(frozen=True)
 class SensitivityResult:
     """`values[i, j]`: metric change (pruned minus baseline) when row `layers[i]` alone is pruned to
-    `ratios[j]`. In estimate mode the values are predicted loss changes. NaN: not computed (interrupted)."""
+    `ratios[j]`. In estimate mode the values are predicted loss changes. NaN: not computed (interrupted).
+
+    `exact[i, j]`: whether the cell holds a measured (not predicted) value: all computed cells of an exact scan,
+    none of an estimate, the refined ones of a refine scan. `trust` in [0, 1]: how far the predicted cells can be
+    trusted (1.0 for exact scans; for estimates their agreement with exact values on a few sampled cells, see
+    `workbench.analysis._estimate`), None if not measured. `checks`: the sampled cells as
+    ``(row, column, estimated, exact)``."""
 
     layers: tuple[str, ...]
     members: tuple[tuple[str, ...], ...]
@@ -67,6 +81,9 @@ class SensitivityResult:
     seconds: float = 0.0
     complete: bool = True
     engine: str = ""
+    exact: np.ndarray | None = None
+    trust: float | None = None
+    checks: tuple[tuple[int, int, float, float], ...] = ()
 
     @property
     def units(self) -> str:
@@ -100,6 +117,9 @@ class SensitivityResult:
             "seconds": self.seconds,
             "complete": self.complete,
             "engine": self.engine,
+            "exact": None if self.exact is None else np.asarray(self.exact, dtype=bool).tolist(),
+            "trust": self.trust,
+            "checks": [list(c) for c in self.checks],
         }
 
     @classmethod
@@ -109,6 +129,9 @@ class SensitivityResult:
         d["members"] = tuple(tuple(m) for m in d["members"])
         d["ratios"] = np.asarray(d["ratios"], dtype=float)
         d["values"] = np.asarray([[math.nan if v is None else v for v in r] for r in d["values"]], dtype=float)
+        if d.get("exact") is not None:
+            d["exact"] = np.asarray(d["exact"], dtype=bool).reshape(d["values"].shape)
+        d["checks"] = tuple((int(i), int(j), float(e), float(x)) for i, j, e, x in d.get("checks", ()))
         return cls(**d)
 
     def to_pandas(self):
@@ -156,9 +179,10 @@ def rows_for(bench, granularity: str, criterion: str, layers: Sequence[str] | No
                 for p in t.param_names():
                     masks.update(nm_masks(model, store, t, p, g.shape, criterion, seed, data, cache))
                 rows.append(Row(t.name, (t.name,), _fixed_ranking(masks, g.fixed_ratio)))
-            else:
-                pairs = [(t, p) for p in t.param_names()]
-                rows.append(Row(t.name, (t.name,), weight_ranking(model, store, pairs, criterion, seed, data, cache)))
+            else:  # the masks weight_ranking gives, without sorting a 100M-weight layer (see _ranking)
+                env = (data, cache)
+                scores = [_scores(model, store, t, p, criterion, seed, env) for p in t.param_names()]
+                rows.append(Row(t.name, (t.name,), PrefixRanking(t.param_names(), scores)))
         return rows
     # structured: connected components of targets that share a coupled group
     comp: dict[str, set[str]] = {}
@@ -249,19 +273,46 @@ def sensitivity(
     executor: Executor | None = None,
     progress: Callable[[int, int], None] | bool | None = True,
     engine: str = "auto",
+    trust_cells: int = TRUST_CELLS,
+    around: Any = None,
+    budget: float | None = None,
+    time_limit: float | None = None,
+    stop: Callable[[], bool] | None = None,
+    on_update: Callable[[SensitivityResult], None] | None = None,
 ) -> SensitivityResult:
-    """Metric change per row (layer or coupled group) and ratio; see the module docstring."""
+    """Metric change per row (layer or coupled group) and ratio; see the module docstring.
+
+    ``mode="exact"`` measures every cell; ``"estimate"`` predicts loss changes from one gradient pass and measures
+    `trust_cells` sampled cells exactly for its `trust` figure (0: no check); ``"refine"`` starts from the estimate
+    and measures cells (loss changes) in order of expected impact: cells at or next to each row's ratio in `around`
+    (a `Plan` or ``{layer: ratio}``; default: the bench's current state) first, then by predicted magnitude.
+    It stops when all are measured, when `budget` (a share of the cells) are, after `time_limit` seconds, when
+    `stop()` returns True, or on Ctrl-C (or a `progress` callback raising KeyboardInterrupt), and returns the map
+    with `exact` marking the measured cells; `on_update(result)` is called after each measured cell."""
     ratios_arr = np.asarray(list(ratios), dtype=float)
     if ratios_arr.size == 0:
         raise WorkbenchError("sensitivity needs at least one ratio, e.g. ratios=np.linspace(0.1, 0.9, 9)")
     bad = [r for r in ratios_arr if not (0.0 <= r < 1.0)]
     if bad:
         raise WorkbenchError(f"sensitivity ratios must be in [0, 1), got {bad}")
-    if mode not in ("exact", "estimate"):
-        raise WorkbenchError(f"mode must be 'exact' or 'estimate', got {mode!r}")
+    if engine not in ("auto", "suffix", "batched", "full"):
+        raise WorkbenchError(f"engine must be 'auto', 'suffix', 'batched' or 'full', got {engine!r}")
+    if mode not in ("exact", "estimate", "refine"):
+        raise WorkbenchError(f"mode must be 'exact', 'estimate' or 'refine', got {mode!r}")
+    if budget is not None and not (0.0 <= budget <= 1.0):
+        raise WorkbenchError(f"budget is the share of cells to measure, in [0, 1]; got {budget}")
+    if trust_cells < 0:
+        raise WorkbenchError(f"trust_cells must be >= 0 (0: no check), got {trust_cells}")
     data = data if data is not None else bench.calib
     if data is None:
         raise DataError("sensitivity needs data: pass data= or create the Workbench with data")
+    if mode == "refine":
+        if metric is not None and metric != "loss":
+            raise WorkbenchError(
+                f"refine mode fills an estimate of loss changes with measured loss changes, so its metric is 'loss'; "
+                f"got metric={metric!r}: leave metric out (or scan with mode='exact' for {metric!r})"
+            )
+        metric = "loss"
     metric = metric if metric is not None else bench.metric
     check_metric(metric)
     from ..criteria import get_criterion
@@ -276,45 +327,60 @@ def sensitivity(
     t0 = time.perf_counter()
     rows = rows_for(bench, granularity, criterion, layers)
     if mode == "estimate":
-        return _estimate(bench, rows, ratios_arr, data, second_order, granularity, criterion, t0, progress)
+        return _estimate(
+            bench, rows, ratios_arr, data, second_order, granularity, criterion, t0, progress, trust_cells, engine
+        )
+    if mode == "refine":
+        from ._refine import refine_steps as steps
+
+        last = None
+        gen = steps(
+            bench, rows, ratios_arr, data, second_order, granularity, criterion, t0, progress, engine,
+            trust_cells=trust_cells, around=around, budget=budget, time_limit=time_limit, stop=stop,
+        )  # fmt: skip
+        try:
+            for last in gen:
+                if on_update is not None:
+                    on_update(last)
+        except KeyboardInterrupt:
+            gen.close()
+            if last is None:
+                raise
+            warnings.warn("sensitivity refine interrupted: returning the map refined so far", stacklevel=3)
+        return replace(last, seconds=time.perf_counter() - t0)
     return _exact(bench, rows, ratios_arr, data, metric, granularity, criterion, executor, progress, engine, t0)
 
 
+def refine_steps(bench, ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), granularity="weight", criterion="magnitude",
+                 **kwargs: Any):  # fmt: skip
+    """Refine mode as a generator: yields the map after the estimate and after each measured cell (the caller
+    stops by leaving the loop). Takes `sensitivity`'s keywords (not `mode`, `metric`, `on_update`)."""
+    from ._refine import refine_steps as steps
+
+    ratios_arr = np.asarray(list(ratios), dtype=float)
+    rows = rows_for(bench, granularity, criterion, kwargs.pop("layers", None))
+    data = kwargs.pop("data", None)
+    data = data if data is not None else bench.calib
+    with bench.store.lock:
+        yield from steps(
+            bench, rows, ratios_arr, data, kwargs.pop("second_order", False), granularity, criterion,
+            time.perf_counter(), kwargs.pop("progress", None), kwargs.pop("engine", "auto"), **kwargs,
+        )  # fmt: skip
+
+
 def _exact(bench, rows, ratios, data, metric, granularity, criterion, executor, progress, engine, t0):
-    model, adapter = bench.model, bench.adapter
+    model = bench.model
     values = np.full((len(rows), len(ratios)), np.nan)
     metric_name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
     higher = higher_is_better(metric)
-    runner = None
     from .distributed import dask_client
 
     client = dask_client(executor)  # a Dask cluster: full forward passes on each worker's copy (and the baseline)
     with eval_mode(model):
-        if engine in ("auto", "suffix") and isinstance(metric, str) and client is None:
-            try:
-                runner = SuffixRunner(model, data, adapter=adapter)
-            except Exception as e:  # fx cannot trace every model; the fallback is exact too
-                if engine == "suffix":
-                    raise WorkbenchError(f"the suffix engine cannot run this model: {e}") from e
-        baseline = _baseline(adapter, model, data, metric, runner)
-        if not math.isfinite(baseline):
-            raise AnalysisError(f"the metric is {baseline} on the unpruned model; it must be a finite number")
-
-        def point(i: int, j: int) -> float:
-            params = masked_params(model, rows[i].ranking.masks(float(ratios[j])))
-            if runner is not None:
-                value = _metric_value(adapter, runner.outputs(params), metric)
-            elif isinstance(metric, str):
-                value = _metric_value(adapter, full_outputs(model, params, data, adapter), metric)
-            else:
-                clone = clone_with(model, params).eval()
-                value = float(metric(clone, data))
-            if not math.isfinite(value):
-                raise AnalysisError(f"the metric returned {value} for layer {rows[i].label!r} at ratio {ratios[j]:g}")
-            return value - baseline
-
-        jobs = [(i, j) for i in range(len(rows)) for j in range(len(ratios))]
+        ev = PointEvaluator(bench, rows, ratios, data, metric, engine, client)
+        baseline = ev.baseline
         if client is not None:
+            jobs = [(i, j) for i in range(len(rows)) for j in range(len(ratios))]
             values, complete = _dask_points(bench, client, rows, ratios, jobs, data, metric, baseline, progress, values)
             return _result(
                 rows,
@@ -330,20 +396,22 @@ def _exact(bench, rows, ratios, data, metric, granularity, criterion, executor, 
                 complete,
                 "dask (full forward on each worker's copy)",
             )
+        jobs = [(i, js) for i in range(len(rows)) for js in ev.chunks(i, list(range(len(ratios))))]
         own = executor is None
         pool = ThreadPoolExecutor(max_workers=max(1, min(4, torch.get_num_threads()))) if own else executor
-        bar = _bar(progress, len(jobs), f"sensitivity ({granularity}/{criterion})")
+        bar = _bar(progress, len(rows) * len(ratios), f"sensitivity ({granularity}/{criterion})")
         futures = {}
         complete = True
         try:
-            futures = {pool.submit(point, i, j): (i, j) for i, j in jobs}
+            futures = {pool.submit(ev.points, i, js): (i, js) for i, js in jobs}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.1, return_when="FIRST_COMPLETED")
                 for f in done:
-                    i, j = futures[f]
-                    values[i, j] = f.result()
-                    bar(1)
+                    i, js = futures[f]
+                    for j, v in zip(js, f.result()):
+                        values[i, j] = v
+                        bar(1)
         except KeyboardInterrupt:
             complete = False
             for f in futures:
@@ -365,10 +433,64 @@ def _exact(bench, rows, ratios, data, metric, granularity, criterion, executor, 
             bar(0, close=True)
             if own:
                 pool.shutdown(wait=True, cancel_futures=True)
-    eng = "suffix (torch.fx, cached activations)" if runner is not None else "full forward on structural clones"
     return _result(
-        rows, ratios, values, baseline, metric_name, higher, granularity, criterion, "exact", t0, complete, eng
+        rows, ratios, values, baseline, metric_name, higher, granularity, criterion, "exact", t0, complete, ev.engine
     )
+
+
+def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t0, progress, trust_cells, engine):
+    """Predicted loss changes (`_estimate.estimate_values`) and their trust figure from `trust_cells` cells
+    measured exactly. `progress` counts batches, then checked cells (a callback may raise to stop)."""
+    values, checks, _ = _estimate_and_checks(
+        bench, rows, ratios, data, second_order, granularity, criterion, progress, trust_cells, engine
+    )
+    trust = trust_figure([c[2] for c in checks], [c[3] for c in checks]) if checks else None
+    return _result(
+        rows,
+        ratios,
+        values,
+        0.0,
+        "loss (estimated)",
+        False,
+        granularity,
+        criterion,
+        "estimate",
+        t0,
+        True,
+        "first-order Taylor" + (" + diagonal Fisher" if second_order else ""),
+        trust=trust,
+        checks=tuple(checks),
+    )
+
+
+def _estimate_and_checks(bench, rows, ratios, data, second_order, granularity, criterion, progress, k, engine):
+    """(estimated values, [(i, j, estimated, exact)] on `k` sampled cells, the exact PointEvaluator or None)."""
+    try:
+        n_batches = len(data)
+    except TypeError:
+        n_batches = 0
+    cells = pick_cells(len(rows), len(ratios), k) if k else []
+    total = n_batches + len(cells)
+    bar = _bar(progress, total, f"sensitivity estimate ({granularity}/{criterion})")
+    done = [0]
+
+    def step(n: int, close: bool = False) -> None:
+        done[0] += n
+        bar(n, close)
+
+    tick = (lambda: progress(done[0], total)) if callable(progress) else None
+    try:
+        values = estimate_values(bench, rows, ratios, data, second_order, step, tick)
+        checks, ev = [], None
+        if cells:
+            with eval_mode(bench.model):
+                ev = PointEvaluator(bench, rows, ratios, data, "loss", engine)
+                for i, j in cells:
+                    checks.append((i, j, float(values[i, j]), ev.point(i, j)))
+                    step(1)
+    finally:
+        bar(0, close=True)
+    return values, checks, ev
 
 
 def _dask_points(bench, client, rows, ratios, jobs, data, metric, baseline, progress, values):
@@ -406,15 +528,13 @@ def _dask_points(bench, client, rows, ratios, jobs, data, metric, baseline, prog
     return values, True
 
 
-def _baseline(adapter, model, data, metric, runner) -> float:
-    if runner is not None:
-        return _metric_value(adapter, runner.outputs({}), metric)
-    if isinstance(metric, str):
-        return _metric_value(adapter, full_outputs(model, {}, data, adapter), metric)
-    return float(metric(model, data))
-
-
-def _result(rows, ratios, values, baseline, metric_name, higher, granularity, criterion, mode, t0, complete, engine):
+def _result(
+    rows, ratios, values, baseline, metric_name, higher, granularity, criterion, mode, t0, complete, engine, **extra
+):
+    if "exact" not in extra:  # an exact scan: every computed cell is measured
+        extra["exact"] = ~np.isnan(values) if mode == "exact" else np.zeros(values.shape, dtype=bool)
+    if mode == "exact":
+        extra.setdefault("trust", 1.0)
     return SensitivityResult(
         layers=tuple(r.label for r in rows),
         members=tuple(r.members for r in rows),
@@ -429,6 +549,7 @@ def _result(rows, ratios, values, baseline, metric_name, higher, granularity, cr
         seconds=time.perf_counter() - t0,
         complete=complete,
         engine=engine,
+        **extra,
     )
 
 
@@ -451,119 +572,3 @@ def _bar(progress, total: int, desc: str):
             progress(done[0], total)
 
     return step
-
-
-def _grads(adapter, model, names, params, x, y) -> list[Tensor]:
-    """Loss gradients of `params` (named `names`) as float64, also for frozen ones (``requires_grad=False``): the
-    model runs on detached leaves through `torch.func.functional_call`, so no flag and no ``.grad`` is touched."""
-    from torch.func import functional_call
-
-    leaves = {n: p.detach().requires_grad_(True) for n, p in zip(names, params)}
-    args, kwargs = (x, {}) if isinstance(x, (list, tuple)) else (((), x) if isinstance(x, dict) else ((x,), {}))
-    loss, count = adapter.loss(functional_call(model, leaves, tuple(args), kwargs), x, y)
-    if not loss.requires_grad:  # nothing the loss depends on is among `params`
-        return [torch.zeros_like(p, dtype=torch.float64) for p in params], count
-    gs = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-    return [torch.zeros_like(p, dtype=torch.float64) if g is None else g.double() for p, g in zip(params, gs)], count
-
-
-def _squared_sample_grads(adapter, model, names, params, x, y, tick=None) -> list[Tensor]:
-    """Per parameter, the sum over the batch's samples of each sample's squared loss gradient. Vectorised
-    (torch.func.vmap over per-sample grads) over chunks of at most ~64 MB of gradients, each squared and summed
-    before the next (the per-sample gradients of a whole batch are never held at once); models vmap cannot
-    batch (recurrent kernels, random ops) take one backward pass per sample instead, with the same result.
-    `tick()` is called between chunks (a Stop button's check)."""
-    if isinstance(x, Tensor) and x.dim() > 0 and y is not None and y.dim() > 0 and adapter.task is not None:
-        task = adapter.task
-        try:
-            from torch.func import functional_call, grad, vmap
-
-            def loss_one(pd: dict[str, Tensor], xs: Tensor, ys: Tensor) -> Tensor:
-                out = logits_of(functional_call(model, pd, (xs.unsqueeze(0),)))
-                return task.loss_sum(out, ys.unsqueeze(0), check=False)[0]
-
-            pd = {n: p.detach() for n, p in zip(names, params)}
-            chunk = max(1, min(int(y.shape[0]), (1 << 24) // max(1, sum(p.numel() for p in params))))
-            per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))
-            acc = [torch.zeros_like(p, dtype=torch.float64) for p in params]
-            for start in range(0, int(y.shape[0]), chunk):
-                gs = per_sample(pd, x[start : start + chunk], y[start : start + chunk])
-                for a, n in zip(acc, names):
-                    a += gs[n].square().sum(0, dtype=torch.float64)
-                del gs
-                if tick is not None:
-                    tick()
-            return acc
-        except (KeyboardInterrupt, MemoryError):
-            raise
-        except Exception:  # no batching rule for some op: the per-sample loop below
-            pass
-    out = [torch.zeros_like(p, dtype=torch.float64) for p in params]
-    for s in range(size(x)):
-        xs, ys = take(x, 1, s), None if y is None else y[s : s + 1]
-        for acc, g in zip(out, _grads(adapter, model, names, params, xs, ys)[0]):
-            acc += g * g
-        if tick is not None and s % 16 == 15:
-            tick()
-    return out
-
-
-def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t0, progress=None) -> SensitivityResult:
-    """Predicted loss change per point from gradients (and squared gradients) of one pass over `data`.
-    `progress` counts batches (a callback may raise to stop: nothing on the model is changed)."""
-    model, adapter = bench.model, bench.adapter
-    names = sorted({n for r in rows for n in r.ranking.masks(float(ratios.max()))})
-    params = [model.get_parameter(n) for n in names]
-    grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
-    fisher = [torch.zeros_like(p, dtype=torch.float64) for p in params] if second_order else None
-    n = 0
-    try:
-        total = len(data)
-    except TypeError:
-        total = 0
-    bar = _bar(progress, total, f"sensitivity estimate ({granularity}/{criterion})")
-    done = [0]
-    tick = (lambda: progress(done[0], total)) if callable(progress) else None
-    with eval_mode(model), torch.enable_grad():
-        for x, y in adapter.batches(data, model):
-            gs, count = _grads(adapter, model, names, params, x, y)  # autograd.grad: no .grad written on the model
-            for acc, g in zip(grads, gs):
-                acc += g
-            if fisher is not None:  # diagonal empirical Fisher from per-sample gradients
-                for acc, g2 in zip(fisher, _squared_sample_grads(adapter, model, names, params, x, y, tick)):
-                    acc += g2
-            n += count  # loss terms: samples, or tokens for language models
-            done[0] += 1
-            bar(1)
-    bar(0, close=True)
-    if n == 0:
-        raise DataError("sensitivity estimate: the data yielded no samples")
-    index = {name: i for i, name in enumerate(names)}
-    values = np.zeros((len(rows), len(ratios)))
-    with torch.no_grad():
-        for i, row in enumerate(rows):
-            for j, r in enumerate(ratios):
-                total = 0.0
-                for name, mask in row.ranking.masks(float(r)).items():
-                    k = index[name]
-                    w = params[k].double()
-                    cur = bench.store.current(name)
-                    new = mask if cur is None else mask & ~cur
-                    total += float((-grads[k] / n * w)[new].sum())  # L(w with w_i=0) - L(w) ≈ -g·w
-                    if fisher is not None:
-                        total += float((0.5 * fisher[k] / n * w * w)[new].sum())
-                values[i, j] = total
-    return _result(
-        rows,
-        ratios,
-        values,
-        0.0,
-        "loss (estimated)",
-        False,
-        granularity,
-        criterion,
-        "estimate",
-        t0,
-        True,
-        "first-order Taylor" + (" + diagonal Fisher" if second_order else ""),
-    )

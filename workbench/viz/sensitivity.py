@@ -2,7 +2,9 @@
 
 The colour map diverges at 0 and is oriented so that *damage is red*: for a metric where higher is better
 (accuracy) negative changes are red, for one where lower is better (loss) positive changes are red. Cells that
-were not computed (an interrupted scan) are grey and hatched. A live scan redraws with `update_sensitivity`.
+were not computed (an interrupted scan) are grey and hatched. An estimate's title gives its trust figure (agreement
+with exact values on the checked cells); a refine scan's title counts its exact cells, and each exact cell gets a
+dark outline and a dot, so the map shows which cells are measured while it fills in (`update_sensitivity`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ def _halfrange(values: np.ndarray) -> float:
 
 def _title(sens: SensitivityResult) -> str:
     title = f"{sens.metric_name} sensitivity · {sens.granularity} / {sens.criterion} · {sens.mode}"
+    trust = getattr(sens, "trust", None)
+    checked = len(getattr(sens, "checks", ()))
+    if sens.mode == "refine" and getattr(sens, "exact", None) is not None:
+        ex = np.asarray(sens.exact, dtype=bool)
+        title += f": {int(ex.sum())}/{ex.size} cells exact (•)"
+        if trust is not None:
+            title += f", estimate trust {trust:.2f}"
+        return title
+    if sens.mode == "estimate" and trust is not None:
+        title += f" (trust {trust:.2f}: {checked} cells checked)"
     missing = int(np.isnan(np.asarray(sens.values, dtype=float)).sum())
     if missing or not sens.complete:
         title += f" (interrupted: {missing} cells missing)"
@@ -58,13 +70,30 @@ def _format(v: float) -> str:
     return "0" if s in ("0", "-0") else s
 
 
-def _draw_overlays(im: AxesImage, values: np.ndarray, annotate: bool) -> None:
-    """Hatch missing cells and (optionally) write each value in its cell; replaces earlier overlays."""
+def _exact_cells(sens: SensitivityResult) -> np.ndarray | None:
+    """The cells to mark as measured: a refine scan's exact ones (an exact scan's are all exact: no marks)."""
+    exact = getattr(sens, "exact", None)
+    if sens.mode != "refine" or exact is None:
+        return None
+    return np.asarray(exact, dtype=bool)
+
+
+def _draw_overlays(im: AxesImage, values: np.ndarray, annotate: bool, exact: np.ndarray | None = None) -> None:
+    """Hatch missing cells, outline and dot exact ones (`exact`), and (optionally) write each value in its cell;
+    replaces earlier overlays."""
     state = _OVERLAYS.setdefault(im, {"artists": [], "annotate": annotate})
     for artist in state["artists"]:
         artist.remove()
     state["artists"] = []
     ax = im.axes
+    if exact is not None and exact.any():
+        where = np.argwhere(exact)
+        boxes = [Rectangle((j - 0.46, i - 0.46), 0.92, 0.92) for i, j in where]
+        outline = PatchCollection(boxes, facecolor="none", edgecolor="0.1", linewidth=1.0, zorder=2.5)
+        ax.add_collection(outline, autolim=False)
+        (dots,) = ax.plot(where[:, 1] - 0.32, where[:, 0] - 0.28, "o", color="0.1", markersize=2.5, zorder=2.6)
+        dots.set_gid("exact-cells")
+        state["artists"] += [outline, dots]
     missing = np.argwhere(np.isnan(values))
     if len(missing):
         cells = [Rectangle((j - 0.5, i - 0.5), 1, 1) for i, j in missing]
@@ -144,7 +173,7 @@ def plot_sensitivity(
     category_ticks(ax, row_labels(sens.layers, sens.members), "y")
     if annotate is None:
         annotate = values.shape[0] <= MAX_ANNOTATED[0] and values.shape[1] <= MAX_ANNOTATED[1]
-    _draw_overlays(im, values, bool(annotate))
+    _draw_overlays(im, values, bool(annotate), _exact_cells(sens))
     return im
 
 
@@ -162,7 +191,7 @@ def update_sensitivity(im: AxesImage, sens: SensitivityResult) -> AxesImage:
     if isinstance(im.norm, CenteredNorm):
         im.norm.halfrange = _halfrange(values)
     state = _OVERLAYS.get(im, {"annotate": False})
-    _draw_overlays(im, values, state["annotate"])
+    _draw_overlays(im, values, state["annotate"], _exact_cells(sens))
     im.axes.set_title(_title(sens))
     im.axes.figure.canvas.draw_idle()
     return im

@@ -1,0 +1,203 @@
+"""Exact sensitivity points: the metric change when one row is pruned to one ratio, on the live model's structural
+clones (the model is never written to).
+
+`PointEvaluator` builds what every point shares once (the torch.fx suffix runner with its cached activations, the
+baseline). With ``engine="batched"`` it evaluates a row at several ratios in one pass: the pruned layer runs once
+per variant on its cached input (the very call a one-point evaluation makes), the outputs are stacked along a new
+leading dimension and the part of the network downstream runs once under `torch.func.vmap` (shared weights and
+cached activations elsewhere), so the Python work of re-running the suffix is paid once per row chunk instead of
+once per point. Values agree with one-point evaluation to float32 rounding (downstream ops see a V-times larger
+batch), not bitwise. On a 2-core CPU the demo models are compute-bound and vmap's per-op cost outweighs the saved
+dispatch (measured 0.9-1.8x *slower*, benchmarks/sensitivity.py), so the default (``"auto"``) evaluates one
+point per pass; the batched pass is for accelerators, where per-kernel launch cost dominates small models.
+Models or ops vmap cannot batch fall back to one point at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+from torch.utils._pytree import tree_map
+
+from ..evaluate import MetricLike
+from ._graph import SuffixRunner, clone_with, full_outputs, masked_params
+
+__all__ = ["PointEvaluator"]
+
+STACK_BYTES = 256 << 20  # stacked masked tensors of one batched pass, at most
+ACTIVATION_BYTES = 1 << 30  # re-run activations of one batched pass (all batches of the data), at most
+
+
+class PointEvaluator:
+    """`(i, j) -> metric change` for rows `rows` at `ratios`. Use inside `eval_mode(model)`."""
+
+    def __init__(self, bench, rows, ratios, data, metric: MetricLike, engine: str = "auto", client=None):
+        from .sensitivity import AnalysisError, WorkbenchError
+
+        self.model, self.adapter = bench.model, bench.adapter
+        self.rows, self.ratios, self.data, self.metric = rows, np.asarray(ratios, dtype=float), data, metric
+        self.runner: SuffixRunner | None = None
+        self.batched = engine == "batched"
+        if engine in ("auto", "suffix", "batched") and isinstance(metric, str) and client is None:
+            try:
+                self.runner = SuffixRunner(self.model, data, adapter=self.adapter)
+            except Exception as e:  # fx cannot trace every model; the fallback is exact too
+                if engine in ("suffix", "batched"):
+                    raise WorkbenchError(f"the suffix engine cannot run this model: {e}") from e
+        self.baseline = self._measure({}) if client is None else self._baseline_full()
+        if not math.isfinite(self.baseline):
+            raise AnalysisError(f"the metric is {self.baseline} on the unpruned model; it must be a finite number")
+
+    @property
+    def engine(self) -> str:
+        if self.runner is None:
+            return "full forward on structural clones"
+        return "suffix (torch.fx, cached activations" + (", ratios batched with vmap)" if self.batched else ")")
+
+    # one point ----------------------------------------------------------------------------------
+    def _baseline_full(self) -> float:
+        from .sensitivity import _metric_value
+
+        if isinstance(self.metric, str):
+            return _metric_value(self.adapter, full_outputs(self.model, {}, self.data, self.adapter), self.metric)
+        return float(self.metric(self.model, self.data))
+
+    def _measure(self, params: dict[str, Tensor]) -> float:
+        from .sensitivity import _metric_value
+
+        if self.runner is not None:
+            return _metric_value(self.adapter, self.runner.outputs(params), self.metric)
+        if isinstance(self.metric, str):
+            return _metric_value(self.adapter, full_outputs(self.model, params, self.data, self.adapter), self.metric)
+        return float(self.metric(clone_with(self.model, params).eval(), self.data))
+
+    def _check(self, i: int, j: int, value: float) -> float:
+        from .sensitivity import AnalysisError
+
+        if not math.isfinite(value):
+            raise AnalysisError(
+                f"the metric returned {value} for layer {self.rows[i].label!r} at ratio {self.ratios[j]:g}"
+            )
+        return value - self.baseline
+
+    def point(self, i: int, j: int) -> float:
+        params = masked_params(self.model, self.rows[i].ranking.masks(float(self.ratios[j])))
+        return self._check(i, j, self._measure(params))
+
+    # several ratios of one row --------------------------------------------------------------------
+    def chunks(self, i: int, js: Sequence[int]) -> list[list[int]]:
+        """`js` split into groups that one batched pass evaluates within the memory bounds."""
+        if self.runner is None or not self.batched or len(js) < 2:
+            return [[j] for j in js]
+        masks = self.rows[i].ranking.masks(float(self.ratios[js[0]]))
+        per = sum(self.model.get_parameter(n).nbytes for n in masks)
+        _, _, order = self.runner.plan(masked_params(self.model, masks))
+        act = sum(env[n].nbytes for env, _, _ in self.runner.cache for n in order if isinstance(env.get(n), Tensor))
+        v = max(1, min(len(js), STACK_BYTES // max(per, 1), ACTIVATION_BYTES // max(act, 1)))
+        return [list(js[k : k + v]) for k in range(0, len(js), v)]
+
+    def points(self, i: int, js: Sequence[int]) -> list[float]:
+        """Metric changes of row `i` at ratios `js` (one batched pass when the suffix engine runs)."""
+        if len(js) == 1 or self.runner is None or not self.batched:
+            return [self.point(i, j) for j in js]
+        variants = [masked_params(self.model, self.rows[i].ranking.masks(float(self.ratios[j]))) for j in js]
+        try:
+            outs = _batched_outputs(self.runner, variants)
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception:  # no batching rule for an op of the suffix: one point at a time (same values)
+            return [self.point(i, j) for j in js]
+        from .sensitivity import _metric_value
+
+        values = []
+        for v, j in enumerate(js):
+            pick = lambda t, v=v: t[v] if isinstance(t, Tensor) else t  # noqa: E731
+            per_batch = ((tree_map(pick, out), x, y) for out, (_, x, y) in zip(outs, self.runner.cache))
+            values.append(self._check(i, j, _metric_value(self.adapter, per_batch, self.metric)))
+        return values
+
+
+def _batched_outputs(runner: SuffixRunner, variants: list[dict[str, Tensor]]) -> list[Any]:
+    """Per cached batch, the model's output for every variant (stacked along a new leading dimension): the nodes
+    downstream of the variants' tensors run once under vmap over the stacked tensors."""
+    from torch.func import functional_call, vmap
+
+    names = list(variants[0])
+    if any(list(v) != names for v in variants):
+        raise ValueError("variants must replace the same tensors")
+    stacked = {n: torch.stack([v[n] for v in variants]) for n in names}
+    leaf_of: dict[str, tuple[str, str]] = {}
+    attrs = set()
+    for n in names:
+        if n in runner.attrs:
+            attrs.add(n)
+            continue
+        leaf = runner._leaf_of(n)
+        if leaf is None:
+            raise LookupError(f"parameter {n!r} is not reached by any traced module call")
+        leaf_of[n] = (leaf, n[len(leaf) + 1 :])
+    _, _, order = runner.plan(variants[0])
+    position = {node: k for k, node in enumerate(order)}
+    last: dict[fx.Node, int] = {}
+    for k, node in enumerate(order):  # free a re-run value after its last use in the suffix
+        for a in node.all_input_nodes:
+            if a in position:
+                last[a] = k
+    keep = set(runner.output.all_input_nodes)
+    interp = fx.Interpreter(runner.gm, garbage_collect_values=False)
+
+    # modules re-run on cached inputs only (the pruned layer itself) run per variant outside vmap, exactly the
+    # call a one-point evaluation makes; vmap batches what runs downstream of them
+    entry = [
+        n
+        for n in order
+        if n.op == "call_module" and n.target in {leaf for leaf, _ in leaf_of.values()}
+        and not any(a in position for a in n.all_input_nodes)
+    ]  # fmt: skip
+    clones: dict[str, list[nn.Module]] = {}
+    for node in entry:
+        per_variant = []
+        for v in variants:
+            mine = {rel: v[n] for n, (leaf, rel) in leaf_of.items() if leaf == node.target}
+            per_variant.append(clone_with(runner.gm.get_submodule(node.target), mine).eval())
+        clones[node.target] = per_variant
+
+    def run(stk: dict[str, Tensor], pre: dict[fx.Node, Tensor], env: dict[fx.Node, Any]) -> Any:
+        per_leaf: dict[str, dict[str, Tensor]] = {}
+        for n, (leaf, rel) in leaf_of.items():
+            per_leaf.setdefault(leaf, {})[rel] = stk[n]
+        local = dict(env)
+        interp.env = local
+        for k, node in enumerate(order):
+            if node in pre:
+                local[node] = pre[node]
+            elif node.op == "call_module" and node.target in per_leaf:
+                args, kwargs = interp.fetch_args_kwargs_from_env(node)
+                mod = runner.gm.get_submodule(node.target)
+                local[node] = functional_call(mod, per_leaf[node.target], args, kwargs)
+            elif node.op == "get_attr" and node.target in attrs:
+                local[node] = stk[node.target]
+            else:
+                local[node] = interp.run_node(node)
+            for a in node.all_input_nodes:
+                if last.get(a) == k and a not in keep:
+                    local.pop(a, None)
+        return fx.node.map_arg(runner.output.args[0], lambda n: local[n])
+
+    outs = []
+    with torch.inference_mode():
+        for env, _, _ in runner.cache:
+            interp.env = env
+            pre = {}
+            for node in entry:
+                args, kwargs = interp.fetch_args_kwargs_from_env(node)
+                pre[node] = torch.stack([m(*args, **kwargs) for m in clones[node.target]])
+            fn = vmap(lambda stk, pre, env=env: run(stk, pre, env), randomness="error")
+            outs.append(fn(stacked, pre))
+    return outs
