@@ -141,6 +141,47 @@ def test_sensitivity_scan_heatmap_and_cell_click(cnn):
     assert d.editor.rows[layer].slider.value == pytest.approx(bench.last_sensitivity.ratios[2])
 
 
+def test_sensitivity_refine_fills_in_near_the_sliders_and_stop_keeps_what_landed(cnn):
+    model, data = cnn
+    bench = wb.Workbench(model, data)
+    before = snapshot(model)
+    d = dash(bench)
+    s = d.tabs["sensitivity"]
+    s.redraw_every = 0.0  # redraw after every cell (the default throttles to 2 redraws a second)
+    d.editor.rows["features.3"].slider.value = 0.5
+    frames = []
+    real = s.refresh
+    s.refresh = lambda sens=None: (frames.append((sens, s.source.value)), real(sens))[1]
+    s.mode.value = "refine"
+    s.scan_button.click()
+    sens = bench.last_sensitivity
+    assert sens.mode == "refine" and sens.exact.all() and 0.0 <= sens.trust <= 1.0
+    live = [f for f, _ in frames if f is not None]
+    assert len(live) >= 3 and int(live[0].exact.sum()) < int(live[-1].exact.sum())  # the heatmap filled in
+    i = sens.row("features.3")
+    first = live[1]  # after the checked cells, the cells next to the slider's ratio (0.5) come first
+    new = {tuple(c) for c in np.argwhere(first.exact & ~live[0].exact)}
+    assert new and all(r == i and abs(sens.ratios[j] - 0.5) <= 0.11 for r, j in new)
+    assert "cells exact" in s.source.value and "trust" in s.source.value
+    assert any(b.description.startswith("•") for row in s.grid.children[1].children for b in row.children[1:])
+    # Stop mid-scan: the map keeps the cells measured so far
+    n = [0]
+
+    def stop_after_five(sens):
+        n[0] += 1
+        if n[0] == 5:
+            d.busy.stop()
+
+    s.refresh = real
+    s._landed, landed = (lambda sens: (stop_after_five(sens), landed(sens))), s._landed
+    s.scan_button.click()
+    part = bench.last_sensitivity
+    assert part.mode == "refine" and not part.complete and 0 < int(part.exact.sum()) < part.exact.size
+    assert f"{int(part.exact.sum())}/{part.exact.size} cells exact" in s.source.value
+    assert_bitwise(model, before)
+    assert_plain(model)
+
+
 def test_entropy_connectivity_profile_panels_render(cnn):
     model, data = cnn
     bench = wb.Workbench(model, data)

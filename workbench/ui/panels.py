@@ -4,6 +4,7 @@ export. Each composes `workbench.viz` plots rendered to PNG image widgets, re-re
 from __future__ import annotations
 
 import html
+import time
 from typing import Any
 
 import ipywidgets as W
@@ -153,7 +154,15 @@ class SensitivityPanel(Panel):
         grans = [g for g in available_granularities() if any(g in t.granularities for t in self.bench.targets)]
         self.granularity = W.Dropdown(options=grans, value="weight", description="granularity")
         self.criterion = W.Dropdown(options=criteria_available(), value="magnitude", description="criterion")
-        self.mode = W.ToggleButtons(options=["estimate", "exact"], value="estimate")
+        self.mode = W.ToggleButtons(options=["estimate", "refine", "exact"], value="estimate")
+        self.mode.tooltips = [
+            "predicted from one gradient pass, with a trust figure",
+            "the estimate first, then exact cells as they land (near the plan's ratios first); Stop keeps them",
+            "every cell measured",
+        ]
+        self.live = None  # the refine map while it fills in
+        self.redraw_every = 0.5  # seconds between heatmap redraws while a refine scan runs
+        self._drawn = 0.0
         self.scan_button = W.Button(description="Scan", icon="play")
         self.scan_button.on_click(lambda _: self.scan())
         self.busy.buttons.append(self.scan_button)
@@ -180,17 +189,29 @@ class SensitivityPanel(Panel):
         ratios = np.round(np.linspace(0.1, 0.9, 9), 2)
 
         def work():  # estimates with the Fisher term: first order alone shows whole layers "improving" when pruned
-            extra = {"second_order": True} if mode == "estimate" else {"executor": self.dashboard.executor}
+            extra = {"second_order": True} if mode != "exact" else {"executor": self.dashboard.executor}
+            if mode == "refine":  # cells near the sliders' ratios first; the heatmap fills in as they land
+                self._drawn = 0.0
+                extra.update(around=self.dashboard.editor.plan(), on_update=self._landed)
             return self.bench.sensitivity(ratios, g, c, mode=mode, progress=self.busy.tick, **extra)
 
         def done(sens) -> None:
+            self.live = None
             self.refresh()
             self.dashboard.editor.update_preview()
 
         self.busy.run(f"{mode} sensitivity scan", work, done)
 
-    def refresh(self) -> None:
-        sens = self.bench.last_sensitivity
+    def _landed(self, sens) -> None:
+        """A refine scan's map after another exact cell: redrawn at most every `redraw_every` seconds."""
+        self.live = sens
+        now = time.perf_counter()
+        if now - self._drawn >= self.redraw_every:
+            self._drawn = now
+            self.refresh(sens)
+
+    def refresh(self, sens=None) -> None:
+        sens = sens if sens is not None else self.bench.last_sensitivity
         if sens is None:
             self.image.layout.display = "none"
             self.grid.children = ()
@@ -201,6 +222,10 @@ class SensitivityPanel(Panel):
         self.source.value = (
             f"{sens.mode} scan, {sens.granularity}/{sens.criterion}: {sens.engine or 'measured'}, {sens.seconds:.1f} s"
         )
+        if sens.mode in ("estimate", "refine") and getattr(sens, "trust", None) is not None:
+            self.source.value += f"; estimate trust {sens.trust:.2f} ({len(sens.checks)} cells checked exactly)"
+        if sens.mode == "refine" and sens.exact is not None:
+            self.source.value += f"; {int(sens.exact.sum())}/{sens.exact.size} cells exact (marked •)"
 
         self.image.layout.display = ""
         self.image.value = render_png(
@@ -219,10 +244,12 @@ class SensitivityPanel(Panel):
         rows = []
         for i, layer in enumerate(sens.layers):
             cells = [W.Label(layer, layout=W.Layout(width="180px"))]
+            marked = sens.exact if sens.mode == "refine" and sens.exact is not None else None
             for j, r in enumerate(sens.ratios):
                 v = vals[i, j]
+                dot = "•" if marked is not None and marked[i, j] else ""
                 b = W.Button(
-                    description="—" if np.isnan(v) else f"{v:+.3f}",
+                    description="—" if np.isnan(v) else f"{dot}{v:+.3f}",
                     layout=W.Layout(width="62px"),
                     tooltip=f"{layer} at {r:.0%}",
                 )
