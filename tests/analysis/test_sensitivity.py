@@ -1,6 +1,7 @@
 import copy
 import importlib
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -481,3 +482,24 @@ def test_batched_points_equal_one_at_a_time_points(arch, monkeypatch):
     np.testing.assert_allclose(many.values, one.values, atol=1e-6, rtol=0)
     assert_bitwise(model, snap)
     assert_plain(model)
+
+
+def test_refine_steps_is_a_generator_the_caller_can_leave_at_any_time():
+    from workbench.analysis.sensitivity import refine_steps
+
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    snap = snapshot(model)
+    seen = []
+    for m in refine_steps(bench, (0.3, 0.6, 0.9), trust_cells=2, progress=False):
+        seen.append(int(m.exact.sum()))
+        if len(seen) == 4:
+            break  # leaving the loop ends the scan
+    assert seen == [2, 3, 4, 5]
+    assert_bitwise(model, snap)
+    assert_plain(model)
+    got = []  # the generator released the bench's lock when it was left: another thread can take it
+    t = threading.Thread(target=lambda: got.append(bench.store.lock.acquire(timeout=5) and bench.store.lock.release()))
+    t.start()
+    t.join()
+    assert got == [None]
