@@ -503,3 +503,18 @@ def test_refine_steps_is_a_generator_the_caller_can_leave_at_any_time():
     t.start()
     t.join()
     assert got == [None]
+
+
+def test_prefix_sums_pro_rata_move_less_than_the_bucket_of_the_kth_score(monkeypatch):
+    from workbench.analysis import _ranking
+
+    monkeypatch.setattr(_ranking, "SORT_BELOW", 100)
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(200_000, generator=g).abs()
+    r = _ranking.PrefixRanking(["w"], [w])
+    vals = torch.randn(w.numel(), generator=g)
+    ks = [n_to_prune(q, w.numel()) for q in (0.1, 0.5, 0.9)]
+    for k, a, b in zip(ks, r.prefix_sums(vals, ks), r.prefix_sums(vals, ks, exact=False)):
+        bucket = r._locate(k)[0]
+        whole = float(vals[r._ids == bucket].abs().sum())
+        assert abs(a - b) <= whole

@@ -3,8 +3,9 @@
 Every point's predicted change is a sum over the weights the point removes of ``-g·w`` (first-order Taylor; ``g``
 the loss gradient over the data) plus, with ``second_order=True``, ``½·F·w²`` (``F`` the diagonal empirical Fisher
 from per-sample gradients). Each weight's term is computed once; a row of single weights then sums them over the
-``k`` lowest-scoring weights of each ratio in one pass (`PrefixRanking.prefix_sums`) rather than building and
-reading a mask per ratio, which kept VGG-11's 100M-weight classifier busy for minutes.
+``k`` lowest-scoring weights of each ratio in one pass (`PrefixRanking.prefix_sums`, the bucket holding the k-th
+score taken pro rata) rather than building and reading a mask per ratio, which kept VGG-11's 100M-weight classifier
+busy for minutes.
 
 The trust figure compares the estimate with exact loss changes on a few cells spread over rows and ratios:
 ``max(0, Spearman) * sqrt(min(a, b) / max(a, b))`` with ``a``, ``b`` the mean absolute estimated and exact
@@ -141,7 +142,7 @@ def estimate_values(
                 parts = [term(p).reshape(-1) for p in row.ranking.params]
                 c = parts[0] if len(parts) == 1 else torch.cat(parts)
                 ks = [n_to_prune(float(r), row.ranking.n) for r in ratios]
-                values[i] = row.ranking.prefix_sums(c, ks)
+                values[i] = row.ranking.prefix_sums(c, ks, exact=False)
                 del c
                 continue
             terms: dict[str, Tensor] = {}
