@@ -144,7 +144,7 @@ def _child(method: str, out: str, dtype: str, n: int, tokens: int, batch: int, m
 
 def _scale_1b(args) -> int:
     results = []
-    for method in ("wanda", "sparsegpt"):
+    for method in args.methods.split(","):
         with tempfile.TemporaryDirectory() as d:
             out = os.path.join(d, "r.json")
             cmd = [sys.executable, "-m", "benchmarks.llm", "--child", method, out, "--dtype", args.dtype]
@@ -287,6 +287,7 @@ def main() -> int:
     ap.add_argument(
         "--max-blocks", type=int, default=None, help="stop each 1b run after this many blocks (extrapolate)"
     )
+    ap.add_argument("--methods", default="wanda,sparsegpt", help="1b: the methods to run, comma-separated")
     ap.add_argument("--child", nargs=2, metavar=("METHOD", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
