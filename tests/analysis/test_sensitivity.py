@@ -335,6 +335,7 @@ def test_an_estimate_says_how_far_to_trust_it(arch):
     assert not est.exact.any() and exact.exact.all() and exact.trust == 1.0
     back = SensitivityResult.from_dict(est.to_dict())  # plain data, trust and checks included
     assert back.trust == est.trust and back.checks == est.checks and np.array_equal(back.exact, est.exact)
+    assert back.scale == pytest.approx(est.scale) and est.scale > 0
     none = bench.sensitivity(ratios, mode="estimate", trust_cells=0, progress=False)
     assert none.trust is None and none.checks == () and np.array_equal(none.values, est.values)
     assert_bitwise(model, snap)
@@ -375,8 +376,9 @@ def test_trust_is_low_when_first_order_terms_vanish_at_a_minimum():
     second = bench.sensitivity(ratios, mode="estimate", second_order=True, progress=False)
     assert len(first.checks) == 8 and first.trust < 0.05  # predicts ~0 everywhere: not to be trusted
     assert {i for i, _, _, _ in first.checks} == {0, 1}  # both layers checked
-    # the empirical Fisher at a near-perfect fit is tiny (squared residuals), so it misses the curvature too
-    assert 0.0 <= second.trust < 0.5
+    assert first.scale < 1e-3
+    # the empirical Fisher at a near-perfect fit is tiny (squared residuals): it misses most of the curvature
+    assert 0.0 <= second.trust <= 1.0 and second.scale < 0.1
 
 
 def test_refine_run_to_the_end_is_the_exact_scan_and_fills_in_cell_by_cell():

@@ -85,7 +85,7 @@ def refine_steps(
     stop: Callable[[], bool] | None = None,
 ) -> Iterator:
     """Yields the map (a `SensitivityResult`, mode ``"refine"``) after the estimate and after each exact cell."""
-    from .sensitivity import _bar, _estimate_and_checks, _result, trust_figure
+    from .sensitivity import _bar, _estimate_and_checks, _result, scale_ratio, trust_figure
 
     values, checks, ev = _estimate_and_checks(
         bench, rows, ratios, data, second_order, granularity, criterion, progress, trust_cells, engine
@@ -93,6 +93,7 @@ def refine_steps(
     estimated = values.copy()
     exact = np.zeros(values.shape, dtype=bool)
     trust = trust_figure([c[2] for c in checks], [c[3] for c in checks]) if checks else None
+    scale = scale_ratio([c[2] for c in checks], [c[3] for c in checks]) if checks else None
     label = "first-order Taylor" + (" + diagonal Fisher" if second_order else "")
     total = values.size
     limit = total if budget is None else min(total, math.ceil(budget * total - 1e-9))
@@ -110,7 +111,7 @@ def refine_steps(
             return _result(
                 rows, ratios, values, ev.baseline, "loss", False, granularity, criterion, "refine", t0, done,
                 f"estimate ({label}) refined by {ev.engine}",
-                exact=exact.copy(), trust=trust, checks=tuple(checks),
+                exact=exact.copy(), trust=trust, checks=tuple(checks), scale=scale,
             )  # fmt: skip
 
         try:

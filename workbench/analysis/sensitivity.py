@@ -30,7 +30,7 @@ from ..errors import DataError, GranularityError, WorkbenchError
 from ..evaluate import MetricLike, check_metric, eval_mode, higher_is_better
 from ..masks.granularity import get_granularity
 from ..masks.select import Ranking, _scores, block_ranking, group_ranking, nm_masks
-from ._estimate import _grads, _squared_sample_grads, estimate_values, pick_cells, trust_figure
+from ._estimate import _grads, _squared_sample_grads, estimate_values, pick_cells, scale_ratio, trust_figure
 from ._points import PointEvaluator
 from ._ranking import PrefixRanking
 
@@ -64,9 +64,9 @@ class SensitivityResult:
 
     `exact[i, j]`: whether the cell holds a measured (not predicted) value: all computed cells of an exact scan,
     none of an estimate, the refined ones of a refine scan. `trust` in [0, 1]: how far the predicted cells can be
-    trusted (1.0 for exact scans; for estimates their agreement with exact values on a few sampled cells, see
-    `workbench.analysis._estimate`), None if not measured. `checks`: the sampled cells as
-    ``(row, column, estimated, exact)``."""
+    trusted (1.0 for exact scans; for estimates their rank agreement with exact values on a few sampled cells, see
+    `workbench.analysis._estimate`), None if not measured; `scale`: mean |estimated| / mean |exact| on those
+    cells (1: the right magnitude). `checks`: the sampled cells as ``(row, column, estimated, exact)``."""
 
     layers: tuple[str, ...]
     members: tuple[tuple[str, ...], ...]
@@ -84,6 +84,7 @@ class SensitivityResult:
     exact: np.ndarray | None = None
     trust: float | None = None
     checks: tuple[tuple[int, int, float, float], ...] = ()
+    scale: float | None = None
 
     @property
     def units(self) -> str:
@@ -120,6 +121,7 @@ class SensitivityResult:
             "exact": None if self.exact is None else np.asarray(self.exact, dtype=bool).tolist(),
             "trust": self.trust,
             "checks": [list(c) for c in self.checks],
+            "scale": None if self.scale is None or math.isnan(self.scale) else self.scale,
         }
 
     @classmethod
@@ -445,6 +447,7 @@ def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t
         bench, rows, ratios, data, second_order, granularity, criterion, progress, trust_cells, engine
     )
     trust = trust_figure([c[2] for c in checks], [c[3] for c in checks]) if checks else None
+    scale = scale_ratio([c[2] for c in checks], [c[3] for c in checks]) if checks else None
     return _result(
         rows,
         ratios,
@@ -460,6 +463,7 @@ def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t
         "first-order Taylor" + (" + diagonal Fisher" if second_order else ""),
         trust=trust,
         checks=tuple(checks),
+        scale=scale,
     )
 
 

@@ -223,7 +223,10 @@ class SensitivityPanel(Panel):
             f"{sens.mode} scan, {sens.granularity}/{sens.criterion}: {sens.engine or 'measured'}, {sens.seconds:.1f} s"
         )
         if sens.mode in ("estimate", "refine") and getattr(sens, "trust", None) is not None:
-            self.source.value += f"; estimate trust {sens.trust:.2f} ({len(sens.checks)} cells checked exactly)"
+            self.source.value += f"; estimate trust {sens.trust:.2f} ({len(sens.checks)} cells checked exactly"
+            if sens.scale is not None and np.isfinite(sens.scale):
+                self.source.value += f", predicted values {sens.scale:.2g}x the measured"
+            self.source.value += ")"
         if sens.mode == "refine" and sens.exact is not None:
             self.source.value += f"; {int(sens.exact.sum())}/{sens.exact.size} cells exact (marked •)"
 

@@ -58,7 +58,11 @@ def _title(sens: SensitivityResult) -> str:
             title += f", estimate trust {trust:.2f}"
         return title
     if sens.mode == "estimate" and trust is not None:
-        title += f" (trust {trust:.2f}: {checked} cells checked)"
+        title += f" (trust {trust:.2f}: {checked} cells checked"
+        scale = getattr(sens, "scale", None)
+        if scale is not None and np.isfinite(scale) and not 0.5 <= scale <= 2.0:
+            title += f"; values ~{scale:.2g}x the measured"
+        title += ")"
     missing = int(np.isnan(np.asarray(sens.values, dtype=float)).sum())
     if missing or not sens.complete:
         title += f" (interrupted: {missing} cells missing)"
