@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._deprecate import renamed
 from ._interrupt import deferred_interrupt, settle
 from .adapter import Adapter
 from .errors import DataError, ModelError, WorkbenchWarning
@@ -218,31 +219,39 @@ class Workbench:
             self._check_edits()
             return self._record(masks, label, plan_dict, {}, kind, weights, evaluate, time.perf_counter())
 
+    @renamed(sparsity="ratio")
     def prune_llm(
         self,
-        sparsity: float | None = None,
+        ratio: float | None = None,
         method: str = "wanda",
         pattern: str = "unstructured",
         *,
         owl: bool = False,
+        owl_lambda: float = 0.08,
+        owl_m: float = 5.0,
         calib: Iterable | None = None,
         nsamples: int | None = None,
+        blocks: str | None = None,
+        damp: float = 0.01,
+        blocksize: int = 128,
         undo: bool = True,
         evaluate: bool = True,
-        **kwargs: Any,
+        label: str | None = None,
+        progress: Any = False,
     ) -> HistoryEntry:
         """Prune a language model's blocks one at a time, as SparseGPT and Wanda do, as one history step.
 
         Each block is calibrated on the inputs the already-pruned blocks before it produce (`workbench.llm`), holding
-        one block's activations. `sparsity` (default 0.5; an N:M `pattern` implies 1 - N/M) of every linear layer
-        inside the blocks; `method` from ``wb.llm.available_methods()`` (``"magnitude"``, ``"wanda"``,
+        one block's activations. `ratio` (default 0.5; an N:M `pattern` implies 1 - N/M) of every linear layer
+        inside the blocks is removed; `method` from ``wb.llm.available_methods()`` (``"magnitude"``, ``"wanda"``,
         ``"sparsegpt"``: updates the kept weights too); `pattern` ``"unstructured"``, ``"2:4"``, ``"4:8"``; ``owl=True``
-        gives blocks with more outlier activations lower sparsities (mean `sparsity`). `calib`: calibration batches
-        (default the bench's calib data), the first `nsamples` sequences. Undo restores bitwise, SparseGPT's updated
-        weights included; ``undo=False`` keeps no copy of the weights before the step (for models whose copy does not
-        fit in memory): the pruned model becomes the new starting point as with `adopt`. Other options (``owl_lambda``,
-        ``owl_m``, ``damp``, ``blocksize``, ``blocks``, ``label``, ``progress``): `workbench.llm.step.prune_llm`.
-        `self.last_llm` keeps the run's `PruneResult` (per-block sparsities and seconds).
+        gives blocks with more outlier activations lower ratios (mean `ratio`; spread ``2 * owl_lambda``, outliers
+        above `owl_m` times the layer mean). `calib`: calibration batches (default the bench's calib data), the first
+        `nsamples` sequences; `blocks` the dotted name of the block list when it is not found; SparseGPT's `damp`
+        (share of the mean Hessian diagonal) and `blocksize` (lazy column updates). Undo restores bitwise, SparseGPT's
+        updated weights included; ``undo=False`` keeps no copy of the weights before the step (for models whose copy
+        does not fit in memory): the pruned model becomes the new starting point as with `adopt`. `self.last_llm`
+        keeps the run's `PruneResult` (per-block ratios and seconds).
 
         >>> import torch, transformers as T, workbench as wb
         >>> model = T.LlamaForCausalLM(T.LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
@@ -259,15 +268,21 @@ class Workbench:
             self._check_edits()
             return prune_llm(
                 self,
-                sparsity,
+                ratio,
                 method,
                 pattern,
                 owl=owl,
+                owl_lambda=owl_lambda,
+                owl_m=owl_m,
                 calib=calib,
                 nsamples=nsamples,
+                blocks=blocks,
+                damp=damp,
+                blocksize=blocksize,
                 undo=undo,
                 evaluate=evaluate,
-                **kwargs,
+                label=label,
+                progress=progress,
             )
 
     def _check_edits(self) -> None:

@@ -133,3 +133,16 @@ def test_calibration_defaults_to_the_benchs_data_and_missing_data_is_an_error():
     plain = wb.Workbench(MODELS["llama"]())
     with pytest.raises(wb.DataError, match="calib="):
         plain.prune_llm()
+
+
+def test_prune_llm_calls_its_target_ratio_like_every_plan_and_the_old_name_warns():
+    import inspect
+
+    from workbench.llm import step
+
+    facade = inspect.signature(wb.Workbench.prune_llm).parameters
+    assert "ratio" in facade and "sparsity" not in facade
+    # help(bench.prune_llm) shows every option the step takes
+    assert set(facade) - {"self", "ratio"} == set(inspect.signature(step.prune_llm).parameters) - {"bench", "sparsity"}
+    with pytest.raises(TypeError, match="both sparsity="):
+        wb.Workbench.prune_llm(None, sparsity=0.5, ratio=0.5)
