@@ -247,6 +247,7 @@ def test_import_workbench_needs_no_display_libraries():
 @pytest.mark.parametrize(
     "method, module, fn",
     [
+        ("sensitivity", "sensitivity", "sensitivity"),
         ("entropy", "entropy", "entropy"),
         ("profile", "profile", "profile"),
         ("attributions", "attributions", "attributions"),

@@ -16,15 +16,17 @@ from __future__ import annotations
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ._deprecate import renamed
+from ._bench_analyses import Analyses
+from ._bench_history import HistoryEntry, HistoryExport
+from ._bench_procedures import Procedures
 from ._interrupt import deferred_interrupt, settle
 from .adapter import Adapter
 from .errors import DataError, ModelError, WorkbenchWarning
@@ -37,36 +39,11 @@ from .targets import Targets, find_targets
 
 __all__ = ["HistoryEntry", "Workbench"]
 
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One state of the model: entry 0 is dense, entry i the state after step i.
-
-    `plan` is the applied plan as a dict, `layers` the resolved per-target plans, `metrics` the
-    evaluation right after the step (None if not evaluated), `sparsity` over all targets, `active`
-    whether the state is at or before the current position (False: undone, can be redone).
-    `kind` is ``"prune"`` for `apply`, else the training procedure that made the step (``"finetune"``,
-    ``"gradual"``, ``"iterative"``, ``"lottery"``, ``"admm"``, ``"synflow"``; see `workbench.training`): such steps also
-    change unpruned weights, and undo/redo restore those bitwise too.
-    """
-
-    index: int
-    label: str
-    plan: dict[str, Any] | None
-    layers: dict[str, dict[str, Any]]
-    metrics: dict[str, Any] | None
-    sparsity: float
-    removed: int
-    seconds: float
-    active: bool
-    kind: str = "prune"
-
-    @property
-    def metric(self) -> float | None:
-        return None if self.metrics is None else self.metrics["metric"]
+_SPARSE_START = 0.05  # a share of exactly-zero target weights that no trained dense model has by chance
+_BENCHES: weakref.WeakKeyDictionary[nn.Module, list[weakref.ref[Workbench]]] = weakref.WeakKeyDictionary()
 
 
-class Workbench:
+class Workbench(Procedures, Analyses, HistoryExport):
     """Attach to a live `nn.Module` to prune it in place, evaluate, undo and redo.
 
     `data` is the evaluation data: a re-iterable of batches (a DataLoader, a list) in any form the adapter reads
@@ -219,72 +196,6 @@ class Workbench:
             self._check_edits()
             return self._record(masks, label, plan_dict, {}, kind, weights, evaluate, time.perf_counter())
 
-    @renamed(sparsity="ratio")
-    def prune_llm(
-        self,
-        ratio: float | None = None,
-        method: str = "wanda",
-        pattern: str = "unstructured",
-        *,
-        owl: bool = False,
-        owl_lambda: float = 0.08,
-        owl_m: float = 5.0,
-        calib: Iterable | None = None,
-        nsamples: int | None = None,
-        blocks: str | None = None,
-        damp: float = 0.01,
-        blocksize: int = 128,
-        undo: bool = True,
-        evaluate: bool = True,
-        label: str | None = None,
-        progress: Any = False,
-    ) -> HistoryEntry:
-        """Prune a language model's blocks one at a time, as SparseGPT and Wanda do, as one history step.
-
-        Each block is calibrated on the inputs the already-pruned blocks before it produce (`workbench.llm`), holding
-        one block's activations. `ratio` (default 0.5; an N:M `pattern` implies 1 - N/M) of every linear layer
-        inside the blocks is removed; `method` from ``wb.llm.available_methods()`` (``"magnitude"``, ``"wanda"``,
-        ``"sparsegpt"``: updates the kept weights too); `pattern` ``"unstructured"``, ``"2:4"``, ``"4:8"``; ``owl=True``
-        gives blocks with more outlier activations lower ratios (mean `ratio`; spread ``2 * owl_lambda``, outliers
-        above `owl_m` times the layer mean). `calib`: calibration batches (default the bench's calib data), the first
-        `nsamples` sequences; `blocks` the dotted name of the block list when it is not found; SparseGPT's `damp`
-        (share of the mean Hessian diagonal) and `blocksize` (lazy column updates). Undo restores bitwise, SparseGPT's
-        updated weights included; ``undo=False`` keeps no copy of the weights before the step (for models whose copy
-        does not fit in memory): the pruned model becomes the new starting point as with `adopt`. `self.last_llm`
-        keeps the run's `PruneResult` (per-block ratios and seconds).
-
-        >>> import torch, transformers as T, workbench as wb
-        >>> model = T.LlamaForCausalLM(T.LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
-        ...                                          num_key_value_heads=2, intermediate_size=64, vocab_size=100))
-        >>> bench = wb.Workbench(model, [{"input_ids": torch.randint(0, 100, (4, 16))}])
-        >>> bench.prune_llm(method="sparsegpt", pattern="2:4").label
-        'sparsegpt 50% 2:4 (layer-wise, 4 sequences, 64 tokens)'
-        >>> bench.undo().index  # bitwise, SparseGPT's updated weights included
-        0
-        """
-        from .llm.step import prune_llm
-
-        with self.store.lock:
-            self._check_edits()
-            return prune_llm(
-                self,
-                ratio,
-                method,
-                pattern,
-                owl=owl,
-                owl_lambda=owl_lambda,
-                owl_m=owl_m,
-                calib=calib,
-                nsamples=nsamples,
-                blocks=blocks,
-                damp=damp,
-                blocksize=blocksize,
-                undo=undo,
-                evaluate=evaluate,
-                label=label,
-                progress=progress,
-            )
-
     def _check_edits(self) -> None:
         """Before a step on the dense state: weights edited since the last step recorded (none can be blended: no
         step is applied) make the cached dense metrics stale. On top of applied steps the store refuses."""
@@ -319,39 +230,6 @@ class Workbench:
             del self._entries[len(store.steps) :]
             raise
         return self.current
-
-    def finetune(
-        self,
-        epochs: int = 3,
-        *,
-        lr: float = 1e-3,
-        optimizer: Any = "adamw",
-        teacher: Any = None,
-        T: float = 4.0,
-        alpha: float = 0.5,
-        data: Iterable | None = None,
-        progress: Any = True,
-        **kwargs: Any,
-    ):
-        """Train the pruned model with its masks enforced (pruned weights stay exactly zero), optionally distilling
-        from a teacher (``"before"``: the state before the last pruning step, a history index, or a module); one
-        history step (``kind="finetune"``) that undo reverses bitwise. Returns a `TrainingResult` with loss, metric
-        and learning rate per epoch. More options (``schedule``, ``weight_decay``, ``seed``): see
-        `workbench.training.finetune`."""
-        from .training.finetune import finetune
-
-        return finetune(
-            self,
-            epochs,
-            lr=lr,
-            optimizer=optimizer,
-            teacher=teacher,
-            T=T,
-            alpha=alpha,
-            data=data,
-            progress=progress,
-            **kwargs,
-        )
 
     # undo/redo: a training step (`apply_masks(weights=...)`) also swaps the weights it changed; the store does that
     def undo(self) -> HistoryEntry:
@@ -500,190 +378,6 @@ class Workbench:
             start_sparsity=self.start_sparsity,
         )
 
-    # analyses ----------------------------------------------------------------------------------
-    def sensitivity(
-        self,
-        ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-        granularity: str = "weight",
-        criterion: str = "magnitude",
-        **kwargs: Any,
-    ):
-        """Metric change per layer (or coupled group) and ratio, each pruned alone; see
-        `workbench.analysis.sensitivity`. ``mode="estimate"`` predicts loss changes from one gradient pass.
-        The model is never written to. The last result is kept as `self.last_sensitivity`."""
-        from .analysis.sensitivity import sensitivity
-
-        with self.store.lock:
-            result = sensitivity(self, ratios, granularity, criterion, **kwargs)
-            self.last_sensitivity = result
-        return result
-
-    def entropy(self, *, layers: Sequence[str] | None = None, data: Iterable | None = None, bins: int = 32):
-        """Per-unit activation entropy on `data` (default: the calibration data) in `bins` histogram bins, and
-        per-layer weight entropy, for `layers` (default: every linear/conv target); `workbench.analysis.entropy`."""
-        from .analysis.entropy import entropy
-
-        with self.store.lock:
-            return entropy(self, layers=layers, data=data, bins=bins)
-
-    def connectivity(self, layer: str):
-        """Surviving connections of `layer` now vs dense, with dead units (`workbench.analysis.connectivity`)."""
-        from .analysis.connectivity import connectivity
-
-        with self.store.lock:
-            return connectivity(self, layer)
-
-    def paths(self):
-        """Surviving input-to-output path counts per layer (log10), now vs dense."""
-        from .analysis.connectivity import paths
-
-        with self.store.lock:
-            return paths(self)
-
-    def profile(
-        self, *, batch_size: int = 64, repeats: int = 20, layers: Sequence[str] | None = None, per_layer: bool = True
-    ):
-        """Per layer: params, non-zeros, dense/effective FLOPs, latency (median of `repeats` at `batch_size` rows;
-        per layer unless ``per_layer=False``), memory (`workbench.analysis.profile`)."""
-        from .analysis.profile import profile
-
-        with self.store.lock:
-            return profile(self, batch_size=batch_size, repeats=repeats, layers=layers, per_layer=per_layer)
-
-    def allocate(
-        self,
-        budget: float,
-        target: str = "flops",
-        granularity: str = "weight",
-        criterion: str = "magnitude",
-        sens=None,
-        ratios=None,
-    ):
-        """Per-layer ratios removing `budget` (a share in (0, 1)) of `target` ("flops", "params" or "sparsity") at
-        the least predicted metric loss, from the sensitivity curves (scanned if `sens` is not given): an
-        `Allocation` with its `plan`, the chosen ratio, removed amount and predicted change per row, and what it
-        `achieved`. ``bench.apply(allocation)`` applies the plan. The last one is also `self.last_allocation`."""
-        from .analysis.allocate import allocate
-
-        with self.store.lock:
-            self.last_allocation = allocate(self, budget, target, granularity, criterion, sens, ratios)
-        return self.last_allocation
-
-    # effects of pruning: two history states compared on the live model (transactions, no copies) -------------
-    def attributions(
-        self,
-        method: str = "integrated_gradients",
-        samples: int = 16,
-        *,
-        before: int | None = None,
-        after: int | None = None,
-        target: str | int = "dense",
-        data: Iterable | None = None,
-        topk: float = 0.1,
-        embedding: str | None = None,
-        seed: int = 0,
-        progress: Callable[[int, int], None] | None = None,
-        **options: Any,
-    ):
-        """Attributions (captum) of `samples` samples in history entries `before` and `after` (default: the state
-        before the current step and now), with their similarity (Spearman, top-`topk` overlap). `target` is the
-        class explained (``"dense"``, ``"before"``, ``"label"`` or an index); `options` go to the method (e.g.
-        ``n_steps=64``). See `workbench.analysis.attributions`."""
-        from .analysis.attributions import attributions
-
-        with self.store.lock:
-            return attributions(
-                self,
-                method,
-                samples,
-                before=before,
-                after=after,
-                target=target,
-                data=data,
-                topk=topk,
-                embedding=embedding,
-                seed=seed,
-                progress=progress,
-                **options,
-            )
-
-    def robustness(
-        self,
-        attacks: Sequence[str] | str | None = None,
-        eps: Iterable[float] | None = None,
-        *,
-        before: int | None = None,
-        after: int | None = None,
-        data: Iterable | None = None,
-        samples: int | None = None,
-        x_range: tuple[float, float] | None = None,
-        steps: int = 10,
-        step_size: float | None = None,
-        seed: int = 0,
-        progress: Callable[[int, int], None] | None = None,
-    ):
-        """Accuracy under attack vs eps, in history entries `before` and `after` (default: the state before the
-        current step and now; default attacks: FGSM, PGD and Gaussian noise at eps 0 to 0.2 on continuous inputs,
-        token substitution of 0 to 50% on token inputs), on the first `samples` samples of `data`; PGD takes
-        `steps` steps of `step_size`. See `workbench.analysis.robustness`."""
-        from .analysis.robustness import robustness
-
-        with self.store.lock:
-            return robustness(
-                self,
-                attacks,
-                eps,
-                before=before,
-                after=after,
-                data=data,
-                samples=samples,
-                x_range=x_range,
-                steps=steps,
-                step_size=step_size,
-                seed=seed,
-                progress=progress,
-            )
-
-    def bias(
-        self,
-        *,
-        before: int | None = None,
-        after: int | None = None,
-        data: Iterable | None = None,
-        train: Iterable | None = None,
-        classes: Sequence[str] | None = None,
-        plans: Sequence[Any] | None = None,
-        base: int = 0,
-        max_exemplars: int = 32,
-        progress: Callable[[int, int], None] | None = None,
-    ):
-        """Per-class accuracy, confusion, flipped samples and train/val gap in history entries `before` and
-        `after`, and with `plans` (Plans or sparsities, applied on top of entry `base`) overall vs worst-class
-        accuracy; see `workbench.analysis.bias`."""
-        from .analysis.bias import bias
-
-        with self.store.lock:
-            return bias(
-                self,
-                before=before,
-                after=after,
-                data=data,
-                train=train,
-                classes=classes,
-                plans=plans,
-                base=base,
-                max_exemplars=max_exemplars,
-                progress=progress,
-            )
-
-    def compare_states(self, a: int = 0, b: int = -1, *, data: Iterable | None = None):
-        """Metrics, sparsity and prediction agreement of history entries `a` and `b` (negative: from the end of
-        the history); the model is visited in each state and restored bitwise. See `workbench.analysis.bias`."""
-        from .analysis.bias import compare_states
-
-        with self.store.lock:
-            return compare_states(self, a, b, data=data)
-
     def show(self, *, new: bool = False, **kwargs: Any):
         """The interactive dashboard for this bench (ipywidgets). Showing it again returns the same dashboard, so
         its state survives closing the output; ``new=True`` builds a fresh one."""
@@ -698,60 +392,6 @@ class Workbench:
             f"Workbench({self.name}: {len(self.targets)} targets, {self.store.position} steps applied, "
             f"metric={getattr(self.metric, '__name__', self.metric)!r})"
         )
-
-    # history export ------------------------------------------------------------------------------
-    def history_table(self) -> list[dict[str, Any]]:
-        """The history as plain dicts, one per entry (0 = dense): index, label, kind, active, current, sparsity,
-        removed, seconds, metric and the other scalar metrics (``accuracy``, ``loss``, ...), plan and layers.
-
-        >>> import torch, workbench as wb
-        >>> bench = wb.Workbench(torch.nn.Linear(4, 2), [(torch.randn(8, 4), torch.randint(0, 2, (8,)))])
-        >>> _ = bench.apply(wb.Plan.uniform(0.5))
-        >>> [(r["index"], r["label"], r["sparsity"], r["current"]) for r in bench.history_table()]
-        [(0, 'dense', 0.0, False), (1, 'Plan(uniform 0.5 weight/magnitude)', 0.5, True)]
-        """
-        import json
-
-        rows = []
-        for e in self.history:
-            metrics = {
-                k: v
-                for k, v in (e.metrics or {}).items()
-                if isinstance(v, (int, float, str, bool)) and k not in ("metric", "metric_name")
-            }
-            rows.append(
-                {
-                    "index": e.index,
-                    "label": e.label,
-                    "kind": e.kind,
-                    "active": e.active,
-                    "current": e.index == self.store.position,
-                    "sparsity": float(e.sparsity),
-                    "removed": int(e.removed),
-                    "seconds": float(e.seconds),
-                    "metric": e.metric,
-                    "metric_name": None if e.metrics is None else e.metrics.get("metric_name"),
-                    **metrics,
-                    "plan": json.loads(json.dumps(e.plan, default=str)) if e.plan is not None else None,
-                    "layers": json.loads(json.dumps(e.layers, default=str)),
-                }
-            )
-        return rows
-
-    def export_history(self, path: Any) -> Any:
-        """Write `history_table()` as JSON to `path` (with the model name and the current position); returns the
-        path. `json.load` reads it back."""
-        import json
-        from pathlib import Path
-
-        out = Path(path)
-        doc = {"model": self.name, "position": self.store.position, "history": self.history_table()}
-        out.write_text(json.dumps(doc, indent=2, default=str))
-        return out
-
-
-_SPARSE_START = 0.05  # a share of exactly-zero target weights that no trained dense model has by chance
-_BENCHES: weakref.WeakKeyDictionary[nn.Module, list[weakref.ref[Workbench]]] = weakref.WeakKeyDictionary()
 
 
 def _attached(model: nn.Module) -> Workbench | None:
