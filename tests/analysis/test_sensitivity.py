@@ -520,3 +520,16 @@ def test_prefix_sums_pro_rata_move_less_than_the_bucket_of_the_kth_score(monkeyp
         bucket = r._locate(k)[0]
         whole = float(vals[r._ids == bucket].abs().sum())
         assert abs(a - b) <= whole
+
+
+def test_trust_cells_are_distinct_and_never_loop_when_rows_are_few():
+    from workbench.analysis._estimate import pick_cells
+
+    # 3 rows x 3 ratios with 8 cells asked used to put 4 picks on the middle row and loop forever looking for a
+    # free ratio there (the digits-mlp estimate hung)
+    for rows in range(1, 7):
+        for cols in range(1, 7):
+            for k in range(1, 14):
+                cells = pick_cells(rows, cols, k)
+                assert len(cells) == len(set(cells)) == min(k, rows * cols), (rows, cols, k)
+                assert all(0 <= i < rows and 0 <= j < cols for i, j in cells)

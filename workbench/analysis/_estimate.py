@@ -166,12 +166,16 @@ def pick_cells(n_rows: int, n_cols: int, k: int) -> list[tuple[int, int]]:
     if n_rows * n_cols <= k:
         return [(i, j) for i in range(n_rows) for j in range(n_cols)]
     cells: list[tuple[int, int]] = []
+    used = [0] * n_rows
     for t in range(k):
         i = round(t * (n_rows - 1) / max(1, k - 1))
+        while used[i] == n_cols:  # every ratio of this row taken (fewer rows than cells): the next row with room
+            i = (i + 1) % n_rows
         j = int(((t + 0.5) * 0.6180339887498949) % 1.0 * n_cols)
-        while (i, j) in cells:  # a row picked twice (fewer rows than cells): the next free ratio
+        while (i, j) in cells:  # a row picked twice: the next free ratio
             j = (j + 1) % n_cols
         cells.append((i, j))
+        used[i] += 1
     return cells
 
 
