@@ -48,7 +48,7 @@ class Allocation:
         return float(self.removed_total / self.total)
 
     def __getattr__(self, name: str):
-        # `bench.allocate` returned the plan until 0.2; the plan's attributes still answer for one release
+        # `bench.allocate` used to return the plan: its attributes still answer, with a warning, for one release
         if name.startswith("__") or name not in _PLAN_ATTRS:
             raise AttributeError(name)
         warnings.warn(
