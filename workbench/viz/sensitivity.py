@@ -53,12 +53,12 @@ def _title(sens: SensitivityResult) -> str:
     checked = len(getattr(sens, "checks", ()))
     if sens.mode == "refine" and getattr(sens, "exact", None) is not None:
         ex = np.asarray(sens.exact, dtype=bool)
-        title += f": {int(ex.sum())}/{ex.size} cells exact (•)"
+        title += f"\n{int(ex.sum())}/{ex.size} cells exact (•)"
         if trust is not None:
             title += f", estimate trust {trust:.2f}"
         return title
     if sens.mode == "estimate" and trust is not None:
-        title += f" (trust {trust:.2f}: {checked} cells checked"
+        title += f"\n(trust {trust:.2f}: {checked} cells checked"
         scale = getattr(sens, "scale", None)
         if scale is not None and np.isfinite(scale) and not 0.5 <= scale <= 2.0:
             title += f"; values ~{scale:.2g}x the measured"
