@@ -29,7 +29,7 @@ from ..adapter import Adapter
 from ..errors import DataError, GranularityError, WorkbenchError
 from ..evaluate import MetricLike, check_metric, eval_mode, higher_is_better
 from ..masks.granularity import get_granularity
-from ..masks.select import Ranking, _scores, block_ranking, group_ranking, nm_masks
+from ..masks.select import Ranking, _scores, group_ranking, pattern_masks
 from ._estimate import _grads, _squared_sample_grads, estimate_values, pick_cells, scale_ratio, trust_figure
 from ._points import PointEvaluator
 from ._ranking import PrefixRanking
@@ -171,16 +171,10 @@ def rows_for(bench, granularity: str, criterion: str, layers: Sequence[str] | No
         return rows
     if not g.structured:
         for t in chosen:
-            if g.family == "block":  # R x C blocks by summed score, per tensor (as a plan selects them)
-                ranks = [
-                    block_ranking(model, store, t, p, g.shape, criterion, seed, data, cache) for p in t.param_names()
-                ]
-                rows.append(Row(t.name, (t.name,), _merged_ranking(ranks)))
-            elif g.family == "N:M":  # the pattern fixes the sparsity: one mask, at the pattern's ratio
-                masks = {}
-                for p in t.param_names():
-                    masks.update(nm_masks(model, store, t, p, g.shape, criterion, seed, data, cache))
-                rows.append(Row(t.name, (t.name,), _fixed_ranking(masks, g.fixed_ratio)))
+            if g.mask_fn is not None:  # N:M, blocks or a registered per-tensor pattern: its entry selects
+                at = pattern_masks(model, store, t, g, criterion, seed, (data, cache))
+                fixed = g.fixed_ratio  # N:M fixes the sparsity: one mask, at the pattern's ratio
+                rows.append(Row(t.name, (t.name,), _fixed_ranking(at(fixed), fixed) if fixed else _per_ratio(at)))
             else:  # the masks weight_ranking gives, without sorting a 100M-weight layer (see _ranking)
                 env = (data, cache)
                 scores = [_scores(model, store, t, p, criterion, seed, env) for p in t.param_names()]
@@ -227,6 +221,16 @@ def _fixed_ranking(masks: dict[str, Tensor], ratio: float) -> Ranking:
 
     first = next(iter(masks.values()))
     return _Fixed(torch.zeros(0, dtype=torch.long), first.numel(), lambda chosen: dict(masks))
+
+
+def _per_ratio(at: Callable[[float], dict[str, Tensor]]) -> Ranking:
+    """A row whose masks its granularity's `mask_fn` selects at each ratio (blocks, a registered pattern)."""
+
+    class _PerRatio(Ranking):
+        def masks(self, r: float) -> dict[str, Tensor]:
+            return at(r)
+
+    return _PerRatio(torch.zeros(0, dtype=torch.long), 0, lambda chosen: {})
 
 
 def _branch_ranking(masks: dict[str, Tensor]) -> Ranking:

@@ -15,20 +15,17 @@ from ..errors import GranularityError, PlanError
 from ..groups import ChannelGroup
 from ..plan import LayerPlan
 from ..targets import Target, Targets
-from .block import block_scores, expand_blocks
 from .fastops import scratch
 from .granularity import Granularity, n_to_prune
-from .nm import nm_mask
 from .store import MaskStore
 from .topk import lowest_k
 
 __all__ = [
     "Ranking",
-    "block_ranking",
     "branch_masks",
     "branch_scores",
     "group_ranking",
-    "nm_masks",
+    "pattern_masks",
     "weight_masks",
     "weight_ranking",
 ]
@@ -82,50 +79,33 @@ def weight_ranking(
     return Ranking(torch.argsort(flat, stable=True), flat.numel(), to_masks)
 
 
-def block_ranking(
-    model, store, target: Target, param: str, shape: tuple[int, int], criterion: str, seed: int, data=None, cache=None
-) -> Ranking:
-    """Ranking of the R x C blocks of one weight (seen as out x in*kernel) by summed element score."""
-    r, c = shape
-    p = model.get_parameter(param)
-    env = (data, {} if cache is None else cache)
-    ctx = ScoreContext(param, target.name, model.get_submodule(target.name), model, seed, *env)
-    scores = get_criterion(criterion).score(p, ctx).float()
-    cur = store.current(param)
-    grid = block_scores(scores, r, c, None if cur is None else cur.to(scores.device))
-    return Ranking(
-        torch.argsort(grid.reshape(-1), stable=True),
-        grid.numel(),
-        lambda chosen: {param: expand_blocks(chosen.view(grid.shape), r, c, p.shape).to(p.device)},
-    )
+def pattern_masks(
+    model, store, target: Target, g: Granularity, criterion: str, seed: int, env
+) -> Callable[[float], dict[str, Tensor]]:
+    """``ratio -> masks`` of one target under a per-tensor pattern (N:M, blocks, a registered `mask_fn`): each tensor
+    is scored once by `criterion`; its granularity's `mask_fn` selects from the raw scores and what is already
+    pruned (kept pruned: the masks include it)."""
+    scored = []
+    for param in target.param_names():
+        p = model.get_parameter(param)
+        ctx = ScoreContext(param, target.name, model.get_submodule(target.name), model, seed, *env)
+        scores = get_criterion(criterion).score(p, ctx).float()
+        cur = store.current(param)
+        scored.append((param, p, scores, None if cur is None else cur.to(scores.device)))
 
+    def at(ratio: float) -> dict[str, Tensor]:
+        out = {}
+        for param, p, scores, cur in scored:
+            mask = g.mask_fn(scores, ratio, cur, g)  # type: ignore[misc]
+            if mask.shape != p.shape or mask.dtype != torch.bool:
+                raise GranularityError(
+                    f"granularity {g.name!r}: its mask_fn returned a {mask.dtype} mask of shape {tuple(mask.shape)} "
+                    f"for {param!r} of shape {tuple(p.shape)}; it must return a bool mask of the weight's shape"
+                )
+            out[param] = (mask if cur is None else mask | cur).to(p.device)
+        return out
 
-def nm_masks(
-    model, store, target: Target, param: str, shape: tuple[int, int], criterion: str, seed: int, data=None, cache=None
-) -> dict[str, Tensor]:
-    """N:M masks of one weight: the ``M - N`` lowest-scoring weights of every group of M along dim 1."""
-    n, m = shape
-    env = (data, {} if cache is None else cache)
-    s = _scores(model, store, target, param, criterion, seed, env)  # already-pruned: -inf, so they go first
-    cur = store.current(param)
-    return {param: nm_mask(s, n, m, None if cur is None else cur.to(s.device))}
-
-
-def _pattern_mask(model, store, target: Target, param: str, g: Granularity, lp: LayerPlan, seed: int, env) -> Tensor:
-    """One tensor's mask from its granularity's `mask_fn`, given the criterion's raw element scores and what is
-    already pruned (kept pruned: the result includes it)."""
-    p = model.get_parameter(param)
-    ctx = ScoreContext(param, target.name, model.get_submodule(target.name), model, seed, *env)
-    scores = get_criterion(lp.criterion).score(p, ctx).float()
-    cur = store.current(param)
-    cur = None if cur is None else cur.to(scores.device)
-    mask = g.mask_fn(scores, lp.ratio, cur, g)  # type: ignore[misc]
-    if mask.shape != p.shape or mask.dtype != torch.bool:
-        raise GranularityError(
-            f"granularity {g.name!r}: its mask_fn returned a {mask.dtype} mask of shape {tuple(mask.shape)} for "
-            f"{param!r} of shape {tuple(p.shape)}; it must return a bool mask of the weight's shape"
-        )
-    return (mask if cur is None else mask | cur).to(p.device)
+    return at
 
 
 def weight_masks(

@@ -28,13 +28,11 @@ from .fastops import all_finite
 from .granularity import Granularity, get_granularity, n_to_prune
 from .rankings import (  # noqa: F401  (_scores, branch_scores: imported from here by analyses)
     Ranking,
-    _pattern_mask,
     _scores,
-    block_ranking,
     branch_masks,
     branch_scores,
     group_ranking,
-    nm_masks,
+    pattern_masks,
     weight_masks,
     weight_ranking,
 )
@@ -44,10 +42,9 @@ __all__ = [
     "DEFAULT_KINDS",
     "Ranking",
     "Selection",
-    "block_ranking",
     "group_ranking",
     "n_to_prune",
-    "nm_masks",
+    "pattern_masks",
     "select",
     "weight_masks",
     "weight_ranking",
@@ -230,9 +227,7 @@ def select(
         t = targets[name]
         g = get_granularity(lp.granularity)
         if g.mask_fn is not None:  # a per-tensor pattern (N:M, blocks, a registered one): the entry selects
-            env = (data, cache)
-            for p in t.param_names():
-                merge({p: _pattern_mask(model, store, t, p, g, lp, seed, env)})
+            merge(pattern_masks(model, store, t, g, lp.criterion, seed, (data, cache))(lp.ratio))
         elif g.family == "weight":
             pairs = [(t, p) for p in t.param_names()]
             merge(weight_masks(model, store, pairs, lp.criterion, lp.ratio, seed, data, cache))
