@@ -88,14 +88,11 @@ def analyze_groups(model: nn.Module, example_inputs: Any, *, timeout: float | No
         claimed.update(hidden.producers)  # their outputs are the stream: no traced group of their own
     from ..branches import find_branches
 
-    cached = snapshot_caches(model)
-    try:  # the `layer` granularity's units (torch.fx: symbolic, no forward; bounded like the trace below)
+    try:  # the `layer` granularity's units (torch.fx: symbolic, no forward, leaving no Proxy cached; bounded)
         with time_bound(timeout):
             found, analysis.branch_error = find_branches(model)
     except TraceTimeout:
         found, analysis.branch_error = [], f"torch.fx tracing did not finish within {timeout:g} s and was stopped"
-    finally:  # a model caching on its first call may have kept torch.fx Proxies
-        restore_caches(model, cached)
     for b in found:
         analysis.branches[b.id] = b
         for mname in b.modules:
