@@ -131,7 +131,7 @@ def _semi_structured_case(device: torch.device) -> str:
     x = torch.randn(2048, 4096, device=device, dtype=torch.float16)
     bench = wb.Workbench(lin, [(x[:64], torch.zeros(64, dtype=torch.long, device=device))])
     bench.apply(wb.Plan.uniform(0.5, granularity="2:4"), evaluate=False)
-    _, rep = wb.sparse.compile(bench, backend="semi_structured", batch_size=2048, repeats=REPEATS)
+    rep = wb.sparse.compile(bench, backend="semi_structured", batch_size=2048, repeats=REPEATS).report
     return f"2:4 semi_structured, 4096x4096 fp16, batch 2048: dense {rep.dense_ms:.3f} ms -> {rep.compiled_ms:.3f} ms ({rep.speedup:.2f}x)"
 
 
@@ -141,7 +141,7 @@ def _bsr_case(device: torch.device) -> str:
     x = torch.randn(2048, 4096, device=device)
     bench = wb.Workbench(model, [(x[:64], torch.zeros(64, dtype=torch.long, device=device))])
     bench.apply(wb.Plan.uniform(0.9, granularity="block32x32"), evaluate=False)
-    _, rep = wb.sparse.compile(bench, backend="bsr", batch_size=2048, repeats=REPEATS)
+    rep = wb.sparse.compile(bench, backend="bsr", batch_size=2048, repeats=REPEATS).report
     return f"bsr, 2 x Linear(4096, 4096) 90% block32x32, batch 2048: dense {rep.dense_ms:.3f} ms -> {rep.compiled_ms:.3f} ms ({rep.speedup:.2f}x)"
 
 

@@ -68,9 +68,9 @@ def _time(ctx: _Ctx, cands: list[_Cand], device: torch.device, repeats: int, tim
     for dtype in {e["dtype"] for c in cands for e in c.compiled.values() if e["module"] is not None}:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dense, _ = compile(
+            dense = compile(
                 _Masked(ctx.bench, ctx.model, ctx.current), "dense", device, ctx.batch_size, dtype=dtype, repeats=1
-            )
+            ).module
         xs = _cast(xs0, device, dtype)
         refs[dtype] = f"dense/{dtype}"
         fns[refs[dtype]] = lambda m=dense, xs=xs: m(*xs)

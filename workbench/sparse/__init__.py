@@ -1,6 +1,7 @@
 """Sparse core: turn a masked model into a genuinely smaller or faster one, and export it.
 
-- `compile(bench_or_model, backend="auto", ...)` -> ``(new_module, CompileReport)``; backends in a registry
+- `compile(bench_or_model, backend="auto", ...)` -> `CompileResult` (``.module``, ``.report``; it unpacks as
+  ``fast, report = compile(...)``); backends in a registry
   (`available_backends()`): ``dense``, ``shrink``, ``csr``, ``bsr`` (CUDA), ``semi_structured`` (CUDA 2:4);
 - `export(module, "out/", formats=("safetensors", "onnx", "plan"))` and `load(path, model)`.
 
@@ -8,7 +9,7 @@ The live model is never modified: everything works on copies.
 """
 
 from .backends import Backend, CompileError, available_backends, get_backend, register_backend
-from .compiler import CompileReport, LayerResult, compile, stored_weights
+from .compiler import CompileReport, CompileResult, LayerResult, compile, stored_weights
 from .export import FORMATS, ExportError, ExportReport, export, load
 from .modules import BSRLinear, SemiStructuredLinear, SparseLinear, densify_
 from .shrink import prunable_channels, shrink_
@@ -19,6 +20,7 @@ __all__ = [
     "Backend",
     "CompileError",
     "CompileReport",
+    "CompileResult",
     "ExportError",
     "ExportReport",
     "LayerResult",

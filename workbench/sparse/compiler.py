@@ -5,9 +5,10 @@
 >>> model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
 >>> bench = wb.Workbench(model, [(torch.randn(16, 32), torch.randint(0, 4, (16,)))])
 >>> _ = bench.apply(wb.Plan.uniform(0.5, granularity="neuron"), evaluate=False)
->>> fast, rep = wb.sparse.compile(bench, backend="shrink")
->>> fast[0].out_features, rep.params_before, rep.params_after
+>>> result = wb.sparse.compile(bench, backend="shrink")
+>>> result.module[0].out_features, result.report.params_before, result.report.params_after
 (32, 2372, 1188)
+>>> fast, rep = result  # it unpacks as (module, report)
 >>> rep.max_abs_err < 1e-5
 True
 
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..evaluate import model_device
 from ._inputs import _as_inputs, _batch, _capture, _cast, _close, _map, _out  # noqa: F401  (their old home)
@@ -38,10 +39,10 @@ from ._ties import (  # noqa: F401  (their old home)
     _untied_groups,
 )
 from .backends import CompileError, available_backends, get_backend
-from .report import CompileReport, LayerResult, stored_weights
+from .report import CompileReport, CompileResult, LayerResult, stored_weights
 from .stages import CompileState, _as_dense, _choose, _replace, _source, finish, layer_stage, model_stage, prepare  # noqa: F401
 
-__all__ = ["CompileReport", "LayerResult", "compile", "stored_weights"]
+__all__ = ["CompileReport", "CompileResult", "LayerResult", "compile", "stored_weights"]
 
 
 def compile(
@@ -56,15 +57,16 @@ def compile(
     min_gain: float = 0.05,
     atol: float | None = None,
     rtol: float | None = None,
-) -> tuple[nn.Module, CompileReport]:
+) -> CompileResult:
     """Build a new module computing what the masked model computes, faster where a backend measures faster.
 
     `bench_or_model`: a `Workbench` (its masks, coupled groups, example inputs and data are used) or a plain
     module (zeros count as pruned; pass `example_inputs`). `backend`: ``"auto"`` or a name of
     `available_backends()`. `device`/`dtype`: where and in which precision the compiled copy runs (default:
-    the model's). `batch_size`: the rows per forward pass that latencies are measured at. Returns
-    ``(new_module, CompileReport)``; the new module is in eval mode and carries what `export` needs
-    (`module._workbench`: plans applied, example inputs, source class).
+    the model's). `batch_size`: the rows per forward pass that latencies are measured at. Returns a
+    `CompileResult`: ``.module`` (the new module) and ``.report`` (a `CompileReport`); it unpacks like the pair
+    ``(module, report)``. The new module is in eval mode and carries what `export` needs (`module._workbench`:
+    plans applied, example inputs, source class).
     """
     model, groups, masks, example, data, plans = _source(bench_or_model, example_inputs)
     adapter = getattr(bench_or_model, "adapter", None)
@@ -114,4 +116,4 @@ def compile(
         max_abs_err=st.err,
         notes=tuple(st.notes),
     )
-    return stage, report
+    return CompileResult(module=stage, report=report)

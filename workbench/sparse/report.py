@@ -1,7 +1,9 @@
-"""What `compile` reports, as plain data: one `LayerResult` per Linear/Conv layer and the `CompileReport`."""
+"""What `compile` returns, as plain data: one `LayerResult` per Linear/Conv layer, the `CompileReport`, and the
+`CompileResult` holding the new module with its report."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -10,7 +12,7 @@ from torch import nn
 from .._text import table_lines
 from .modules import _SparseBase
 
-__all__ = ["CompileReport", "LayerResult", "stored_weights"]
+__all__ = ["CompileReport", "CompileResult", "LayerResult", "stored_weights"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,42 @@ class CompileReport:
 
     def __repr__(self) -> str:
         return f"CompileReport(\n{self.table()}\n)"
+
+
+@dataclass(frozen=True, eq=False)
+class CompileResult:
+    """What `compile` returns: the new `module` and the `report` of how it was built.
+
+    It unpacks and indexes like the pair ``(module, report)``, so ``fast, rep = wb.sparse.compile(...)``,
+    ``result[0]`` and ``result[1]`` work; ``result.module`` and ``result.report`` say the same by name.
+
+    >>> import torch, workbench as wb
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    >>> result = wb.sparse.compile(model, backend="dense")
+    >>> fast, rep = result
+    >>> fast is result.module is result[0], rep is result.report is result[1], len(result)
+    (True, True, 2)
+    """
+
+    module: nn.Module
+    report: CompileReport
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.module, self.report))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return (self.module, self.report)[index]
+
+    def __repr__(self) -> str:
+        m = self.module
+        head = (
+            f"CompileResult(module={type(m).__name__} with {stored_weights(m):,} stored weights, "
+            f"report=CompileReport(...)); unpacks as (module, report)"
+        )
+        return f"{head}\n{self.report.table()}"
 
 
 def stored_weights(module: nn.Module) -> int:
