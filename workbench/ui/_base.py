@@ -23,7 +23,7 @@ from typing import Any
 
 import ipywidgets as W
 
-__all__ = ["Busy", "Debouncer", "Log", "Panel", "render_png"]
+__all__ = ["Busy", "Debouncer", "Log", "Panel", "image_widget", "render_png"]
 
 _RUNNING: set[Busy] = set()  # runners whose worker thread is alive; joined at interpreter exit
 
@@ -39,6 +39,13 @@ def render_png(draw: Callable[[Any], Any], size: tuple[float, float] = (6.0, 3.5
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def image_widget() -> W.Image:
+    """An empty PNG image widget for a rendered plot, as wide as the dashboard's plots."""
+    img = W.Image(format="png", layout=W.Layout(max_width="720px"))
+    img.add_class("wb-plot")
+    return img
 
 
 class Log:

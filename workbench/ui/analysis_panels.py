@@ -1,0 +1,273 @@
+"""The dashboard's analysis panels: sensitivity (heatmap with per-cell buttons), entropy, connectivity and
+profile. Each composes `workbench.viz` plots rendered to PNG image widgets, re-rendered in place."""
+
+from __future__ import annotations
+
+import time
+
+import ipywidgets as W
+import numpy as np
+
+from ..criteria import available as criteria_available
+from ..masks.granularity import available_granularities
+from ._base import Panel, image_widget, render_png
+
+__all__ = ["ConnectivityPanel", "EntropyPanel", "ProfilePanel", "SensitivityPanel"]
+
+
+class SensitivityPanel(Panel):
+    title = "Sensitivity"
+
+    def __init__(self, dashboard):
+        super().__init__(dashboard)
+        grans = [g for g in available_granularities() if any(g in t.granularities for t in self.bench.targets)]
+        self.granularity = W.Dropdown(options=grans, value="weight", description="granularity")
+        self.criterion = W.Dropdown(options=criteria_available(), value="magnitude", description="criterion")
+        self.mode = W.ToggleButtons(options=["estimate", "refine", "exact"], value="estimate")
+        self.mode.tooltips = [
+            "predicted from one gradient pass, with a trust figure",
+            "the estimate first, then exact cells as they land (near the plan's ratios first); Stop keeps them",
+            "every cell measured",
+        ]
+        self.live = None  # the refine map while it fills in
+        self.redraw_every = 0.5  # seconds between heatmap redraws while a refine scan runs
+        self._drawn = 0.0
+        self.scan_button = W.Button(description="Scan", icon="play")
+        self.scan_button.on_click(lambda _: self.scan())
+        self.busy.buttons.append(self.scan_button)
+        self.image = image_widget()
+        self.source = W.HTML()  # what the heatmap shows: which scan, by which engine, how long it took
+        self.source.add_class("wb-sensitivity-source")
+        self.grid = W.VBox()
+        self.refresh()
+
+    def widget(self) -> W.Widget:
+        note = W.HTML("click a cell to set that layer's slider to the cell's ratio")
+        return W.VBox(
+            [
+                W.HBox([self.granularity, self.criterion, self.mode, self.scan_button]),
+                self.source,
+                self.image,
+                note,
+                self.grid,
+            ]
+        )
+
+    def scan(self) -> None:
+        g, c, mode = self.granularity.value, self.criterion.value, self.mode.value
+        ratios = np.round(np.linspace(0.1, 0.9, 9), 2)
+
+        def work():  # estimates with the Fisher term: first order alone shows whole layers "improving" when pruned
+            extra = {"second_order": True} if mode != "exact" else {"executor": self.dashboard.executor}
+            if mode == "refine":  # cells near the sliders' ratios first; the heatmap fills in as they land
+                self._drawn = 0.0
+                extra.update(around=self.dashboard.editor.plan(), on_update=self._landed)
+            return self.bench.sensitivity(ratios, g, c, mode=mode, progress=self.busy.tick, **extra)
+
+        def done(sens) -> None:
+            self.live = None
+            self.refresh()
+            self.dashboard.editor.update_preview()
+
+        self.busy.run(f"{mode} sensitivity scan", work, done)
+
+    def _landed(self, sens) -> None:
+        """A refine scan's map after another exact cell: redrawn at most every `redraw_every` seconds."""
+        self.live = sens
+        now = time.perf_counter()
+        if now - self._drawn >= self.redraw_every:
+            self._drawn = now
+            self.refresh(sens)
+
+    def refresh(self, sens=None) -> None:
+        sens = sens if sens is not None else self.bench.last_sensitivity
+        if sens is None:
+            self.image.layout.display = "none"
+            self.grid.children = ()
+            self.source.value = ""
+            return
+        from ..viz import plot_sensitivity
+
+        self.source.value = (
+            f"{sens.mode} scan, {sens.granularity}/{sens.criterion}: {sens.engine or 'measured'}, {sens.seconds:.1f} s"
+        )
+        if sens.mode in ("estimate", "refine") and getattr(sens, "trust", None) is not None:
+            self.source.value += f"; estimate trust {sens.trust:.2f} ({len(sens.checks)} cells checked exactly"
+            if sens.scale is not None and np.isfinite(sens.scale):
+                self.source.value += f", predicted values {sens.scale:.2g}x the measured"
+            self.source.value += ")"
+        if sens.mode == "refine" and sens.exact is not None:
+            self.source.value += f"; {int(sens.exact.sum())}/{sens.exact.size} cells exact (marked •)"
+
+        self.image.layout.display = ""
+        self.image.value = render_png(
+            lambda ax: plot_sensitivity(sens, ax=ax), size=(7.0, max(2.5, 0.22 * len(sens.layers) + 1.2))
+        )
+        self.grid.children = self._cells(sens)
+
+    def _cells(self, sens):
+        """A clickable table of the scan: layers x ratios, each cell coloured by its value."""
+        import matplotlib as mpl
+
+        vals = sens.values
+        lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
+        norm = mpl.colors.TwoSlopeNorm(vcenter=0.0, vmin=-lim or -1, vmax=lim or 1)
+        cmap = mpl.colormaps["RdBu" if sens.higher_is_better else "RdBu_r"]
+        rows = []
+        for i, layer in enumerate(sens.layers):
+            cells = [W.Label(layer, layout=W.Layout(width="180px"))]
+            marked = sens.exact if sens.mode == "refine" and sens.exact is not None else None
+            for j, r in enumerate(sens.ratios):
+                v = vals[i, j]
+                dot = "•" if marked is not None and marked[i, j] else ""
+                b = W.Button(
+                    description="—" if np.isnan(v) else f"{dot}{v:+.3f}",
+                    layout=W.Layout(width="62px"),
+                    tooltip=f"{layer} at {r:.0%}",
+                )
+                b.style.button_color = "#cccccc" if np.isnan(v) else mpl.colors.to_hex(cmap(norm(v)))
+                b.style.font_size = "10px"
+                b.add_class("wb-cell")
+                b.on_click(lambda _, layer=layer, r=float(r): self.dashboard.editor.set_ratio(layer, r))
+                cells.append(b)
+            rows.append(W.HBox(cells))
+        header = W.HBox(
+            [W.Label("", layout=W.Layout(width="180px"))]
+            + [W.Label(f"{r:.0%}", layout=W.Layout(width="62px")) for r in sens.ratios]
+        )
+        return (header, W.VBox(rows, layout=W.Layout(max_height="260px", overflow="auto")))
+
+
+class EntropyPanel(Panel):
+    title = "Entropy"
+
+    def __init__(self, dashboard):
+        super().__init__(dashboard)
+        self.button = W.Button(description="Compute", icon="play")
+        self.button.on_click(lambda _: self.compute())
+        self.busy.buttons.append(self.button)
+        self.layer = W.Dropdown(options=[], description="units of")
+        self.layer.observe(lambda _: self._units(), names="value")
+        self.image = image_widget()
+        self.units = image_widget()
+        self.result = None
+        self._pending = False
+        self.busy.on_idle.append(self._after_other_task)
+
+    def widget(self) -> W.Widget:
+        return W.VBox([W.HBox([self.button, self.layer]), self.image, self.units])
+
+    def compute(self) -> None:
+        def done(ent) -> None:
+            self.result = ent
+            self.refresh_plots()
+
+        self.busy.run("entropy", self.bench.entropy, done)
+
+    def refresh_plots(self) -> None:
+        from ..viz import plot_entropy
+
+        ent = self.result
+        self.image.value = render_png(
+            lambda ax: plot_entropy(ent, ax=ax), size=(7.0, max(2.5, 0.25 * len(ent.layers) + 1))
+        )
+        self.layer.options = list(ent.layers)
+        self._units()
+
+    def _units(self) -> None:
+        if self.result is None or not self.layer.value:
+            return
+        from ..viz import plot_unit_entropy
+
+        self.units.value = render_png(lambda ax: plot_unit_entropy(self.result, self.layer.value, ax=ax), size=(7, 2.5))
+
+    def refresh(self) -> None:
+        if self.result is None:  # activations change with the weights: recompute what is shown
+            return
+        if self.busy.running:  # inside another task's completion (Apply, Undo): run right after it, same worker
+            self._pending = True
+        else:
+            self.compute()
+
+    def _after_other_task(self) -> None:
+        if not self._pending:
+            return
+        self._pending = False
+        try:
+            self.result = self.bench.entropy()
+            self.refresh_plots()
+            self.log("entropy: recomputed after the change")
+        except Exception as e:  # shown in the log, never a dead widget
+            self.log(f"Entropy: {type(e).__name__}: {e}", "error")
+
+
+class ConnectivityPanel(Panel):
+    title = "Connectivity"
+
+    def __init__(self, dashboard):
+        super().__init__(dashboard)
+        names = [t.name for t in self.bench.targets if not t.tied_to]
+        default = next((t.name for t in self.bench.targets if t.kind in ("conv", "linear")), names[0])
+        self.layer = W.Dropdown(options=names, value=default, description="layer")
+        self.layer.observe(lambda _: self.refresh(), names="value")
+        self.image = image_widget()
+        self.summary = W.HTML()
+        self.refresh()
+
+    def widget(self) -> W.Widget:
+        return W.VBox([self.layer, self.summary, self.image])
+
+    def refresh(self) -> None:
+        from ..viz import plot_connectivity_pair
+
+        conn = self.bench.connectivity(self.layer.value)
+        self.summary.value = (
+            f"{conn.surviving:.1%} of connections survive; dead outputs {int(conn.dead_out.sum())}"
+            f", dead inputs {int(conn.dead_in.sum())}"
+        )
+        self.image.value = render_png(lambda axes: plot_connectivity_pair(conn, axes=axes), size=(8, 3.2), ncols=2)
+
+
+class ProfilePanel(Panel):
+    title = "Profile"
+
+    def __init__(self, dashboard):
+        super().__init__(dashboard)
+        self.metric = W.ToggleButtons(options=["flops", "params", "latency"], value="flops")
+        self.metric.observe(lambda _: self.draw(), names="value")
+        self.button = W.Button(
+            description="Measure latency", icon="clock-o", tooltip="time every layer (median of 10 runs)"
+        )
+        self.button.on_click(lambda _: self.measure())
+        self.busy.buttons.append(self.button)
+        self.image = image_widget()
+        self.draw()
+
+    def widget(self) -> W.Widget:
+        return W.VBox([W.HBox([self.metric, self.button]), self.image])
+
+    def measure(self) -> None:
+        def done(prof) -> None:
+            self.dashboard.last_profile = prof
+            self.metric.value = "latency"
+            self.draw()
+
+        self.busy.run("profiling", lambda: self.bench.profile(batch_size=self.dashboard.batch_size, repeats=10), done)
+
+    def refresh(self) -> None:
+        self.draw()
+
+    def draw(self) -> None:
+        from ..viz import plot_profile
+
+        prof = self.dashboard.last_profile
+        if prof is None:
+            return
+        if self.metric.value == "latency" and np.isnan(prof.latency_ms).all():
+            self.image.layout.display = "none"
+            return
+        self.image.layout.display = ""
+        self.image.value = render_png(
+            lambda ax: plot_profile(prof, ax=ax, metric=self.metric.value),
+            size=(7.0, max(2.5, 0.25 * len(prof.layers) + 1)),
+        )
