@@ -12,6 +12,7 @@ from zoo import make
 
 import workbench as wb
 from workbench.adapter import Adapter
+from workbench.analysis._refine import fill_map
 from workbench.analysis.sensitivity import AnalysisError, SensitivityResult, rows_for
 from workbench.errors import DataError, GranularityError, TargetError, WorkbenchError
 from workbench.masks import n_to_prune
@@ -423,9 +424,14 @@ def test_refine_run_to_the_end_is_the_exact_scan_and_fills_in_cell_by_cell():
     counts = [int(m.exact.sum()) for m in maps]
     assert counts[0] == len(res.checks) and counts == list(range(counts[0], res.values.size + 1))
     est = bench.sensitivity(ratios, mode="estimate", progress=False)
-    for m in maps:  # every intermediate map: exact where marked, the estimate elsewhere
+    for m in maps:  # every intermediate map: exact where marked, predicted from the exact cells elsewhere
         np.testing.assert_allclose(m.values[m.exact], exact.values[m.exact], atol=1e-6, rtol=0)
-        np.testing.assert_array_equal(m.values[~m.exact], est.values[~m.exact])
+        np.testing.assert_array_equal(m.estimate, est.values)
+        np.testing.assert_array_equal(m.values, fill_map(est.values, m.values, m.exact))
+        assert np.isfinite(m.values).all()
+    back = SensitivityResult.from_dict(maps[3].to_dict())  # plain data, the starting estimate included
+    np.testing.assert_array_equal(back.estimate, maps[3].estimate)
+    np.testing.assert_array_equal(back.exact, maps[3].exact)
     assert 0.0 <= res.trust <= 1.0
     assert_bitwise(model, snap)
     assert_plain(model)
@@ -473,10 +479,43 @@ def test_refine_measures_the_cells_near_the_current_ratios_first():
     plan = wb.Plan({rows[0]: wb.LayerPlan(0.5)})
     by_plan = bench.sensitivity(ratios, mode="refine", trust_cells=0, around=plan, budget=3 / (9 * len(rows)))
     assert {(int(i), int(j)) for i, j in np.argwhere(by_plan.exact)} == {(0, 3), (0, 4), (0, 5)}
+    # with none: every row's largest ratio, rows with the larger predicted change first, then the middle ratios
     est = bench.sensitivity(ratios, mode="estimate", trust_cells=0, progress=False)
+    n = len(rows)
     top = bench.sensitivity(ratios, mode="refine", trust_cells=0, budget=2 / est.values.size, progress=False)
-    biggest = set(map(tuple, np.argwhere(np.abs(est.values) >= np.sort(np.abs(est.values).ravel())[-2])))
-    assert {tuple(c) for c in np.argwhere(top.exact)} == biggest
+    biggest = {(int(i), 8) for i in np.argsort(-np.abs(est.values[:, 8]), kind="stable")[:2]}
+    assert {tuple(map(int, c)) for c in np.argwhere(top.exact)} == biggest
+    more = bench.sensitivity(ratios, mode="refine", trust_cells=0, budget=(n + 1) / est.values.size, progress=False)
+    got = {tuple(map(int, c)) for c in np.argwhere(more.exact)}
+    assert {(i, 8) for i in range(n)} < got and len(got - {(i, 8) for i in range(n)}) == 1
+    assert next(iter(got - {(i, 8) for i in range(n)}))[1] == 4
+
+
+def test_fill_map_recovers_rows_that_grow_geometrically_from_two_exact_cells_each():
+    """By construction: each row's true change is a_i * q**j (q differs per row), the estimate grows linearly and
+    ranks the low ratios wrongly; with each row's largest and middle ratio measured, the prediction is the truth."""
+    j = np.arange(9)
+    truth = np.array([a * q**j for q, a in [(1.9, 1e-4), (1.5, 1e-2), (2.2, 1e-6), (1.2, 1e-1)]])
+    estimate = np.outer([1.0, 3.0, 0.5, 2.0], j + 1.0)[:, ::-1].copy()  # decreasing: every shape is wrong
+    exact = np.zeros(truth.shape, dtype=bool)
+    exact[:, [4, 8]] = True
+    got = fill_map(estimate, np.where(exact, truth, np.nan), exact)
+    np.testing.assert_allclose(got, truth, rtol=1e-9)
+    # a row with one exact cell takes the others' median log-slope; a row with none, the scaled estimate
+    exact[0] = [False] * 8 + [True]
+    exact[1] = False
+    got = fill_map(estimate, np.where(exact, truth, np.nan), exact)
+    slope = np.median(np.log([2.2, 1.2]))  # rows 2 and 3 have two exact cells
+    np.testing.assert_allclose(got[0], truth[0, 8] * np.exp(slope * (j - 8)), rtol=1e-9)
+    e, x = estimate[exact], truth[exact]
+    np.testing.assert_allclose(got[1], estimate[1] * (e @ x) / (e @ e), rtol=1e-9)
+    # a change at or below the noise level (the largest negative change measured) counts as that level; the
+    # measured cells keep their values
+    vals = np.array([[np.nan, -0.02, np.nan, 0.5], [np.nan, np.nan, np.nan, -0.01]])
+    got = fill_map(np.ones((2, 4)), vals, ~np.isnan(vals))
+    np.testing.assert_allclose(got[0], [0.004, -0.02, 0.1, 0.5], rtol=1e-9)
+    np.testing.assert_allclose(got[1], [0.02 / 125, 0.02 / 25, 0.02 / 5, -0.01], rtol=1e-9)
+    assert np.isfinite(fill_map(np.zeros((2, 3)), np.zeros((2, 3)), np.ones((2, 3), dtype=bool))).all()
 
 
 def test_refine_measures_loss_and_says_so_for_another_metric():

@@ -66,7 +66,9 @@ class SensitivityResult:
     none of an estimate, the refined ones of a refine scan. `trust` in [0, 1]: how far the predicted cells can be
     trusted (1.0 for exact scans; for estimates their rank agreement with exact values on a few sampled cells, see
     `workbench.analysis._estimate`), None if not measured; `scale`: mean |estimated| / mean |exact| on those
-    cells (1: the right magnitude). `checks`: the sampled cells as ``(row, column, estimated, exact)``."""
+    cells (1: the right magnitude). `checks`: the sampled cells as ``(row, column, estimated, exact)``.
+    `estimate`: in refine mode, the estimate the scan started from (its other cells are predicted from the exact
+    ones, see `workbench.analysis._refine.fill_map`)."""
 
     layers: tuple[str, ...]
     members: tuple[tuple[str, ...], ...]
@@ -85,6 +87,7 @@ class SensitivityResult:
     trust: float | None = None
     checks: tuple[tuple[int, int, float, float], ...] = ()
     scale: float | None = None
+    estimate: np.ndarray | None = None
 
     @property
     def units(self) -> str:
@@ -122,6 +125,7 @@ class SensitivityResult:
             "trust": self.trust,
             "checks": [list(c) for c in self.checks],
             "scale": None if self.scale is None or math.isnan(self.scale) else self.scale,
+            "estimate": None if self.estimate is None else self.estimate.tolist(),
         }
 
     @classmethod
@@ -134,6 +138,8 @@ class SensitivityResult:
         if d.get("exact") is not None:
             d["exact"] = np.asarray(d["exact"], dtype=bool).reshape(d["values"].shape)
         d["checks"] = tuple((int(i), int(j), float(e), float(x)) for i, j, e, x in d.get("checks", ()))
+        if d.get("estimate") is not None:
+            d["estimate"] = np.asarray(d["estimate"], dtype=float).reshape(d["values"].shape)
         return cls(**d)
 
     def to_pandas(self):
