@@ -24,7 +24,6 @@ from .rules import is_conv1d
 __all__ = ["KINDS", "PATTERN_EXAMPLES", "Target", "Targets", "find_targets", "parse_pattern", "pattern_fit"]
 
 KINDS = ("linear", "conv", "lstm", "attention", "norm", "embedding")
-STRUCTURED = {"linear": "neuron", "conv": "filter", "attention": "head", "lstm": "lstm-unit"}  # by target kind
 # patterned granularities listed in `Target.patterns` when they fit; any other "N:M" / "blockRxC" is checked on demand
 PATTERN_EXAMPLES = ("2:4", "block4x4", "block16x16", "block32x32")
 _NM = re.compile(r"^(\d+):(\d+)$")
@@ -226,16 +225,32 @@ def _kind(module: nn.Module) -> tuple[str, tuple[str, ...]] | None:
 
 
 def _units(kind: str, gids: tuple[str, ...], groups: GroupAnalysis | None) -> list[tuple[str, str]]:
-    """(granularity, group unit) pairs a target of `kind` may offer: its kind's own, plus ``head`` for the linear
-    projections of an attention block."""
-    own = {"linear": ("neuron", "channel"), "conv": ("filter", "channel"), "attention": ("head", "head")}
-    own["lstm"] = ("lstm-unit", "lstm-unit")
-    out = [own[kind]] if kind in own else []
-    if kind == "linear" and groups is not None and any(groups.groups[g].unit == "head" for g in gids):
-        out.append(("head", "head"))
-    if groups is not None and any(groups.groups[g].unit == "hidden" for g in gids):
-        out.append(("hidden", "hidden"))
+    """(granularity, group unit) pairs a target of `kind` may offer, read from the granularity registry: every
+    per-layer structured granularity made for this kind (its first kind: filters of convs, neurons of linears,
+    heads of attention, LSTM units), one of its other kinds where the target is in a coupled group of its unit
+    (``head`` for the linear projections of an attention block), and those spanning layers (``hidden``) where the
+    target is in a group of their unit. Whole residual branches (``layer``) are found apart, from the branches."""
+    from .masks.granularity import get_granularity, structured_granularities
+
+    have = {groups.groups[g].unit for g in gids} if groups is not None else set()
+    out = []
+    for name in structured_granularities():
+        g = get_granularity(name)
+        if g.kinds[:1] == (kind,) or (kind in g.kinds and g.unit in have):
+            out.append((name, g.unit))
+    for name in structured_granularities(per_layer=False):
+        g = get_granularity(name)
+        if g.unit in have:
+            out.append((name, g.unit))
     return out
+
+
+def _has_own_units(kind: str) -> bool:
+    """Whether targets of `kind` have whole units of their own to remove (a per-layer structured granularity made
+    for this kind is registered): filters, neurons, heads, LSTM units."""
+    from .masks.granularity import get_granularity, structured_granularities
+
+    return any(get_granularity(n).kinds[:1] == (kind,) for n in structured_granularities())
 
 
 def _unreached(name: str, groups: GroupAnalysis, unit: str) -> str:
@@ -289,7 +304,7 @@ def find_targets(model: nn.Module, groups: GroupAnalysis | None = None) -> Targe
         granularities: list[str] = [] if tied else ["weight", *_registered_patterns(kind)]
         unsupported: dict[str, str] = {}
         gids: tuple[str, ...] = ()
-        structured = STRUCTURED.get(kind) or (groups is not None and name in groups.by_module)
+        structured = _has_own_units(kind) or (groups is not None and name in groups.by_module)
         if structured and not tied:
             gids = tuple(groups.by_module.get(name, ())) if groups is not None else ()
             for gran, unit in _units(kind, gids, groups):

@@ -63,3 +63,41 @@ def test_a_registered_granularity_carries_its_selection_and_one_without_any_is_r
         assert (lin.weight[:, :2] == 0).all() and (lin.weight[:, 2:] != 0).all()
     finally:
         unregister_granularity("cols-test")
+
+
+def test_a_registered_structured_granularity_is_seen_by_targets_compare_and_recommend():
+    import sys
+
+    import torch
+
+    from workbench.compare import strategies
+    from workbench.masks import Granularity, register_granularity, structured_granularities, unregister_granularity
+    from workbench.recommend import plans
+
+    built_in = ("filter", "neuron", "head", "lstm-unit")
+    assert structured_granularities() == built_in and structured_granularities(per_layer=False) == ("hidden", "layer")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(24, 3))
+    data = [(torch.randn(4, 3, 6, 6), torch.randint(0, 3, (4,)))]
+    register_granularity(Granularity("channels-test", "conv output channels", ("conv",), True, unit="channel"))
+    try:
+        want = ("filter", "channels-test", "neuron", "head", "lstm-unit")  # convs' units first, then by registration
+        assert structured_granularities() == want
+        for where in (strategies, plans, sys.modules["workbench.compare"], sys.modules["workbench.recommend"]):
+            assert where.STRUCTURED == want
+        bench = wb.Workbench(model, data)
+        assert bench.targets["0"].granularities[:3] == ("weight", "filter", "channels-test")
+        assert "channels-test" not in bench.targets["5"].granularities  # a Linear: not one of its kinds
+        assert {m for _, ms in plans._structured_rows(bench, "l1") for m in ms} == {"0", "2"}  # 5: the outputs
+        rows = plans._structured_rows(bench, "l1", ("channels-test",))
+        assert [ms for _, ms in rows] == [ms for _, ms in plans._structured_rows(bench, "l1", ("filter",))]
+        # the same unit on the same layers removes exactly what `filter` removes
+        bench.apply(wb.Plan.uniform(0.5, granularity="channels-test", criterion="l1"), evaluate=False)
+        mine = {k: v.clone() for k, v in bench.store.masks().items()}
+        bench.undo()
+        bench.apply(wb.Plan.uniform(0.5, granularity="filter", criterion="l1"), evaluate=False)
+        theirs = bench.store.masks()
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    finally:
+        unregister_granularity("channels-test")
+    assert structured_granularities() == built_in and strategies.STRUCTURED == built_in

@@ -48,7 +48,7 @@ from .registry import (  # noqa: F401
 )
 from .result import _COST_KEY, COSTS, CompareResult, pareto_front  # noqa: F401
 from .run import BACKENDS, _compare, _normalize, _plan_for, _sparsities, compare  # noqa: F401
-from .strategies import SCAN_RATIOS, STRUCTURED, _structured_plan  # noqa: F401
+from .strategies import SCAN_RATIOS, _structured_plan  # noqa: F401
 
 __all__ = [
     "CompareResult",
@@ -61,3 +61,11 @@ __all__ = [
     "pareto_front",
     "register_strategy",
 ]
+
+
+def __getattr__(name: str):
+    if name == "STRUCTURED":  # the registry's per-layer structured granularities, read when asked
+        from ..masks.granularity import structured_granularities
+
+        return structured_granularities()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

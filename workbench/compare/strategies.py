@@ -16,26 +16,34 @@ from __future__ import annotations
 
 import math
 
+from ..masks.granularity import structured_granularities
 from ..plan import LayerPlan, Plan
 from .registry import StrategyContext, StrategyError, register_strategy
 
-__all__ = ["SCAN_RATIOS", "STRUCTURED"]
+__all__ = ["SCAN_RATIOS", "STRUCTURED"]  # noqa: F822  (STRUCTURED: module __getattr__)
 
-STRUCTURED = ("filter", "neuron", "lstm-unit", "head")  # per-target structured units, in order of preference
 SCAN_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+
+
+def __getattr__(name: str):
+    if name == "STRUCTURED":  # the registry's per-layer structured granularities, read when asked
+        return structured_granularities()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # built-in strategies ----------------------------------------------------------------------------------------
 def _structured_plan(bench, sparsity: float, criterion: str, kinds: tuple[str, ...] | None = None) -> Plan:
     """Each prunable layer that supports a structured unit loses `sparsity` of its units (filters of convs,
-    neurons of linears, LSTM units, attention heads); coupled layers are listed together with the same entry."""
+    neurons of linears, attention heads, LSTM units: the registry's `structured_granularities()`, the first one
+    a layer offers); coupled layers are listed together with the same entry."""
     from ..masks.select import DEFAULT_KINDS
 
     layers = {}
+    preferred = structured_granularities()
     for t in bench.targets:
         if t.kind not in DEFAULT_KINDS or t.tied_to or (kinds is not None and t.kind not in kinds):
             continue
-        g = next((g for g in STRUCTURED if g in t.granularities), None)
+        g = next((g for g in preferred if g in t.granularities), None)
         if g is not None:
             layers[t.name] = LayerPlan(sparsity, g, criterion)
     if not layers:

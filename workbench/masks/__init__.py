@@ -5,6 +5,7 @@ from .granularity import (
     available_granularities,
     get_granularity,
     register_granularity,
+    structured_granularities,
     unregister_granularity,
 )
 from .nm import is_nm_sparse, nm_mask
@@ -26,5 +27,6 @@ __all__ = [
     "nm_mask",
     "register_granularity",
     "select",
+    "structured_granularities",
     "unregister_granularity",
 ]

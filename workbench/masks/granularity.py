@@ -15,6 +15,8 @@ Fixed names (``weight``, ``neuron``, ``filter``) are registered; patterned names
 (4, 8)
 >>> get_granularity("filter").structured
 True
+>>> structured_granularities()  # each layer's own whole units, in the order a layer offering several prefers
+('filter', 'neuron', 'head', 'lstm-unit')
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "get_granularity",
     "n_to_prune",
     "register_granularity",
+    "structured_granularities",
     "unregister_granularity",
 ]
 
@@ -70,7 +73,12 @@ class Granularity:
 
     What it removes is carried by the entry: a structured one names the `unit` of the coupled groups it removes
     (``"channel"``, ``"head"``, ...); an unstructured one other than ``weight`` (whose weights are ranked per layer
-    or pooled globally) gives `mask_fn`, which selects one tensor's mask from its element scores (N:M, blocks)."""
+    or pooled globally) gives `mask_fn`, which selects one tensor's mask from its element scores (N:M, blocks).
+
+    `per_layer` (structured ones): a plan's ratio removes that share of each layer's own units (filters, neurons,
+    heads, LSTM units); False for units that span layers (``hidden``: one group for the whole residual stream;
+    ``layer``: whole residual branches). A per-layer entry is offered by every target of its first kind, and by
+    targets of its other kinds that belong to a coupled group of its `unit`."""
 
     name: str
     summary: str
@@ -80,6 +88,7 @@ class Granularity:
     shape: tuple[int, ...] = ()
     unit: str = ""  # the unit of the coupled groups it removes ("channel", "head", "lstm-unit"); "" for none
     default_kinds: tuple[str, ...] = ()  # kinds a plan's default covers with this granularity beyond the usual ones
+    per_layer: bool = True  # structured: removes a share of each layer's own units (False: units spanning layers)
     mask_fn: MaskFn | None = None  # per-tensor selection (unstructured families other than `weight`)
 
     def __post_init__(self) -> None:
@@ -191,6 +200,28 @@ def get_granularity(name: str) -> Granularity:
     return g
 
 
+# the order structured granularities are preferred in where a layer offers several, by the kind they are made for
+_KIND_ORDER = ("conv", "linear", "attention", "lstm")
+
+
+def structured_granularities(*, per_layer: bool = True) -> tuple[str, ...]:
+    """Registered granularities that remove whole units, so a physical shrink is possible.
+
+    `per_layer=True`: those removing a share of each layer's own units, ordered by the kind of layer they are made
+    for (convolutions, linear layers, attention, recurrent layers, then others; registration order within a
+    kind): the order compare and recommend try them in. `per_layer=False`: those whose units span layers
+    (``hidden``, ``layer``), in registration order. A granularity registered later appears here at once.
+
+    >>> structured_granularities(per_layer=False)
+    ('hidden', 'layer')
+    """
+    found = [g for g in _REGISTRY.values() if g.structured and g.per_layer == per_layer]
+    if per_layer:
+        order = {k: i for i, k in enumerate(_KIND_ORDER)}
+        found.sort(key=lambda g: order.get(g.kinds[0] if g.kinds else "", len(order)))
+    return tuple(g.name for g in found)
+
+
 def available_granularities() -> list[str]:
     """Registered names plus examples of the patterned families (any ``N:M`` / ``blockRxC`` works).
 
@@ -239,6 +270,7 @@ register_granularity(
         True,
         unit="hidden",
         default_kinds=("embedding",),  # the embeddings write the stream: the group needs them
+        per_layer=False,
     )
 )
 register_granularity(
@@ -258,6 +290,7 @@ register_granularity(
         ("linear", "conv", "norm", "lstm", "attention", "embedding"),
         True,
         unit="branch",
+        per_layer=False,
     )
 )
 

@@ -54,7 +54,6 @@ from .candidates import FGSM_EPS as FGSM_EPS
 from .candidates import FINETUNE_RATIOS as FINETUNE_RATIOS
 from .candidates import FINETUNE_STRATEGIES as FINETUNE_STRATEGIES
 from .candidates import GOALS, STRATEGIES, RecommendationError, Strategy, available_strategies
-from .candidates import STRUCTURED as STRUCTURED
 from .candidates import UNITS as UNITS
 from .choosing import guide_markdown
 from .rank import _key as _key  # the documented row order (tests check rankings against it)
@@ -73,3 +72,11 @@ __all__ = [
     "guide_markdown",
     "recommend",
 ]
+
+
+def __getattr__(name: str):
+    if name == "STRUCTURED":  # the registry's per-layer structured granularities, read when asked
+        from ..masks.granularity import structured_granularities
+
+        return structured_granularities()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,6 @@ from typing import Any
 from ..compare.registry import Strategy, candidate_names, get_strategy, register_candidate
 from ..errors import WorkbenchError, suggest
 from . import plans as _plans
-from .plans import STRUCTURED as STRUCTURED
 from .plans import UNITS as UNITS
 
 GOALS = ("latency", "size", "accuracy", "robustness")

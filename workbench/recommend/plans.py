@@ -7,24 +7,40 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import GranularityError, PlanError
+from ..masks.granularity import get_granularity, structured_granularities
 from ..plan import LayerPlan, Plan
 
 if TYPE_CHECKING:
     from ..compare.registry import Strategy
     from .context import _Ctx
 
-__all__ = ["STRUCTURED", "UNITS", "allocated", "global_", "structured_uniform", "uniform"]
+__all__ = [
+    "STRUCTURED",  # noqa: F822  (module __getattr__)
+    "UNITS",
+    "allocated",
+    "global_",
+    "structured_uniform",
+    "uniform",
+]
 
-STRUCTURED = ("filter", "neuron", "head", "lstm-unit")  # one per target kind, in this order
 UNITS = {"filter": "filters", "neuron": "neurons", "head": "heads", "lstm-unit": "LSTM units"}
+
+
+def __getattr__(name: str):
+    if name == "STRUCTURED":  # the registry's per-layer structured granularities, read when asked
+        return structured_granularities()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 Plans = tuple[Callable[[float], Plan], str]
 
 
-def _structured_rows(bench, criterion: str, granularities: Sequence[str] = STRUCTURED) -> list[tuple[str, tuple]]:
-    """(granularity, coupled members) of every row a structured plan can cover, one granularity per target."""
+def _structured_rows(bench, criterion: str, granularities: Sequence[str] | None = None) -> list[tuple[str, tuple]]:
+    """(granularity, coupled members) of every row a structured plan can cover, one granularity per target
+    (default: the registry's per-layer structured granularities, `structured_granularities()`)."""
     from ..analysis.sensitivity import rows_for
 
+    granularities = structured_granularities() if granularities is None else tuple(granularities)
     out, seen = [], set()
     for g in granularities:
         try:
@@ -36,7 +52,7 @@ def _structured_rows(bench, criterion: str, granularities: Sequence[str] = STRUC
                 seen |= set(r.members)
                 out.append((g, r.members))
     if not out:
-        raise PlanError(f"no layer of this model can lose whole {'/'.join(UNITS[g] for g in granularities)}")
+        raise PlanError(f"no layer of this model can lose whole {'/'.join(UNITS.get(g, g) for g in granularities)}")
     return out
 
 
@@ -55,7 +71,7 @@ def uniform(ctx: _Ctx, s: Strategy) -> Plans:
 
 def structured_uniform(ctx: _Ctx, s: Strategy) -> Plans:
     """The same share of whole units (filters / neurons / heads / LSTM units) in every layer."""
-    rows = _structured_rows(ctx.bench, s.criterion)
+    rows = _structured_rows(ctx.state, s.criterion)
     gran = "+".join(dict.fromkeys(g for g, _ in rows))
     return (lambda r: Plan({m: LayerPlan(r, g, s.criterion) for g, ms in rows for m in ms})), gran
 
@@ -66,11 +82,11 @@ def allocated(ctx: _Ctx, s: Strategy) -> Plans:
     from ..analysis.allocate import allocate
     from ..analysis.sensitivity import sensitivity
 
-    bench = ctx.bench
+    bench = ctx.state
     target, gran = "sparsity", "weight"
     if s.family == "structured":  # allocate over the granularity covering the most FLOPs
         target, best = "flops", -1.0
-        for g in ("filter", "neuron"):
+        for g in (g for g in structured_granularities() if get_granularity(g).unit == "channel"):
             try:
                 rows = _structured_rows(bench, s.criterion, (g,))
             except PlanError:
@@ -87,4 +103,4 @@ def allocated(ctx: _Ctx, s: Strategy) -> Plans:
         # them: digits-cnn fell to chance at 10%); the diagonal Fisher term makes the estimate usable
         ctx.sens[gran] = sensitivity(bench, grid, gran, s.criterion, mode="estimate", second_order=True, progress=False)
     sens = ctx.sens[gran]
-    return (lambda r: allocate(ctx.profiled, r, target, gran, s.criterion, sens).plan), gran
+    return (lambda r: allocate(bench, r, target, gran, s.criterion, sens, profile=ctx.prof).plan), gran
