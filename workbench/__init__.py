@@ -15,6 +15,7 @@ from .errors import (
     ExportError,
     GranularityError,
     ModelError,
+    NotABenchError,
     OutsideEditError,
     PlanError,
     TargetError,
@@ -27,6 +28,7 @@ from .plan import LayerPlan, Plan
 from .quantize import QuantProfile, quantize, quantize_profile
 from .recommend import Recommendation, recommend
 from .report import Report
+from .state import State, as_state
 from .targets import Target, Targets, find_targets
 
 __version__ = "0.1.0"
@@ -63,18 +65,21 @@ __all__ = [
     "ModelError",
     "Monitor",
     "MonitorResult",
+    "NotABenchError",
     "OutsideEditError",
     "Plan",
     "PlanError",
     "QuantProfile",
     "Recommendation",
     "Report",
+    "State",
     "Target",
     "TargetError",
     "Targets",
     "Workbench",
     "WorkbenchError",
     "WorkbenchWarning",
+    "as_state",
     "available_strategies",
     "compare",
     "criteria",

@@ -116,10 +116,13 @@ class Analyses:
         the least predicted metric loss, from the sensitivity curves (scanned if `sens` is not given): an
         `Allocation` with its `plan`, the chosen ratio, removed amount and predicted change per row, and what it
         `achieved`. ``bench.apply(allocation)`` applies the plan. The last one is also `self.last_allocation`."""
-        from .analysis.allocate import allocate
+        from .analysis.allocate import allocate, check_budget, scan_for
 
+        check_budget(budget, target)  # before a scan
         with self.store.lock:
-            self.last_allocation = allocate(self, budget, target, granularity, criterion, sens, ratios)
+            if sens is None:  # the scan is also this bench's last one
+                self.last_sensitivity = sens = scan_for(self.state, granularity, criterion, ratios)
+            self.last_allocation = allocate(self.state, budget, target, granularity, criterion, sens, ratios)
         return self.last_allocation
 
     # effects of pruning: two history states compared on the live model (transactions, no copies) -------------

@@ -16,8 +16,7 @@ from __future__ import annotations
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -26,15 +25,17 @@ from torch import Tensor, nn
 
 from ._bench_analyses import Analyses
 from ._bench_history import HistoryEntry, HistoryExport
+from ._bench_moves import Moves
 from ._bench_procedures import Procedures
 from ._interrupt import deferred_interrupt, settle
 from .adapter import Adapter
-from .errors import DataError, ModelError, WorkbenchWarning
-from .evaluate import MetricLike, check_metric, evaluate, model_device, model_dtype, reiterable, to_device
+from .errors import ModelError, WorkbenchWarning
+from .evaluate import MetricLike, check_metric, model_device, model_dtype, reiterable, to_device
 from .groups import GroupAnalysis, analyze_groups
-from .masks import MaskStore, select
+from .masks import MaskStore
 from .plan import Plan, as_plan
 from .report import Report, layer_reports
+from .state import State
 from .targets import Targets, find_targets
 
 __all__ = ["HistoryEntry", "Workbench"]
@@ -43,7 +44,7 @@ _SPARSE_START = 0.05  # a share of exactly-zero target weights that no trained d
 _BENCHES: weakref.WeakKeyDictionary[nn.Module, list[weakref.ref[Workbench]]] = weakref.WeakKeyDictionary()
 
 
-class Workbench(Procedures, Analyses, HistoryExport):
+class Workbench(Moves, Procedures, Analyses, HistoryExport):
     """Attach to a live `nn.Module` to prune it in place, evaluate, undo and redo.
 
     `data` is the evaluation data: a re-iterable of batches (a DataLoader, a list) in any form the adapter reads
@@ -107,8 +108,6 @@ class Workbench(Procedures, Analyses, HistoryExport):
         self.last_sensitivity = None
         self.last_allocation = None
         self.last_llm = None  # the `workbench.llm.PruneResult` of the last prune_llm
-        self.ui_state: dict[str, Any] = {}  # plain data the dashboard keeps across re-opening
-        self._dashboard = None
         _BENCHES.setdefault(model, []).append(weakref.ref(self))
         if earlier is not None:
             warnings.warn(
@@ -127,14 +126,17 @@ class Workbench(Procedures, Analyses, HistoryExport):
                 stacklevel=2,
             )
 
-    # evaluation --------------------------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        """What analyses, training, `compile`, `compare`, `recommend` and `monitor` read: a `workbench.State` of the
+        live model, its store and data (not a copy)."""
+        return State(self.model, self.adapter, self.targets, self.groups, self.store, self.data, self.calib,
+                     self.train, self.metric, self.seed, self.example_inputs, self.name,
+                     history_of=lambda: self.history)  # fmt: skip
+
     def evaluate(self, data: Iterable | None = None, metric: MetricLike | None = None) -> dict[str, Any]:
         """Evaluate the model as it is now: ``{"metric", "accuracy", "loss", "per_class", ...}``."""
-        data = self.data if data is None else data
-        if data is None:
-            raise DataError("this Workbench has no evaluation data; pass it as Workbench(model, data) or here")
-        with self.store.lock:
-            return evaluate(self.model, data, self.metric if metric is None else metric, adapter=self.adapter)
+        return self.state.evaluate(data, metric)
 
     def _dense_metrics(self) -> dict[str, Any] | None:
         if self._dense is None and self.data is not None and self.store.position == 0:
@@ -144,16 +146,7 @@ class Workbench(Procedures, Analyses, HistoryExport):
     # pruning -----------------------------------------------------------------------------------
     def preview(self, plan: Plan):
         """The masks `plan` would apply (a `Selection`), without changing the model."""
-        return select(
-            self.model,
-            self.targets,
-            self.groups,
-            plan,
-            self.store,
-            seed=self.seed,
-            data=self.calib,
-            adapter=self.adapter,
-        )
+        return self.state.preview(plan)
 
     def apply(self, plan: Plan, *, label: str | None = None, evaluate: bool = True) -> HistoryEntry:
         """Prune in place as `plan` says and record a history step; returns its entry.
@@ -178,12 +171,18 @@ class Workbench(Procedures, Analyses, HistoryExport):
         kind: str = "prune",
         weights: Any = None,
         evaluate: bool = True,
+        before: dict[str, Tensor] | None = None,
+        started: float | None = None,
     ) -> HistoryEntry:
         """Record masks you computed (True = pruned, by full parameter name) as one history step, like `apply`.
 
         `weights` is for training procedures (`workbench.training`): a swap holding the values of the other
         tensors the step changed; the step is recorded on the state before it, then the swap puts the trained
-        values in, and undo/redo exchange them again, bitwise.
+        values in, and undo/redo exchange them again, bitwise. With `before` (per masked parameter, its flagged
+        elements' values before the step, as ``p[mask]``) the step is already written in the model (the masks are
+        zero, the swap holds the old values of the tensors it updated) and is recorded without writing it again
+        (`MaskStore.record_`). `started` (a `time.perf_counter()` value) is when the step's work began: the
+        entry's seconds count from there.
 
         >>> import torch, workbench as wb
         >>> bench = wb.Workbench(torch.nn.Linear(4, 2), [(torch.randn(8, 4), torch.randint(0, 2, (8,)))])
@@ -194,7 +193,8 @@ class Workbench(Procedures, Analyses, HistoryExport):
         plan_dict = plan.to_dict() if isinstance(plan, Plan) else plan
         with self.store.lock:
             self._check_edits()
-            return self._record(masks, label, plan_dict, {}, kind, weights, evaluate, time.perf_counter())
+            t0 = time.perf_counter() if started is None else started
+            return self._record(masks, label, plan_dict, {}, kind, weights, evaluate, t0, before)
 
     def _check_edits(self) -> None:
         """Before a step on the dense state: weights edited since the last step recorded (none can be blended: no
@@ -202,14 +202,15 @@ class Workbench(Procedures, Analyses, HistoryExport):
         if self.store.position == 0 and not self.store.in_transaction and self.store.outside_edits():
             self._dense = None
 
-    def _record(self, masks, label, plan_dict, layers, kind, weights, evaluate: bool, t0: float) -> HistoryEntry:
-        """Apply `masks` as one store step (with a training step's weight swap), evaluate, add the history entry;
-        if the evaluation fails (or is interrupted) the step is rolled back and dropped, and the error re-raised."""
-        if evaluate:
+    def _record(self, masks, label, plan_dict, layers, kind, weights, evaluate, t0, before=None) -> HistoryEntry:
+        """Apply `masks` as one store step (with a training step's weight swap; with `before`, record the step already
+        written), evaluate, add the history entry; if the evaluation fails (or is interrupted) the step is rolled
+        back and dropped, and the error re-raised."""
+        if evaluate and before is None:
             self._dense_metrics()
-        store, pos = self.store, self.store.position
+        store, pos, info = self.store, self.store.position, {"plan": plan_dict, "kind": kind, "weights": weights}
         try:
-            step = store.apply_(masks, {"plan": plan_dict, "kind": kind, "weights": weights})
+            step = store.apply_(masks, info) if before is None else store.record_(masks, before, info)
             metrics = self.evaluate() if evaluate and self.data is not None else None
             entry = HistoryEntry(
                 index=pos + 1,
@@ -231,104 +232,12 @@ class Workbench(Procedures, Analyses, HistoryExport):
             raise
         return self.current
 
-    # undo/redo: a training step (`apply_masks(weights=...)`) also swaps the weights it changed; the store does that
-    def undo(self) -> HistoryEntry:
-        """Restore the state before the last applied step, bitwise."""
-        with self.store.lock:
-            self.store.undo_()
-            return self.current
-
-    def redo(self) -> HistoryEntry:
-        """Re-apply the step undone last."""
-        with self.store.lock:
-            self.store.redo_()
-            return self.current
-
-    def reset(self, *, force: bool = False) -> HistoryEntry:
-        """Back to the dense model, bitwise; the steps stay in the history and can be redone.
-
-        ``force=True`` is the way out after weights were edited outside the workbench (`OutsideEditError`): the
-        recorded dense values are written back wherever the workbench pruned (and the weights before each training
-        step wherever one trained), edits elsewhere are kept, and the history is cleared: the result is the new
-        starting point. Tensors that no longer fit (a layer replaced by one of another shape) are named in a
-        warning and left as they are."""
-        if not force:
-            with self.store.lock:
-                self.store.reset_()
-                return self.current
-        with self.store.lock:
-            skipped = self.store.force_reset_()
-            self._rebase()
-        if skipped:
-            warnings.warn(
-                f"reset(force=True) left {len(skipped)} tensor(s) as they are because they no longer fit what was "
-                f"recorded: {', '.join(repr(n) for n in skipped[:8])}",
-                WorkbenchWarning,
-                stacklevel=2,
-            )
-        return self.current
-
-    def adopt(self) -> HistoryEntry:
-        """Take the weights as they are now, edits made outside the workbench included, as the new starting point.
-
-        The way out of an `OutsideEditError` that keeps the edits: the history is cleared (the values from before
-        the edits were never recorded, so nothing before this point can be undone), and the pruned weights that are
-        still exactly zero stay masked (fine-tuning keeps them at zero). Returns the new entry 0.
-
-        >>> import torch, workbench as wb
-        >>> model = torch.nn.Linear(4, 2)
-        >>> bench = wb.Workbench(model, [(torch.randn(8, 4), torch.randint(0, 2, (8,)))])
-        >>> _ = bench.apply(wb.Plan.uniform(0.5))
-        >>> with torch.no_grad():
-        ...     _ = model.bias.add_(1.0)             # an edit behind the workbench's back
-        >>> bench.undo()                             # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        workbench.errors.OutsideEditError: 1 tensor(s) changed outside the workbench ... 'bias' was modified in place ...
-        >>> bench.adopt().index, bench.store.position, len(bench.masks["weight"].nonzero())
-        (0, 0, 4)
-        """
-        with self.store.lock:
-            self.store.adopt_()
-            self._rebase()
-        return self.current
-
     def _rebase(self) -> None:
         self._entries.clear()
         self._dense = None
         self.start_sparsity = _zeros_share(self.model, self.targets)
         self.last_sensitivity = None
         self.last_allocation = None
-
-    @contextmanager
-    def edit(self, label: str = "edit") -> Iterator[nn.Module]:
-        """Edit the weights by hand and keep exact undo: the changes made inside the block become one history step
-        (``kind="edit"``) that undo reverses bitwise. Pruned weights stay zero (the masks are enforced at the end).
-        An error inside the block puts every tensor back as it was.
-
-        >>> import torch, workbench as wb
-        >>> model = torch.nn.Linear(4, 2)
-        >>> bench = wb.Workbench(model, [(torch.randn(8, 4), torch.randint(0, 2, (8,)))])
-        >>> before = model.bias.detach().clone()
-        >>> with bench.edit() as m, torch.no_grad():
-        ...     _ = m.bias.add_(1.0)
-        >>> bench.current.kind, torch.equal(model.bias, before)
-        ('edit', False)
-        >>> _ = bench.undo(); torch.equal(model.bias, before)
-        True
-        """
-        from .training._state import MaskView, named_state, record, snapshot
-
-        with self.store.transaction():
-            before = snapshot(self.model)
-            try:
-                yield self.model
-            except BaseException:
-                live = named_state(self.model)
-                with torch.no_grad():
-                    for k, v in before.items():
-                        live[k].detach().copy_(v)
-                raise
-            record(self, before, MaskView(self.model, self.store), label=label, kind="edit")
 
     @classmethod
     def of(cls, model: nn.Module) -> Workbench | None:
@@ -339,12 +248,6 @@ class Workbench(Procedures, Analyses, HistoryExport):
             if b.store.position:
                 return b
         return benches[-1] if benches else None
-
-    def goto(self, index: int) -> HistoryEntry:
-        """Undo or redo until history entry `index` (0 = dense) is the current state."""
-        with self.store.lock:
-            self.store.goto_(index)  # raises the store's error for an index out of range
-            return self.current
 
     @property
     def history(self) -> tuple[HistoryEntry, ...]:
@@ -381,11 +284,9 @@ class Workbench(Procedures, Analyses, HistoryExport):
     def show(self, *, new: bool = False, **kwargs: Any):
         """The interactive dashboard for this bench (ipywidgets). Showing it again returns the same dashboard, so
         its state survives closing the output; ``new=True`` builds a fresh one."""
-        from .ui import Dashboard
+        from .ui import dashboard_of
 
-        if new or self._dashboard is None:
-            self._dashboard = Dashboard(self, **kwargs)
-        return self._dashboard
+        return dashboard_of(self, new=new, **kwargs)
 
     def __repr__(self) -> str:
         return (

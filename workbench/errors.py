@@ -12,6 +12,7 @@ __all__ = [
     "ExportError",
     "GranularityError",
     "ModelError",
+    "NotABenchError",
     "OutsideEditError",
     "PlanError",
     "TargetError",
@@ -57,6 +58,10 @@ class DataError(WorkbenchError, ValueError):
 
 class DemoWeightsError(WorkbenchError):
     """The demo weights shipped with the package are missing, altered, or made for another model version."""
+
+
+class NotABenchError(WorkbenchError, TypeError):
+    """A function that works on a bench got something else (see `workbench.state.as_state`)."""
 
 
 class OutsideEditError(WorkbenchError, RuntimeError):

@@ -40,10 +40,11 @@ import torch
 from torch import Tensor, nn
 
 from ._text import table_lines
-from .analysis._stream import _bench_of, _pairs, _reference_index, _shape_of
+from .analysis._stream import _pairs, _reference_index, _shape_of
 from .analysis.easing import EasingSuggestion, _unit_masks, suggest_easing  # noqa: F401  (their old home)
 from .errors import DataError, WorkbenchError
 from .evaluate import eval_mode, model_device, to_device
+from .state import as_state
 
 __all__ = ["EasingSuggestion", "Monitor", "MonitorResult", "monitor", "suggest_easing"]
 
@@ -126,20 +127,15 @@ class Monitor:
         on_alert: Callable[[dict[str, Any]], Any] | None = None,
         input_shape: tuple[int, ...] | None = None,
     ):
-        bench = _bench_of(pruned)
-        model = bench.model if bench is not None else pruned
-        if not isinstance(model, nn.Module):
-            raise WorkbenchError(f"the pruned model must be an nn.Module or a Workbench, got {type(pruned).__name__}")
-        self.bench, self.model = bench, model
-        self.ref_index = _reference_index(bench, reference)
+        state = None
+        if not isinstance(pruned, nn.Module):
+            state = as_state(pruned, error=WorkbenchError, what="the pruned model must be an nn.Module or a Workbench")
+        self.state, self.model = state, pruned if state is None else state.model
+        self.ref_index = _reference_index(state, reference)
         if self.ref_index is None:
-            ref_bench = _bench_of(reference)
-            reference = ref_bench.model if ref_bench is not None else reference
             if not isinstance(reference, nn.Module):
-                raise WorkbenchError(
-                    "reference must be an nn.Module, a history index of the pruned model's Workbench or 'dense', "
-                    f"got {type(reference).__name__}"
-                )
+                what = "reference must be an nn.Module, a history index of the pruned model's Workbench or 'dense'"
+                reference = as_state(reference, error=WorkbenchError, what=what).model
         self.reference = reference if self.ref_index is None else None
         if threshold is not None and (isinstance(threshold, bool) or not 0.0 <= float(threshold) <= 1.0):
             raise WorkbenchError(f"threshold is an agreement rate in [0, 1], got {threshold!r}")
@@ -147,8 +143,8 @@ class Monitor:
             raise WorkbenchError(f"on_alert must be callable (it gets the alert dict), got {on_alert!r}")
         self.threshold = None if threshold is None else float(threshold)
         self.on_alert = on_alert
-        if input_shape is None and bench is not None:
-            input_shape = _shape_of(bench.example_inputs)
+        if input_shape is None and state is not None:
+            input_shape = _shape_of(state.example_inputs)
         self.input_shape = None if input_shape is None else tuple(input_shape)
         self.records: list[dict[str, Any]] = []
         self.alerts: list[dict[str, Any]] = []
@@ -187,7 +183,7 @@ class Monitor:
                 with eval_mode(self.reference):
                     out_r = logits(self.reference, to_device(x, model_device(self.reference))).float()
             else:
-                with at(self.bench, self.ref_index):
+                with at(self.state, self.ref_index):
                     out_r = logits(self.model, x).float()
         if out_p.shape != out_r.shape or out_p.dim() != 2:
             raise DataError(

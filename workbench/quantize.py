@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ._text import table_lines
 from .errors import WorkbenchError
 from .evaluate import evaluate, model_device
+from .state import as_state
 
 __all__ = ["SCHEMES", "QuantProfile", "QuantizationError", "quantize", "quantize_profile"]
 
@@ -62,13 +63,11 @@ def quantize(bench_or_model: Any, scheme: str = "int8-dynamic", *, layers: tuple
     weights). `layers`: the module types to quantize (Linear, LSTM, GRU and RNN cells by default). The original
     is left exactly as it was (its train/eval flag included); a model on an accelerator is copied to the CPU.
     """
-    model = (
-        bench_or_model.model
-        if hasattr(bench_or_model, "store") and hasattr(bench_or_model, "model")
-        else bench_or_model
-    )
+    model = bench_or_model
     if not isinstance(model, nn.Module):
-        raise QuantizationError(f"quantize needs a Workbench or an nn.Module, got {type(bench_or_model).__name__}")
+        model = as_state(
+            bench_or_model, error=QuantizationError, what="quantize needs a Workbench or an nn.Module"
+        ).model
     if scheme not in SCHEMES:
         raise QuantizationError(f"unknown quantization scheme {scheme!r}; available: {', '.join(SCHEMES)}")
     engine = _engine()

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import PlanError, WorkbenchWarning
 from ..plan import LayerPlan, Plan
+from ..state import as_state
 from .sensitivity import SensitivityResult, rows_for
 
 __all__ = ["Allocation", "allocate"]
@@ -85,25 +86,42 @@ def _hull(xs: np.ndarray, ys: np.ndarray) -> list[int]:
     return hull
 
 
+def check_budget(budget: float, target: str) -> None:
+    """Raise `PlanError` unless `target` is one of `TARGETS` and `budget` a share in (0, 1)."""
+    if target not in TARGETS:
+        raise PlanError(f"allocation target must be one of {TARGETS}, got {target!r}")
+    if not isinstance(budget, (int, float)) or not 0 < budget < 1:
+        raise PlanError(f"budget is the share of {target} to remove and must be in (0, 1), got {budget!r}")
+
+
+def scan_for(state, granularity: str, criterion: str, ratios=None) -> SensitivityResult:
+    """The sensitivity scan `allocate` makes when it is given none: the loss at `ratios` (default 0.1 to 0.9)."""
+    from .sensitivity import sensitivity
+
+    grid_ = ratios if ratios is not None else np.linspace(0.1, 0.9, 9)
+    return sensitivity(state, grid_, granularity, criterion, metric="loss", progress=False)
+
+
 def allocate(
-    bench,
+    state,
     budget: float,
     target: str = "flops",
     granularity: str = "weight",
     criterion: str = "magnitude",
     sens: SensitivityResult | None = None,
     ratios=None,
+    *,
+    profile=None,
 ) -> Allocation:
     """Ratios per row removing at least `budget` (a share in (0, 1)) of the model's dense FLOPs (`flops`), of all
-    its parameters (`params`) or of the prunable weights (`sparsity`); see the module docstring."""
-    if target not in TARGETS:
-        raise PlanError(f"allocation target must be one of {TARGETS}, got {target!r}")
-    if not isinstance(budget, (int, float)) or not 0 < budget < 1:
-        raise PlanError(f"budget is the share of {target} to remove and must be in (0, 1), got {budget!r}")
+    its parameters (`params`) or of the prunable weights (`sparsity`); see the module docstring. `state`: a
+    `workbench.State` (or a Workbench); `sens`: the scan to allocate from (else `scan_for` makes one); `profile`: the
+    model's `workbench.analysis.profile` result for a FLOPs budget (else measured here)."""
+    bench = as_state(state)
+    check_budget(budget, target)
     if sens is None:  # loss, not accuracy: on a small calibration set accuracy rarely moves for one layer,
         # and a sum of zeros cannot rank the options
-        grid_ = ratios if ratios is not None else np.linspace(0.1, 0.9, 9)
-        sens = bench.sensitivity(grid_, granularity, criterion, metric="loss", progress=False)
+        sens = scan_for(bench, granularity, criterion, ratios)
     if sens.granularity != granularity or sens.criterion != criterion:
         raise PlanError(
             f"the sensitivity result is for {sens.granularity}/{sens.criterion}, not {granularity}/{criterion}; "
@@ -126,7 +144,12 @@ def allocate(
     weights = {n for t in bench.targets if t.kind in DEFAULT_KINDS and not t.tied_to for n in t.param_names()}
     per_element: dict[str, float] = {}
     if target == "flops":
-        prof = bench.profile(repeats=1)
+        if profile is None:
+            from .profile import profile as measure
+
+            with bench.store.lock:
+                profile = measure(bench, repeats=1)
+        prof = profile
         total = float(prof.total_flops_dense)
         for i, name in enumerate(prof.layers):
             for p in bench.targets[name].param_names():

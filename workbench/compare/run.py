@@ -9,9 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._interrupt import deferred_interrupt, settle
+from .._interrupt import settle
 from ..evaluate import higher_is_better, model_device
 from ..plan import LayerPlan, Plan, check_ratio
+from ..state import as_state
 from .measure import _inputs, _measure
 from .registry import StrategyContext, StrategyError, available_strategies, get_strategy
 from .result import CompareResult
@@ -124,15 +125,19 @@ def compare(
         finetune = {"epochs": finetune}
     items = _normalize(strategies)
     ratios = _sparsities(sparsities)
-    if isinstance(model_or_bench, Workbench):
-        bench = model_or_bench
-        if hasattr(data, "val") and hasattr(data, "train"):
-            data = data.val
-    elif isinstance(model_or_bench, nn.Module):
+    if isinstance(model_or_bench, nn.Module):
         bench = Workbench(model_or_bench, data, metric, seed=seed)
         data = None
     else:
-        raise StrategyError(f"compare takes an nn.Module or a Workbench, got {type(model_or_bench).__name__}")
+        as_state(model_or_bench, error=StrategyError, what="compare takes an nn.Module or a Workbench")
+        if not isinstance(model_or_bench, Workbench):
+            raise StrategyError(
+                "compare applies and drops steps in a bench's history: pass the Workbench (or the nn.Module), "
+                f"not a {type(model_or_bench).__name__}"
+            )
+        bench = model_or_bench
+        if hasattr(data, "val") and hasattr(data, "train"):
+            data = data.val
     if finetune is not None and bench.train is None:
         raise StrategyError("finetune needs training data: pass a DemoData, or a Workbench made with train=...")
     with bench.store.transaction():
@@ -142,13 +147,11 @@ def compare(
 def _compare(bench, data, items, ratios, backend, batch_size, repeats, finetune, on_error, progress, seed):
     x = _inputs(bench, batch_size)
     store = bench.store
-    start = store.position
-    tail_steps, tail_entries = store.steps[start:], list(bench._entries[start:])
-    kept = (bench.last_sensitivity, bench.last_allocation)
     ctx = StrategyContext({}, seed)
     rows: list[dict[str, Any]] = []
     total = len(items) * len(ratios)
-    try:
+    with bench.trial():  # the model, the history and the last scan/allocation come back as they were
+        start = store.position
         base = _measure(bench, data, x, backend, repeats, None)
         metric_name = base.pop("metric_name")
         base.update(strategy="start", sparsity=0.0, seconds=0.0, error=None, delta=0.0, retention=1.0)
@@ -181,12 +184,6 @@ def _compare(bench, data, items, ratios, backend, batch_size, repeats, finetune,
                 rows.append(row)
                 if progress is not None:
                     progress(len(rows), total)
-    finally:
-        settle(lambda: store.position == start, lambda: store.goto_(start))
-        with deferred_interrupt():
-            store.restore_tail_(tail_steps)
-            bench._entries[start:] = tail_entries
-            bench.last_sensitivity, bench.last_allocation = kept
     return CompareResult(
         rows=tuple(rows),
         baseline=base,

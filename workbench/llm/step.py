@@ -3,9 +3,10 @@
 The run (`workbench.llm.prune.prune_`) holds the bench's store in a transaction (its lock: nothing else moves the
 model meanwhile). Before each weight is written, what undo needs is kept: for a method that only zeroes (magnitude,
 Wanda) the values it zeroes; for one that updates kept weights (SparseGPT) the whole weight. When the run ends, the
-model is put back as it was and the step is recorded through the mask store like any step (a SparseGPT step like a
-training step: with a `WeightSwap` of the updated weights), so `undo`, `redo`, `goto` and `reset` restore it bit for
-bit. Any error or Ctrl-C in the middle writes the kept values back: the model is exactly as before.
+pruned model is recorded as it is as one step (`Workbench.apply_masks(before=...)`, `MaskStore.record_`: the weights
+are not written again; a SparseGPT step like a training step, with a `WeightSwap` holding the weights from before),
+so `undo`, `redo`, `goto` and `reset` restore it bit for bit. Any error or Ctrl-C in the middle, or while recording,
+writes the kept values back: the model is exactly as before.
 
 ``undo=False`` keeps nothing, for models whose copy does not fit in memory: the pruned model becomes the bench's new
 starting point, as with `Workbench.adopt` (the history is cleared, nothing before can be undone; the pruned weights
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .._interrupt import deferred_interrupt
-from ..errors import DataError, WorkbenchWarning
+from ..errors import DataError, WorkbenchError, WorkbenchWarning
 from ..masks.fastops import compress, scatter_
 from ..plan import LayerPlan, Plan
 from .prune import PruneResult, prune_
@@ -66,6 +67,8 @@ def prune_llm(
             kept[name] = (p.detach().clone(), None) if updates else (mask, compress(p.detach(), mask))
 
     with store.transaction():
+        if undo and evaluate:
+            bench._dense_metrics()  # the dense metrics, before the run prunes the model
         try:
             masks, result = prune_(
                 bench.model,
@@ -85,6 +88,12 @@ def prune_llm(
                 on_write=on_write,
                 progress=progress,
             )
+            bench.last_llm = result
+            if undo:
+                before, swap = _before(kept, masks)
+                plan = _plan(result, masks)
+                entry = bench.apply_masks(masks, label=label or result.label(), plan=plan, weights=swap,
+                                          evaluate=evaluate, before=before, started=t0)  # fmt: skip
         except BaseException:
             if undo:
                 _restore(bench.model, kept)
@@ -97,18 +106,13 @@ def prune_llm(
                     stacklevel=3,
                 )
             raise
-        bench.last_llm = result
-        plan = _plan(result, masks)
-        text = label or result.label()
         if not undo:
             del kept
             _adopt(bench, masks)
             if evaluate and bench.data is not None:
                 bench._dense_metrics()
             return bench.current
-        swap = _put_back(bench.model, kept)
-        entry = bench.apply_masks(masks, label=text, plan=plan, weights=swap, evaluate=evaluate)
-    return _timed(bench, entry, time.perf_counter() - t0)
+    return entry
 
 
 def _restore(model, kept: dict[str, tuple[Tensor, Tensor | None]]) -> None:
@@ -122,26 +126,23 @@ def _restore(model, kept: dict[str, tuple[Tensor, Tensor | None]]) -> None:
                 scatter_(p, a, values)
 
 
-def _put_back(model, kept: dict[str, tuple[Tensor, Tensor | None]]):
-    """Put the model back as before the run (so the store records the step on it) and return the `WeightSwap` of
-    the updated weights (None when the method only zeroes). The kept copies are released as they are used."""
+def _before(kept: dict[str, tuple[Tensor, Tensor | None]], masks: dict[str, Tensor]):
+    """What the store records for the written step: per pruned weight the values its mask zeroed, and the
+    `WeightSwap` of the weights a method updated (their whole values before the run; None when it only zeroes)."""
     from ..training._state import WeightSwap
 
-    whole = {}
-    with deferred_interrupt(), torch.no_grad():
-        for name in list(kept):
-            a, values = kept.pop(name)
-            if values is None:
-                whole[name] = a
-            else:
-                scatter_(model.get_parameter(name).detach(), a, values)
-                del a, values
-        if not whole:
-            return None
-        swap = WeightSwap(whole)
-        whole.clear()
-        swap.swap_(model)  # the model holds the weights before the run; the swap the pruned, updated ones
-    return swap
+    before, whole = {}, {}
+    for name, mask in masks.items():
+        a, values = kept[name]
+        if values is None:
+            whole[name] = a
+            values = a[mask.to(a.device)]
+        elif a is not mask and not torch.equal(
+            a, mask.to(a.device)
+        ):  # zeroed under another mask than the final one: from the whole
+            raise WorkbenchError(f"{name!r} was written under two masks; prune_llm cannot record it as one step")
+        before[name] = values
+    return before, (WeightSwap(whole) if whole else None)
 
 
 def _adopt(bench, masks: dict[str, Tensor]) -> None:
@@ -159,11 +160,3 @@ def _plan(result: PruneResult, masks: dict[str, Tensor]) -> dict[str, Any]:
         index = int(layer[n:].split(".", 1)[0])
         layers[layer] = LayerPlan(result.block_ratios[index], gran, result.method)
     return Plan(layers).to_dict()
-
-
-def _timed(bench, entry, seconds: float):
-    """The entry with the whole run's seconds (the step's own entry counts only the recording)."""
-    from dataclasses import replace
-
-    bench._entries[entry.index - 1] = replace(bench._entries[entry.index - 1], seconds=seconds)
-    return bench.current

@@ -18,84 +18,22 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .._interrupt import deferred_interrupt
-from ..errors import OutsideEditError, WorkbenchError
-from .fastops import compress, count_nonzero, empty, scatter_, zero_
+from .._interrupt import deferred_interrupt, settle
+from ..errors import WorkbenchError
+from ._edits import changes, check_written, edit_error, tracked
+from ._packed import Step, _Delta, _fingerprint, _pack
+from ._packed import _unpack as _unpack  # re-exported: `from workbench.masks.store import _unpack` keeps working
+from .fastops import compress, count_nonzero, scatter_, zero_
 
-__all__ = ["MaskStore", "enforce"]
-
-_BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
-
-
-def _pack(mask: Tensor) -> Tensor:
-    if mask.device.type == "cpu":  # numpy's packbits, 1M elements at a time into pre-faulted memory (fastops.empty)
-        import numpy as np
-
-        flat = mask.reshape(-1).numpy()
-        out = empty((flat.size + 7) // 8, torch.uint8)
-        o = out.numpy()
-        for i in range(0, flat.size, 1 << 20):  # a multiple of 8: chunks pack to whole bytes
-            o[i // 8 : (i + (1 << 20)) // 8] = np.packbits(flat[i : i + (1 << 20)], bitorder="little")
-        return out
-    flat = mask.reshape(-1).to(torch.uint8)
-    pad = (-flat.numel()) % 8
-    if pad:
-        flat = torch.cat([flat, flat.new_zeros(pad)])
-    return (flat.view(-1, 8) * _BITS.to(flat.device)).sum(1, dtype=torch.uint8)
-
-
-def _unpack(packed: Tensor, shape: torch.Size) -> Tensor:
-    n = shape.numel()
-    if packed.device.type == "cpu":  # numpy's unpackbits, 1M bits at a time into pre-faulted memory (fastops.empty)
-        import numpy as np
-
-        out = empty(n, torch.bool)
-        o, p = out.numpy().view(np.uint8), packed.numpy()
-        for i in range(0, n, 1 << 20):
-            chunk = p[i // 8 : (i + (1 << 20)) // 8]
-            o[i : i + (1 << 20)] = np.unpackbits(chunk, count=min(1 << 20, n - i), bitorder="little")
-        return out.view(shape)
-    bits = (packed.unsqueeze(1) & _BITS.to(packed.device)) != 0
-    return bits.view(-1)[:n].view(shape)
-
-
-@dataclass(frozen=True)
-class _Delta:
-    packed: Tensor  # uint8, which elements this step zeroed
-    values: Tensor  # their values before the step, in row-major order
-    shape: torch.Size
-
-    @property
-    def count(self) -> int:
-        return self.values.numel()
-
-    def mask(self) -> Tensor:
-        return _unpack(self.packed, self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.packed.nbytes + self.values.nbytes
-
-
-@dataclass(frozen=True)
-class Step:
-    """One recorded pruning step: per parameter, what it removed; `info` is free-form plain data."""
-
-    deltas: Mapping[str, _Delta]
-    info: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def removed(self) -> int:
-        return sum(d.count for d in self.deltas.values())
+__all__ = ["MaskStore", "Step", "enforce"]
 
 
 class MaskStore:
@@ -166,68 +104,31 @@ class MaskStore:
                 "was a layer replaced after pruning? Re-create the Workbench on the new model."
             ) from None
 
-    # what the store last wrote ------------------------------------------------------------------
-    def _tracked(self) -> dict[str, Tensor]:
-        """The tensors undo/redo may write: every parameter, and the buffers a recorded training step swaps."""
-        out = dict(self.model.named_parameters())
-        for step in self._steps:
-            swap = step.info.get("weights")
-            for name in getattr(swap, "values", {}):
-                if name not in out:
-                    try:
-                        out[name] = self.model.get_buffer(name)
-                    except AttributeError:
-                        pass
-        return out
+    def _fitting(self, name: str, mask: Tensor) -> Tensor:
+        """Parameter `name`, after checking that `mask` is a bool tensor of its shape."""
+        p = self._param(name)
+        if mask.shape != p.shape or mask.dtype != torch.bool:
+            raise WorkbenchError(
+                f"mask for {name!r} must be a bool tensor of shape {tuple(p.shape)}, got {mask.dtype} {tuple(mask.shape)}"
+            )
+        return p
 
+    # what the store last wrote (workbench.masks._edits) ----------------------------------------
     def _sync(self) -> None:
         """Note the identity and version of every tracked tensor as they are now (after a change of ours)."""
-        self._seen = {name: (weakref.ref(t), _fingerprint(t)) for name, t in self._tracked().items()}
+        self._seen = {name: (weakref.ref(t), _fingerprint(t)) for name, t in tracked(self.model, self._steps).items()}
 
     def outside_edits(self) -> dict[str, str]:
         """Tensors changed since the store last wrote the model, each with what happened to it (empty: none)."""
-        now = self._tracked()
-        out: dict[str, str] = {}
-        for name, (ref, (ptr, shape, dtype, device, version)) in self._seen.items():
-            t = now.get(name)
-            if t is None:
-                out[name] = "is no longer on the model (a layer was removed or renamed)"
-            elif ref() is not t:
-                out[name] = "was replaced by another tensor (a layer or parameter was swapped)"
-            elif (t.dtype, t.device) != (dtype, device):
-                out[name] = f"was converted from {dtype} on {device} to {t.dtype} on {t.device}"
-            elif tuple(t.shape) != shape:
-                out[name] = f"changed shape from {shape} to {tuple(t.shape)}"
-            elif t.data_ptr() != ptr:
-                out[name] = "got new data (its .data was replaced)"
-            elif t._version != version:
-                out[name] = (
-                    f"was modified in place (version {version} -> {t._version}: an optimizer step, load_state_dict "
-                    "or an in-place edit)"
-                )
-        return out
+        return changes(self._seen, tracked(self.model, self._steps))
 
     def check(self) -> None:
         """Raise `OutsideEditError` if recorded steps exist and a tracked tensor changed behind the store's back."""
         self._verify()
 
     def _verify(self) -> None:
-        """Raise `OutsideEditError` if recorded steps exist and a tracked tensor changed behind the store's back."""
-        if not self._steps:
-            return
-        edits = self.outside_edits()
-        if edits:
-            shown = "; ".join(f"{n!r} {why}" for n, why in list(edits.items())[:6])
-            more = f" (and {len(edits) - 6} more)" if len(edits) > 6 else ""
-            raise OutsideEditError(
-                f"{len(edits)} tensor(s) changed outside the workbench since it last wrote the model: {shown}{more}. "
-                "Undo/redo would write recorded values into the edited weights and give neither the old state nor "
-                "the new one, so nothing was changed. Ways out: bench.adopt() keeps the weights as they are now as "
-                "the new starting point (the steps so far can no longer be undone); bench.reset(force=True) writes "
-                "the recorded dense values back where the workbench pruned and clears the history; to edit weights "
-                "by hand and keep undo, edit inside `with bench.edit(): ...`.",
-                edits,
-            )
+        if self._steps and (edits := self.outside_edits()):
+            raise edit_error(edits)
 
     # transactions ------------------------------------------------------------------------------
     @property
@@ -277,15 +178,7 @@ class MaskStore:
         parameter.
         """
         info = dict(info or {})
-        params = {}
-        for name, mask in masks.items():
-            p = self._param(name)
-            if mask.shape != p.shape or mask.dtype != torch.bool:
-                raise WorkbenchError(
-                    f"mask for {name!r} must be a bool tensor of shape {tuple(p.shape)}, "
-                    f"got {mask.dtype} {tuple(mask.shape)}"
-                )
-            params[name] = p
+        params = {name: self._fitting(name, mask) for name, mask in masks.items()}
         with self._writing(check=self._position > 0) as journal:
             deltas: dict[str, _Delta] = {}
             current = dict(self._current)
@@ -406,85 +299,105 @@ class MaskStore:
                 raise
         return step
 
-    def restore_tail_(self, steps: Iterable[Step]) -> None:
-        """Make `steps` the ones that follow the current position again (to put back a redoable tail after work
-        that recorded and discarded its own steps, as `workbench.compare` does)."""
+    @contextmanager
+    def trial(self) -> Iterator[int]:
+        """Work that applies, moves and drops steps, then comes back: when the block ends (also on an error or
+        Ctrl-C) the store returns to the position it started at, bitwise, and the steps that followed it (those that
+        could be redone) are put back as they were. Yields the starting position. The block must not undo below it.
+
+        >>> import torch
+        >>> lin = torch.nn.Linear(4, 2); before = lin.weight.detach().clone()
+        >>> store = MaskStore(lin)
+        >>> with store.trial():
+        ...     _ = store.apply_({"weight": torch.ones(2, 4, dtype=torch.bool)})
+        >>> store.position, len(store.steps), torch.equal(lin.weight, before)
+        (0, 0, True)
+        """
+        with self.transaction():
+            start = self._position
+            head, tail = list(self._steps[:start]), list(self._steps[start:])
+            try:
+                yield start
+            finally:
+                settle(lambda: self._position <= start, self.undo_)
+                if any(a is not b for a, b in zip(head, self._steps)) or self._position != start:
+                    raise WorkbenchError(  # the steps below the start were dropped: they cannot be put back
+                        f"work inside MaskStore.trial() undid below its starting position {start} and replaced "
+                        "steps there; move only on top of the starting state inside a trial"
+                    )
+                with deferred_interrupt():
+                    self._steps[start:] = tail
+
+    @torch.no_grad()
+    def record_(
+        self, masks: Mapping[str, Tensor], before: Mapping[str, Tensor], info: Mapping[str, Any] | None = None
+    ) -> Step:
+        """Record as one step a change already written to the model, without writing it again: the elements
+        flagged True in `masks` are zero in the model now, and ``before[name]`` holds their values before the change
+        (in row-major order, as ``p[mask]``). A swap in ``info["weights"]`` holds the values from before the change of
+        the tensors it also updated (the model holds the updated ones). Undo then writes the old values back bitwise,
+        like any step's. On top of recorded steps, write the change inside `transaction` (else it is an outside edit). Raises before recording anything if a mask or its values do not fit, or if a flagged
+        element is not zero.
+
+        >>> import torch
+        >>> lin = torch.nn.Linear(4, 2); before = lin.weight.detach().clone()
+        >>> mask = torch.zeros(2, 4, dtype=torch.bool); mask[0] = True
+        >>> old = lin.weight.detach()[mask].clone()
+        >>> with torch.no_grad():
+        ...     _ = lin.weight.masked_fill_(mask, 0.0)
+        >>> store = MaskStore(lin)
+        >>> _ = store.record_({"weight": mask}, {"weight": old}); _ = store.undo_(); torch.equal(lin.weight, before)
+        True
+        """
         with self.lock:
-            self._steps[self._position :] = list(steps)
-            self._sync()
+            masks = dict(masks)
+            for name, mask in masks.items():
+                check_written(name, self._fitting(name, mask).detach(), mask, before.get(name))
+            with self.transaction(check=self._position > 0), deferred_interrupt():
+                deltas: dict[str, _Delta] = {}
+                current = dict(self._current)
+                for name, mask in masks.items():
+                    p = self._param(name).detach()
+                    new = mask.to(p.device)
+                    cur = current.get(name)
+                    values = before[name].to(p.device)
+                    if cur is not None:
+                        values, new = values[~cur[new]], new & ~cur  # what the applied steps hold is theirs
+                    if not count_nonzero(new):
+                        continue
+                    deltas[name] = _Delta(_pack(new), values.to(p.dtype), p.shape)
+                    current[name] = new if cur is None else cur | new
+                step = Step(deltas, dict(info or {}))
+                del self._steps[self._position :]
+                self._steps.append(step)
+                self._position += 1
+                self._current = current
+            return step
+
+    def _restart(self, masks: dict[str, Tensor]) -> None:
+        """Clear the history: the model as it is now is position 0, with `masks` pruned (see `workbench.masks._restart`)."""
+        self._steps.clear()
+        self._position = 0
+        self._current = masks
+        self._sync()
 
     def adopt_(self, masks: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Take the weights as they are now as the new starting point: the history is cleared (nothing before
         can be undone) and the pruned elements that are still exactly zero stay masked, with those of `masks` (True =
         pruned, by parameter name: zeroed by a step that kept no undo data). Returns those masks."""
-        with self.lock:
-            base: dict[str, Tensor] = {}
-            params = dict(self.model.named_parameters())
-            held = dict(self._current)
-            for name, m in (masks or {}).items():
-                cur = held.get(name)
-                held[name] = m if cur is None else cur | m.to(cur.device)
-            for name, m in held.items():
-                p = params.get(name)
-                if p is not None and p.shape == m.shape:
-                    m = m.to(p.device)
-                    still = m & (p.detach() == 0)
-                    if torch.equal(still, m):  # every masked element is zero (the usual case): no second copy
-                        still = m
-                    if count_nonzero(still):
-                        base[name] = still
-            self._steps.clear()
-            self._position = 0
-            self._current = base
-            self._sync()
-            return dict(base)
+        from ._restart import adopt
 
-    @torch.no_grad()
+        with self.lock:
+            return adopt(self, masks)
+
     def force_reset_(self) -> list[str]:
         """Write the recorded dense values back wherever the tensors still fit, whatever happened to them since,
         then clear the history (like `adopt_`). Returns the names that no longer fit (missing, other shape) and
         were left as they are. Edits elsewhere are kept. All-or-nothing like every change."""
+        from ._restart import force_reset
+
         with self.lock, deferred_interrupt():
-            named = {**dict(self.model.named_buffers()), **dict(self.model.named_parameters())}
-            skipped: list[str] = []
-            journal: list[Callable[[], Any]] = []
-
-            def fits(name: str, shape) -> Tensor | None:
-                t = named.get(name)
-                if t is None or tuple(t.shape) != tuple(shape):
-                    if name not in skipped:
-                        skipped.append(name)
-                    return None
-                return t.detach()
-
-            try:
-                for step in reversed(self._steps[: self._position]):
-                    swap = step.info.get("weights")
-                    for name, stored in getattr(swap, "values", {}).items():
-                        t = fits(name, stored.shape)
-                        if t is not None:
-                            old = t.clone()
-                            journal.append(partial(t.copy_, old))
-                            t.copy_(stored.to(device=t.device, dtype=t.dtype))
-                    for name, d in step.deltas.items():
-                        t = fits(name, d.shape)
-                        if t is not None:
-                            mask = d.mask().to(t.device)
-                            journal.append(partial(t.masked_scatter_, mask, t[mask].clone()))
-                            t.masked_scatter_(mask, d.values.to(device=t.device, dtype=t.dtype))
-            except BaseException:
-                for inverse in reversed(journal):
-                    inverse()
-                raise
-            self._steps.clear()
-            self._position = 0
-            self._current = {}
-            self._sync()
-            return skipped
-
-
-def _fingerprint(t: Tensor) -> tuple:
-    return (t.data_ptr(), tuple(t.shape), t.dtype, t.device, t._version)
+            return force_reset(self)
 
 
 @torch.no_grad()

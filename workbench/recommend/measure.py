@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from .candidates import Strategy
-from .context import _Cand, _Ctx, _Masked, _nbytes
+from .context import _Cand, _Ctx, _nbytes
 
 
 # compile and time ------------------------------------------------------------------------------------------------
@@ -32,7 +32,7 @@ def _compile(ctx: _Ctx, c: _Cand, device: torch.device) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 fast, rep = compile(
-                    _Masked(ctx.bench, c.module, c.masks), backend, device, ctx.batch_size, dtype=dtype, repeats=1
+                    ctx.masked(c.module, c.masks), backend, device, ctx.batch_size, dtype=dtype, repeats=1
                 )
         except CompileError as e:
             c.compiled[backend] = {"module": None, "bytes": None, "dtype": dtype, "note": str(e).split(". ")[0]}
@@ -62,14 +62,14 @@ def _time(ctx: _Ctx, cands: list[_Cand], device: torch.device, repeats: int, tim
     from ..sparse.compiler import _batch, _cast
     from ..sparse.timing import measure
 
-    xs0 = _batch(ctx.bench.example_inputs, ctx.bench.data, ctx.batch_size)
+    xs0 = _batch(ctx.state.example_inputs, ctx.state.data, ctx.batch_size)
     fns: dict[str, Callable[[], Any]] = {}
     refs: dict[Any, str] = {}
     for dtype in {e["dtype"] for c in cands for e in c.compiled.values() if e["module"] is not None}:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dense = compile(
-                _Masked(ctx.bench, ctx.model, ctx.current), "dense", device, ctx.batch_size, dtype=dtype, repeats=1
+                ctx.masked(ctx.model, ctx.current), "dense", device, ctx.batch_size, dtype=dtype, repeats=1
             ).module
         xs = _cast(xs0, device, dtype)
         refs[dtype] = f"dense/{dtype}"

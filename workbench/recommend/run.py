@@ -11,6 +11,7 @@ import torch
 
 from ..errors import GranularityError, PlanError, WorkbenchWarning
 from ..plan import Plan
+from ..state import as_state
 from .candidates import FINETUNE_STRATEGIES, STRATEGIES, _check
 from .context import _Cand, _Ctx
 from .measure import _compile, _time
@@ -54,7 +55,8 @@ def recommend(
             "Linear layers with multiples of 32 x 64 features) half of the eligible layers' multiplies. Measure on "
             "the GPU with wb.sparse.compile(bench, backend='auto', device='cuda') before relying on it."
         )
-    ctx = _Ctx(bench, goal, budget, dev if speed else torch.device("cuda"), batch_size)
+    state = as_state(bench)
+    ctx = _Ctx(state, goal, budget, dev if speed else torch.device("cuda"), batch_size)
     if device == "cuda":
         share = sum(ctx.cuda_24.values()) / max(ctx.flops, 1.0)
         notes.append(
@@ -76,7 +78,7 @@ def recommend(
             skipped[name] = str(e).split("; ")[0]
         if progress is not None:
             progress(k + 1, total)
-    if finetune and cands and bench.train is None:
+    if finetune and cands and state.train is None:
         notes.append("fine-tuning was not measured: the bench has no training data (Workbench(..., train=...))")
     elif finetune and cands:
         for k, c in enumerate(
@@ -127,7 +129,7 @@ def recommend(
         notes=tuple(notes),
         skipped=skipped,
         seconds=time.perf_counter() - t0,
-        model=bench.name,
+        model=state.name,
     )
 
 

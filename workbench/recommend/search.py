@@ -71,7 +71,7 @@ def _finetune(ctx: _Ctx, c: _Cand, plan_of, epochs: int) -> list[_Cand]:
     goals (as long as they stay within budget), at the same ratio for quality goals."""
     from ..bench import Workbench
 
-    b, s = ctx.bench, c.strategy
+    b, s = ctx.state, c.strategy
     if ctx.goal in ("latency", "size"):
         within = ctx.drop(c.value) <= ctx.budget + 1e-12
         ratios = [g for g in s.grid if (g > c.ratio if within else g >= c.ratio)][:FINETUNE_RATIOS]

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..adapter import call, split
 from ..branches import dead_branches, remove_branches
 from ..groups import analyze_groups
+from ..state import as_state
 from ._inputs import _batch, _capture, _cast, _close, _out
 from ._ties import _aliases, _by_every_name, _masks_by_every_name, _tied_names, _untied_groups
 from .backends import Backend, CompileError, available_backends, get_backend
@@ -64,9 +65,8 @@ def _source(obj: Any, example: Any):
     """(model, groups, masks, example inputs, data, plans) of a Workbench or a plain module."""
     if isinstance(obj, nn.Module):
         return obj, None, None, example, None, []
-    model = getattr(obj, "model", None)
-    if not isinstance(model, nn.Module) or not hasattr(obj, "store"):
-        raise CompileError(f"compile takes a Workbench or an nn.Module, got {type(obj).__name__}")
+    obj = as_state(obj, error=CompileError, what="compile takes a Workbench or an nn.Module")
+    model = obj.model
     plans = [e.plan for e in obj.history[1:] if e.active and e.plan is not None]
     ex = example if example is not None else obj.example_inputs
     return model, obj.groups, obj.store.masks(), ex, obj.data, plans

@@ -4,5 +4,6 @@ from . import effects as _effects  # noqa: F401  (registers the Interpretability
 from ._base import Panel
 from .dashboard import Dashboard, panels, register_panel
 from .guide import GuidePanel, guide
+from .memory import dashboard_of, ui_state
 
-__all__ = ["Dashboard", "GuidePanel", "Panel", "guide", "panels", "register_panel"]
+__all__ = ["Dashboard", "GuidePanel", "Panel", "dashboard_of", "guide", "panels", "register_panel", "ui_state"]

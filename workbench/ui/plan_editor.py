@@ -16,6 +16,7 @@ from ..errors import WorkbenchError
 from ..masks.granularity import get_granularity
 from ..plan import LayerPlan, Plan
 from ._base import Panel
+from .memory import ui_state
 
 __all__ = ["PlanEditor"]
 
@@ -107,7 +108,7 @@ class PlanEditor(Panel):
         self.save_button.on_click(lambda _: self.save_json())
         self.load_button.on_click(lambda _: self.load_json())
         self.busy.buttons += [self.uniform_button, self.global_button, self.allocate_button, self.load_button]
-        state = self.bench.ui_state.get("plan")
+        state = ui_state(self.bench).get("plan")
         if state:
             self.set_plan(Plan.from_dict(state), log=False)
         self.update_preview()
@@ -186,7 +187,7 @@ class PlanEditor(Panel):
                 self.log.error(e)
                 members = (row.name,)
             self._set({m: lp for m in members if m in self.rows and m != row.name})
-        self.bench.ui_state["plan"] = self.plan().to_dict()
+        ui_state(self.bench)["plan"] = self.plan().to_dict()
         self.dashboard.debounce(self.update_preview)
 
     def _set(self, entries: dict[str, LayerPlan]) -> None:
@@ -210,7 +211,7 @@ class PlanEditor(Panel):
         self._set(
             {n: entries.get(n, LayerPlan(0.0, r.granularity.value, r.criterion.value)) for n, r in self.rows.items()}
         )
-        self.bench.ui_state["plan"] = self.plan().to_dict()
+        ui_state(self.bench)["plan"] = self.plan().to_dict()
         self.update_preview()
         if log:
             self.log(f"plan set: {len(entries)} layers")
@@ -293,7 +294,7 @@ class PlanEditor(Panel):
         self.busy.run("allocating", work, done)
 
     def _after_set(self, what: str) -> None:
-        self.bench.ui_state["plan"] = self.plan().to_dict()
+        ui_state(self.bench)["plan"] = self.plan().to_dict()
         self.update_preview()
         self.log(f"plan: {what}")
 
