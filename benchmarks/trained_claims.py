@@ -131,7 +131,7 @@ def close_to_dense(seed: int) -> None:
 
 
 def attack_order(seed: int) -> None:
-    """tests/analysis/test_effects_robustness.py: PGD <= FGSM at every eps (the test asserts eps 0.1 only)."""
+    """tests/analysis/test_robustness.py: PGD <= FGSM at every eps (the test asserts eps 0.1 only)."""
     model, data = wb.demo.load("digits-cnn")
     bench = wb.Workbench(model, data)
     bench.apply(wb.Plan.uniform(0.5))

@@ -4,7 +4,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from conftest import assert_bitwise, assert_plain, snapshot
 from zoo import make
 
@@ -62,21 +61,6 @@ def test_fixed_seeds_give_the_same_numbers(cnn_rob):
     other = bench.robustness(("noise",), (0.3,), samples=128, seed=1)
     first = bench.robustness(("noise",), (0.3,), samples=128, seed=0)
     assert not np.array_equal(other.flip_rate, first.flip_rate) or other.accuracy.tolist() != first.accuracy.tolist()
-
-
-def test_perturbed_inputs_stay_in_the_data_range():
-    from workbench.analysis.robustness import _ATTACKS, Settings
-
-    x = torch.rand(16, 1, 8, 8)
-    y = torch.randint(0, 10, (16,))
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    forward = model
-    s = Settings(0.0, 1.0, steps=3)
-    for name in ("fgsm", "pgd", "noise"):
-        xa = _ATTACKS[name].fn(forward, x.clone(), y, 0.3, s, torch.Generator().manual_seed(0))
-        assert xa.min() >= 0 and xa.max() <= 1, name
-        if name != "noise":
-            assert (xa - x).abs().max() <= 0.3 + 1e-6, name
 
 
 def test_bad_robustness_input(cnn_rob):
