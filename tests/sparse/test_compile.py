@@ -68,22 +68,6 @@ def test_shrink_a_plain_module_treats_zero_channels_as_pruned():
     torch.testing.assert_close(fast(x), model(x), atol=1e-5, rtol=1e-5)
 
 
-def test_the_result_unpacks_like_the_old_pair_and_names_its_parts():
-    model, _, bench = _pruned_bench("rescat")
-    result = wb.sparse.compile(bench, backend="shrink", batch_size=8, repeats=3)
-    fast, rep = result
-    assert fast is result.module is result[0] is result[-2]
-    assert rep is result.report is result[1] is result[-1]
-    assert len(result) == 2 and tuple(result) == (fast, rep) and result[:] == (fast, rep)
-    assert isinstance(result, wb.sparse.CompileResult) and isinstance(rep, wb.sparse.CompileReport)
-    with pytest.raises(IndexError):
-        result[2]
-    with pytest.raises(AttributeError):  # frozen, like every result
-        result.module = model
-    assert "CompileResult(module=" in repr(result) and "unpacks as (module, report)" in repr(result)
-    assert rep.table() in repr(result)
-
-
 def test_auto_keeps_a_backend_only_where_it_measures_faster(monkeypatch):
     _, _, bench = _pruned_bench("mha")
     speed = {}
