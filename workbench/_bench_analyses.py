@@ -49,7 +49,7 @@ class Analyses:
 
         with self.store.lock:
             result = sensitivity(
-                self,
+                self.state,
                 ratios,
                 granularity,
                 criterion,
@@ -77,21 +77,21 @@ class Analyses:
         from .analysis.entropy import entropy
 
         with self.store.lock:
-            return entropy(self, layers=layers, data=data, bins=bins)
+            return entropy(self.state, layers=layers, data=data, bins=bins)
 
     def connectivity(self, layer: str):
         """Surviving connections of `layer` now vs dense, with dead units (`workbench.analysis.connectivity`)."""
         from .analysis.connectivity import connectivity
 
         with self.store.lock:
-            return connectivity(self, layer)
+            return connectivity(self.state, layer)
 
     def paths(self):
         """Surviving input-to-output path counts per layer (log10), now vs dense."""
         from .analysis.connectivity import paths
 
         with self.store.lock:
-            return paths(self)
+            return paths(self.state)
 
     def profile(
         self, *, batch_size: int = 64, repeats: int = 20, layers: Sequence[str] | None = None, per_layer: bool = True
@@ -101,7 +101,7 @@ class Analyses:
         from .analysis.profile import profile
 
         with self.store.lock:
-            return profile(self, batch_size=batch_size, repeats=repeats, layers=layers, per_layer=per_layer)
+            return profile(self.state, batch_size=batch_size, repeats=repeats, layers=layers, per_layer=per_layer)
 
     def allocate(
         self,
@@ -149,7 +149,7 @@ class Analyses:
 
         with self.store.lock:
             return attributions(
-                self,
+                self.state,
                 method,
                 samples,
                 before=before,
@@ -186,7 +186,7 @@ class Analyses:
 
         with self.store.lock:
             return robustness(
-                self,
+                self.state,
                 attacks,
                 eps,
                 before=before,
@@ -220,7 +220,7 @@ class Analyses:
 
         with self.store.lock:
             return bias(
-                self,
+                self.state,
                 before=before,
                 after=after,
                 data=data,
@@ -238,4 +238,4 @@ class Analyses:
         from .analysis.bias import compare_states
 
         with self.store.lock:
-            return compare_states(self, a, b, data=data)
+            return compare_states(self.state, a, b, data=data)

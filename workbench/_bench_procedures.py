@@ -102,7 +102,7 @@ class Procedures:
         from .training.finetune import finetune
 
         return finetune(
-            self,
+            self.state,
             epochs,
             lr=lr,
             optimizer=optimizer,

@@ -132,7 +132,7 @@ class Workbench(Moves, Procedures, Analyses, HistoryExport):
         live model, its store and data (not a copy)."""
         return State(self.model, self.adapter, self.targets, self.groups, self.store, self.data, self.calib,
                      self.train, self.metric, self.seed, self.example_inputs, self.name,
-                     history_of=lambda: self.history)  # fmt: skip
+                     history_of=lambda: self.history, record_of=self.apply_masks)  # fmt: skip
 
     def evaluate(self, data: Iterable | None = None, metric: MetricLike | None = None) -> dict[str, Any]:
         """Evaluate the model as it is now: ``{"metric", "accuracy", "loss", "per_class", ...}``."""

@@ -12,7 +12,7 @@ from ._text import table_lines
 from .masks.fastops import count_nonzero
 from .targets import Targets
 
-__all__ = ["LayerReport", "Report", "layer_reports"]
+__all__ = ["LayerReport", "Report", "layer_reports", "target_sparsity"]
 
 
 @dataclass(frozen=True)
@@ -101,3 +101,10 @@ def layer_reports(model: nn.Module, targets: Targets) -> tuple[LayerReport, ...]
             ps = [model.get_parameter(n) for n in t.param_names()]
             rows.append(LayerReport(t.name, t.kind, sum(p.numel() for p in ps), sum(count_nonzero(p) for p in ps)))
     return tuple(rows)
+
+
+def target_sparsity(model: nn.Module, targets: Targets) -> float:
+    """Share of the targets' prunable weights that are zero: `Report.sparsity` without the rest of the report."""
+    rows = layer_reports(model, targets)
+    params = sum(r.params for r in rows)
+    return 1.0 - sum(r.nonzeros for r in rows) / params if params else 0.0

@@ -65,7 +65,8 @@ class State:
     """What code working on a bench reads: the live `model`, its `adapter`, `targets`, coupled `groups`, the mask
     `store` (a `MaskStore`, or any `MaskSource`), evaluation `data`, `calib`ration and `train`ing batches, the
     `metric`, the `seed`, the `example_inputs` and the bench's `name`. `history` and `current` read the owning
-    bench's history (a single dense entry when there is none)."""
+    bench's history (a single dense entry when there is none); `record` adds a step to it (`history_of` and
+    `record_of` are the owning bench's, set by `Workbench.state`)."""
 
     model: nn.Module
     adapter: Adapter | None
@@ -80,6 +81,7 @@ class State:
     example_inputs: Any = None
     name: str = ""
     history_of: Callable[[], tuple[HistoryEntry, ...]] | None = field(default=None, repr=False, compare=False)
+    record_of: Callable[..., HistoryEntry] | None = field(default=None, repr=False, compare=False)
 
     def evaluate(self, data: Iterable | None = None, metric: MetricLike | None = None) -> dict[str, Any]:
         """Evaluate the model as it is now: ``{"metric", "accuracy", "loss", "per_class", ...}`` (holding the store's
@@ -105,6 +107,30 @@ class State:
             data=self.calib,
             adapter=self.adapter,
         )
+
+    def record(
+        self,
+        masks: Mapping[str, Tensor],
+        *,
+        label: str,
+        plan: Any = None,
+        kind: str = "prune",
+        weights: Any = None,
+        evaluate: bool = True,
+        before: Mapping[str, Tensor] | None = None,
+        started: float | None = None,
+    ) -> HistoryEntry:
+        """Record `masks` (True = pruned, by full parameter name), with a training step's weight swap, as one step
+        of the owning bench's history: `Workbench.apply_masks`, whose arguments these are."""
+        if self.record_of is None:
+            raise NotABenchError(
+                f"this State has no bench whose history could record the step {label!r}: it was not made by "
+                "Workbench.state. Pass the Workbench (or its .state) to record steps."
+            )
+        return self.record_of(
+            dict(masks), label=label, plan=plan, kind=kind, weights=weights, evaluate=evaluate,
+            before=None if before is None else dict(before), started=started,
+        )  # fmt: skip
 
     @property
     def history(self) -> tuple[HistoryEntry, ...]:

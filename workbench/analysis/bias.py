@@ -30,6 +30,8 @@ from torch import Tensor, nn
 
 from ..errors import DataError, WorkbenchError
 from ..evaluate import batches, eval_mode
+from ..report import target_sparsity
+from ..state import as_state
 from ._graph import clone_with, masked_params
 from .states import at, default_pair, label_of, logits, resolve
 
@@ -176,7 +178,7 @@ def _plans(plans: Sequence[Any] | None):
 
 
 def bias(
-    bench,
+    state,
     *,
     before: int | None = None,
     after: int | None = None,
@@ -196,15 +198,16 @@ def bias(
     history entry `base` (default: dense) on a structural clone and gives one point of overall vs worst-class
     accuracy.
     """
+    state = as_state(state)
     t0 = time.perf_counter()
-    b, a = default_pair(bench, before, after)
-    base = resolve(bench, base)
+    b, a = default_pair(state, before, after)
+    base = resolve(state, base)
     chosen_plans = _plans(plans)
-    data = bench.data if data is None else data
+    data = state.data if data is None else data
     if data is None:
         raise DataError("bias needs data: pass data= or create the Workbench with data")
-    train = bench.train if train is None else train
-    model = bench.model
+    train = state.train if train is None else train
+    model = state.model
     total, done = 2 * (2 if train is not None else 1) + len(chosen_plans), [0]
 
     def tick() -> None:
@@ -220,7 +223,7 @@ def bias(
     y = np.zeros(0, dtype=np.int64)
     width = 0
     for s in (b, a):
-        with at(bench, s):
+        with at(state, s):
             preds[s], y, got, width = _predict(model, data, keep=not inputs)
             inputs = inputs or got
             tick()
@@ -242,13 +245,13 @@ def bias(
     flipped = flipped[order]
     shown = flipped[:max_exemplars]
     all_x = torch.cat(inputs).numpy() if inputs else np.zeros((len(y), 0))
-    curve = _curve(bench, chosen_plans, base, data, k, tick)
+    curve = _curve(state, chosen_plans, base, data, k, tick)
     return BiasResult(
         classes=names,
         before=b,
         after=a,
-        before_label=label_of(bench, b),
-        after_label=label_of(bench, a),
+        before_label=label_of(state, b),
+        after_label=label_of(state, a),
         counts=cb.sum(1),
         per_class_before=_per_class(cb),
         per_class_after=_per_class(ca),
@@ -274,18 +277,18 @@ def bias(
     )
 
 
-def _curve(bench, plans, base: int, data, k: int, tick) -> tuple:
+def _curve(state, plans, base: int, data, k: int, tick) -> tuple:
     """Overall and worst-class accuracy of entry `base` with each plan's masks, on structural clones."""
     sp, overall, worst, worst_c, labels = [], [], [], [], []
     if not plans:
         e = np.zeros(0)
         return e, e, e, np.zeros(0, dtype=int), ()
-    model = bench.model
-    with at(bench, base):
-        current = bench.store.masks()
-        sizes = {p: bench.model.get_parameter(p).numel() for t in bench.targets for p in t.param_names()}
+    model = state.model
+    with at(state, base):
+        current = state.store.masks()
+        sizes = {p: state.model.get_parameter(p).numel() for t in state.targets for p in t.param_names()}
         for plan in plans:
-            sel = bench.preview(plan)
+            sel = state.preview(plan)
             masks = {n: m | current[n] if n in current else m for n, m in sel.masks.items()}
             merged = {**current, **masks}
             pruned = sum(int(m.sum()) for n, m in merged.items() if n in sizes)
@@ -335,19 +338,20 @@ class StateComparison:
         )
 
 
-def compare_states(bench, a: int = 0, b: int = -1, *, data: Iterable | None = None) -> StateComparison:
+def compare_states(state, a: int = 0, b: int = -1, *, data: Iterable | None = None) -> StateComparison:
     """Evaluate history entries `a` and `b` (negative: counted from the end of `bench.history`) on `data`
     (default: the evaluation data), each visited as a transaction; the model ends as it started, bitwise."""
-    ia, ib = resolve(bench, a), resolve(bench, b)
-    data = bench.data if data is None else data
+    state = as_state(state)
+    ia, ib = resolve(state, a), resolve(state, b)
+    data = state.data if data is None else data
     if data is None:
         raise DataError("compare_states needs data: pass data= or create the Workbench with data")
     out = {}
     for i in (ia, ib):
-        with at(bench, i):
-            metrics = bench.evaluate(data)
-            p = _predict(bench.model, data)[0] if "accuracy" in metrics else None
-            out[i] = (metrics, p, bench.report(evaluate=False).sparsity)
+        with at(state, i):
+            metrics = state.evaluate(data)
+            p = _predict(state.model, data)[0] if "accuracy" in metrics else None
+            out[i] = (metrics, p, target_sparsity(state.model, state.targets))
     (ma, pa, sa), (mb, pb, sb) = out[ia], out[ib]
     agree = float(np.mean(pa == pb)) if pa is not None else float("nan")
-    return StateComparison(ia, ib, label_of(bench, ia), label_of(bench, ib), ma, mb, sa, sb, agree, int(ma["n"]))
+    return StateComparison(ia, ib, label_of(state, ia), label_of(state, ib), ma, mb, sa, sb, agree, int(ma["n"]))

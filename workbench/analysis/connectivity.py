@@ -27,14 +27,15 @@ from torch import Tensor, nn
 
 from ..errors import TargetError
 from ..evaluate import eval_mode, model_device, to_device
+from ..state import as_state
 
 __all__ = ["ConnectivityResult", "PathResult", "connectivity", "dense_param", "paths"]
 
 
-def dense_param(bench, name: str) -> Tensor:
+def dense_param(state, name: str) -> Tensor:
     """Parameter `name` as it was before the applied pruning steps (a new tensor)."""
-    p = bench.model.get_parameter(name).detach().clone()
-    store = bench.store
+    p = state.model.get_parameter(name).detach().clone()
+    store = state.store
     for step in reversed(store.steps[: store.position]):
         d = step.deltas.get(name)
         if d is not None:
@@ -85,16 +86,17 @@ class ConnectivityResult:
         }
 
 
-def connectivity(bench, layer: str) -> ConnectivityResult:
+def connectivity(state, layer: str) -> ConnectivityResult:
     """Surviving connections of target `layer` now vs dense."""
-    t = bench.targets[layer]
+    state = as_state(state)
+    t = state.targets[layer]
     if t.tied_to:
         raise TargetError(f"{layer!r} shares its weights with {t.tied_to!r}; ask for {t.tied_to!r}")
-    module = bench.model.get_submodule(t.name)
+    module = state.model.get_submodule(t.name)
     local = dict(zip(t.params, t.param_names()))
     with torch.no_grad():
-        now = _matrix(module, {k: bench.model.get_parameter(v).detach() for k, v in local.items()}).double()
-        before = _matrix(module, {k: dense_param(bench, v) for k, v in local.items()}).double()
+        now = _matrix(module, {k: state.model.get_parameter(v).detach() for k, v in local.items()}).double()
+        before = _matrix(module, {k: dense_param(state, v) for k, v in local.items()}).double()
     pruned = (now == 0) & (before != 0)
     alive = now != 0
     return ConnectivityResult(
@@ -243,17 +245,18 @@ def _propagate(gm: fx.GraphModule, shapes: dict[fx.Node, tuple], adjacency) -> t
     return reached, ""
 
 
-def paths(bench) -> PathResult:
+def paths(state) -> PathResult:
     """Surviving input-to-output path counts per layer (log10), now and dense; see the module docstring."""
-    model = bench.model
-    if bench.example_inputs is None:
+    state = as_state(state)
+    model = state.model
+    if state.example_inputs is None:
         raise TargetError("path counts need example inputs: create the Workbench with data or example_inputs")
     try:
         gm = fx.symbolic_trace(model)
     except Exception as e:  # fx cannot trace every model
         return PathResult((), np.zeros(0), np.zeros(0), f"the model cannot be traced by torch.fx ({type(e).__name__})")
     shapes: dict[fx.Node, tuple] = {}
-    x = to_device(bench.example_inputs, model_device(model))
+    x = to_device(state.example_inputs, model_device(model))
     with eval_mode(model), torch.inference_mode():
         interp = fx.Interpreter(gm, garbage_collect_values=False)
         interp.run(*(x if isinstance(x, (list, tuple)) else (x,)))
@@ -263,7 +266,7 @@ def paths(bench) -> PathResult:
 
     def adjacency(dense: bool):
         def adj(name: str, m: nn.Module) -> Tensor:
-            w = dense_param(bench, f"{name}.weight") if dense else m.weight.detach()
+            w = dense_param(state, f"{name}.weight") if dense else m.weight.detach()
             a = w.abs().reshape(w.shape[0], w.shape[1], -1).sum(2) != 0 if w.dim() > 2 else w != 0
             if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1:  # block-diagonal in/out
                 cin_g, out_g = m.in_channels // m.groups, m.out_channels // m.groups

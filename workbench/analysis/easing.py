@@ -18,7 +18,8 @@ from .._interrupt import deferred_interrupt, settle
 from ..errors import DataError, WorkbenchError
 from ..evaluate import eval_mode, model_device, to_device
 from ..plan import LayerPlan, Plan
-from ._stream import _bench_of, _pairs, _reference_index, _shape_of
+from ..state import as_state
+from ._stream import _pairs, _reference_index, _shape_of
 
 __all__ = ["EasingSuggestion", "suggest_easing"]
 
@@ -51,12 +52,12 @@ class EasingSuggestion:
         return "\n".join([f"agreement with history entry {self.reference} now: {self.baseline:.3f}", *self.messages])
 
 
-def _unit_masks(bench, target, diff: dict[str, Tensor]) -> dict[str, Tensor]:
+def _unit_masks(state, target, diff: dict[str, Tensor]) -> dict[str, Tensor]:
     """What putting back `target` restores: its own pruned elements, and for channels of it that are pruned whole,
     the slices coupled to them (BatchNorm channels, consumers' inputs, coupled producers)."""
     own = set(target.param_names())
     out = {p: diff[p].clone() for p in own if p in diff}
-    groups = bench.groups.groups if bench.groups is not None else {}
+    groups = state.groups.groups if state.groups is not None else {}
     for gid in target.groups:
         grp = groups.get(gid)
         if grp is None:
@@ -67,14 +68,14 @@ def _unit_masks(bench, target, diff: dict[str, Tensor]) -> dict[str, Tensor]:
             if not m.producer or m.param not in own:
                 continue
             d = diff.get(m.param)
-            n_dim = bench.model.get_parameter(m.param).shape[m.dim]
+            n_dim = state.model.get_parameter(m.param).shape[m.dim]
             whole = torch.zeros(n_dim, dtype=torch.bool) if d is None else d.movedim(m.dim, 0).reshape(n_dim, -1).all(1)
             alive.index_add_(0, m.root, (~whole[m.index].cpu()).double())
             covered.index_add_(0, m.root, torch.ones(m.index.numel(), dtype=torch.float64))
         dead = (covered > 0) & (alive == 0)
         if not dead.any():
             continue
-        shapes = {m.param: bench.model.get_parameter(m.param).shape for m in grp.members}
+        shapes = {m.param: state.model.get_parameter(m.param).shape for m in grp.members}
         for p, mask in grp.masks(dead, shapes).items():
             if p in diff:
                 extra = mask.to(diff[p].device) & diff[p]
@@ -83,7 +84,7 @@ def _unit_masks(bench, target, diff: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def suggest_easing(
-    bench, batches: Iterable, top: int = 3, *, reference: int | str = 0, ease: float = 0.5
+    state, batches: Iterable, top: int = 3, *, reference: int | str = 0, ease: float = 0.5
 ) -> EasingSuggestion:
     """The layers whose pruning costs the most agreement with history entry `reference` (0 / "dense" by default)
     on `batches`: each pruned layer's removed weights are put back alone (a transaction, restored bitwise), and
@@ -91,16 +92,15 @@ def suggest_easing(
     reference's. The model and the bench's history are left exactly as they were."""
     from .states import at, logits
 
-    if _bench_of(bench) is None:
-        raise WorkbenchError(f"suggest_easing needs the pruned model's Workbench, got {type(bench).__name__}")
+    state = as_state(state, error=WorkbenchError, what="suggest_easing needs the pruned model's Workbench")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise WorkbenchError(f"top must be a positive int, got {top!r}")
     if not 0.0 < float(ease) <= 1.0:
         raise WorkbenchError(f"ease is the share of a layer's extra pruning to give back, in (0, 1], got {ease!r}")
-    ref = _reference_index(bench, reference)
-    model = bench.model
+    ref = _reference_index(state, reference)
+    model = state.model
     dev = model_device(model)
-    shape = _shape_of(bench.example_inputs)
+    shape = _shape_of(state.example_inputs)
     xs = []
     for i, (x, _) in enumerate(_pairs(batches)):
         if not isinstance(x, Tensor) or (shape is not None and tuple(x.shape[1:]) != shape):
@@ -111,17 +111,17 @@ def suggest_easing(
         xs.append(to_device(x, dev))
     if not xs:
         raise DataError("suggest_easing got no batches; pass an iterable of (inputs, labels) or input tensors")
-    if ref == bench.store.position:
+    if ref == state.store.position:
         raise WorkbenchError(f"the model is at history entry {ref} itself: nothing is pruned relative to it")
 
     def predictions() -> Tensor:
         with eval_mode(model), torch.inference_mode():
             return torch.cat([logits(model, x).argmax(1) for x in xs])
 
-    now_masks = bench.store.masks()
-    with at(bench, ref):
+    now_masks = state.store.masks()
+    with at(state, ref):
         ref_preds = predictions()
-        ref_masks = bench.store.masks()
+        ref_masks = state.store.masks()
         diff = {}
         for p, m in now_masks.items():
             r = ref_masks.get(p)
@@ -132,17 +132,17 @@ def suggest_easing(
     baseline = float((predictions() == ref_preds).float().mean())
     specs_now: dict[str, dict[str, Any]] = {}
     specs_ref: dict[str, dict[str, Any]] = {}
-    for e in bench.history[1 : bench.store.position + 1]:
+    for e in state.history[1 : state.store.position + 1]:
         specs_now.update(e.layers)
         if e.index <= ref:
             specs_ref.update(e.layers)
     rows = []
-    for t in bench.targets:
-        unit = _unit_masks(bench, t, diff)
+    for t in state.targets:
+        unit = _unit_masks(state, t, diff)
         if not any(p in unit for p in t.param_names()):
             continue
         saved: dict[str, Tensor] = {}
-        with bench.store.transaction():  # a deliberate write, put back below: not an outside edit
+        with state.store.transaction():  # a deliberate write, put back below: not an outside edit
             try:
                 with deferred_interrupt(), torch.no_grad():
                     for p, m in unit.items():

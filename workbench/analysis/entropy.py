@@ -19,6 +19,7 @@ import torch
 
 from ..activations import histogram_entropy, unit_stats
 from ..errors import DataError
+from ..state import as_state
 
 __all__ = ["EntropyResult", "entropy"]
 
@@ -68,31 +69,32 @@ class EntropyResult:
 
 
 def entropy(
-    bench, *, layers: Sequence[str] | None = None, data: Iterable | None = None, bins: int = 32
+    state, *, layers: Sequence[str] | None = None, data: Iterable | None = None, bins: int = 32
 ) -> EntropyResult:
     """Per-unit and per-layer activation entropy on `data` (default `bench.calib`), and weight entropy.
     The model is run in eval mode without gradients; nothing on it changes."""
+    state = as_state(state)
     from ..masks.select import DEFAULT_KINDS
 
     if bins < 2:
         raise DataError(f"entropy needs at least 2 histogram bins, got {bins}")
-    data = data if data is not None else bench.calib
+    data = data if data is not None else state.calib
     if data is None:
         raise DataError("entropy needs calibration data: pass data= or create the Workbench with data")
     names = (
-        [bench.targets[n].name for n in layers]
+        [state.targets[n].name for n in layers]
         if layers is not None
-        else [t.name for t in bench.targets if t.kind in DEFAULT_KINDS and not t.tied_to]
+        else [t.name for t in state.targets if t.kind in DEFAULT_KINDS and not t.tied_to]
     )
-    stats = unit_stats(bench.model, data, names)
+    stats = unit_stats(state.model, data, names)
     if stats.n == 0:
         raise DataError("entropy: the data yielded no samples")
     out_layers, units, deads, means, weights, notes = [], [], [], [], [], {}
     for name in names:
         pooled = stats.pooled.get(name)
-        t = bench.targets[name]
+        t = state.targets[name]
         with torch.no_grad():
-            w = torch.cat([bench.model.get_parameter(p).detach().reshape(-1, 1) for p in t.param_names()])
+            w = torch.cat([state.model.get_parameter(p).detach().reshape(-1, 1) for p in t.param_names()])
             wh, _ = histogram_entropy(w, bins)
         if pooled is None:
             notes[name] = "no activations recorded: the layer's module is not called directly by the model"

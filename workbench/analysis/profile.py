@@ -22,6 +22,7 @@ from .._text import table_lines
 from ..adapter import repeat
 from ..errors import DataError
 from ..evaluate import call, eval_mode, model_device, to_device
+from ..state import as_state
 
 __all__ = ["ProfileResult", "profile"]
 
@@ -105,21 +106,22 @@ def _nbytes(out: Any) -> int:
 
 
 def profile(
-    bench, *, batch_size: int = 64, repeats: int = 20, layers: Sequence[str] | None = None, per_layer: bool = True
+    state, *, batch_size: int = 64, repeats: int = 20, layers: Sequence[str] | None = None, per_layer: bool = True
 ) -> ProfileResult:
     """Measure the model as it is now; see the module docstring. The model is not changed.
     ``per_layer=False`` skips the per-layer timings (NaN), for a quick FLOPs + end-to-end reading."""
-    model = bench.model
-    if bench.example_inputs is None:
+    state = as_state(state)
+    model = state.model
+    if state.example_inputs is None:
         raise DataError("profile needs example inputs: create the Workbench with data or example_inputs")
     if batch_size < 1 or repeats < 1:
         raise DataError(f"batch_size and repeats must be >= 1, got {batch_size} and {repeats}")
     device = model_device(model)
-    x = to_device(_batch(bench.example_inputs, batch_size), device)
+    x = to_device(_batch(state.example_inputs, batch_size), device)
     names = (
-        [bench.targets[n].name for n in layers]
+        [state.targets[n].name for n in layers]
         if layers is not None
-        else [t.name for t in bench.targets if not t.tied_to]
+        else [t.name for t in state.targets if not t.tied_to]
     )
     modules = dict(model.named_modules())
     captured: dict[str, tuple[tuple, dict, Any]] = {}
@@ -169,7 +171,7 @@ def profile(
     params, nonzeros, pbytes, kinds, fd = [], [], [], [], []
     with torch.no_grad():
         for name in names:
-            t = bench.targets[name]
+            t = state.targets[name]
             ps = [model.get_parameter(p) for p in t.param_names()]
             params.append(sum(p.numel() for p in ps))
             nonzeros.append(sum(int(torch.count_nonzero(p)) for p in ps))

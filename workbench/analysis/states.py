@@ -55,12 +55,12 @@ class StateError(WorkbenchError, IndexError):
     """A history index that does not exist, or a comparison that needs a step that was never applied."""
 
 
-def resolve(bench, index: int | None) -> int:
+def resolve(state, index: int | None) -> int:
     """The history entry `index` as a position in ``0..len(history)-1``. Negative indices count from the end of
     `bench.history` (-1 = the latest entry); None means the current state."""
-    n = len(bench.store.steps) + 1
+    n = len(state.store.steps) + 1
     if index is None:
-        return bench.store.position
+        return state.store.position
     if isinstance(index, bool) or not hasattr(index, "__index__"):
         raise StateError(f"a history index must be an int (0 = dense, -1 = latest entry), got {index!r}")
     i = index.__index__()
@@ -68,30 +68,30 @@ def resolve(bench, index: int | None) -> int:
     if not 0 <= j < n:
         raise StateError(
             f"history entry {i} does not exist: this bench has entries 0..{n - 1} (0 = dense, -1 = latest, "
-            f"current = {bench.store.position}); see bench.history"
+            f"current = {state.store.position}); see bench.history"
         )
     return j
 
 
-def default_pair(bench, before: int | None = None, after: int | None = None) -> tuple[int, int]:
+def default_pair(state, before: int | None = None, after: int | None = None) -> tuple[int, int]:
     """The two states a comparison looks at: by default the state before the current step vs now."""
-    if before is None and after is None and bench.store.position == 0:
+    if before is None and after is None and state.store.position == 0:
         raise StateError(
             "nothing to compare: no pruning step is applied yet. Apply a plan first (bench.apply(plan)), or name "
             "the two states, e.g. before=0, after=1 (see bench.history)"
         )
-    a = resolve(bench, after) if after is not None else bench.store.position
-    b = resolve(bench, before) if before is not None else max(a - 1, 0)
+    a = resolve(state, after) if after is not None else state.store.position
+    b = resolve(state, before) if before is not None else max(a - 1, 0)
     return b, a
 
 
-def label_of(bench, index: int) -> str:
+def label_of(state, index: int) -> str:
     """A short name of a history entry for plots: 'dense' or 'step i'."""
     return "dense" if index == 0 else f"step {index}"
 
 
 @contextmanager
-def at(bench, index: int | None) -> Iterator[int]:
+def at(state, index: int | None) -> Iterator[int]:
     """Temporarily put the live model in history entry `index` (a transaction); yields the resolved index.
 
     The store moves with the bench's exact undo/redo (never dropping a step that could be redone; each move all or
@@ -99,9 +99,9 @@ def at(bench, index: int | None) -> Iterator[int]:
     when the analysis raises or is interrupted. The bench's lock is held throughout (no other thread changes the
     model meanwhile), and weights edited outside the workbench make it refuse (`OutsideEditError`) before moving.
     """
-    store = bench.store
+    store = state.store
     with store.transaction(check=False):  # holds the bench's lock: position and moves belong together
-        target = resolve(bench, index)
+        target = resolve(state, index)
         start = store.position
         if target == start:
             yield target

@@ -49,9 +49,9 @@ def check(value: Any, name: str, *, lo: float = 0.0, hi: float = math.inf, lo_op
     return int(value) if integer else value
 
 
-def pool(bench) -> list[str]:
+def pool(state) -> list[str]:
     """Full names of the prunable weights a default plan covers (linear, conv, LSTM, attention; not tied)."""
-    return [p for t in bench.targets if t.kind in DEFAULT_KINDS and not t.tied_to for p in t.param_names()]
+    return [p for t in state.targets if t.kind in DEFAULT_KINDS and not t.tied_to for p in t.param_names()]
 
 
 @dataclass
@@ -263,7 +263,7 @@ def _distill(adapter, out: Any, t_out: Any, x: Any, y: Any, T: float, alpha: flo
 
 
 def train_epochs(
-    bench,
+    state,
     view: MaskView,
     data: Iterable,
     epochs: int,
@@ -293,7 +293,7 @@ def train_epochs(
     `curves`; a KeyboardInterrupt (Ctrl-C, or a progress callback) propagates after the partial epoch is logged,
     with the masks enforced, so the caller can record a consistent state.
     """
-    model, adapter = bench.model, bench.adapter
+    model, adapter = state.model, state.adapter
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("the model has no parameter that requires grad; nothing to train")
@@ -347,23 +347,23 @@ def train_epochs(
                 if n_steps:
                     with evaluate_in() if evaluate_in is not None else contextlib.nullcontext():
                         fraction = n_steps / max(steps_per_epoch or n_steps, 1)
-                        _log_epoch(bench, curves, losses, opt, fraction, sparsity_of)
+                        _log_epoch(state, curves, losses, opt, fraction, sparsity_of)
                 raise
             if n_steps == 0:
                 raise DataError("the training data yielded no batches; pass a non-empty DataLoader of (inputs, labels)")
             with evaluate_in() if evaluate_in is not None else contextlib.nullcontext():
-                _log_epoch(bench, curves, losses, opt, 1.0, sparsity_of)
+                _log_epoch(state, curves, losses, opt, 1.0, sparsity_of)
             if on_epoch is not None:
                 on_epoch(epoch + 1)
 
 
-def _log_epoch(bench, curves: Curves, losses, opt, fraction: float, sparsity_of) -> None:
+def _log_epoch(state, curves: Curves, losses, opt, fraction: float, sparsity_of) -> None:
     curves.done += fraction
     curves.epoch.append(round(curves.done, 6))
     curves.loss.append(float(np.mean(losses)) if losses else math.nan)
     curves.lr.append(float(opt.param_groups[0]["lr"]))
-    if bench.data is not None:
-        m = bench.evaluate()
+    if state.data is not None:
+        m = state.evaluate()
         curves.metric.append(float(m["metric"]))
         curves.val_loss.append(float(m["loss"]))
     else:

@@ -20,7 +20,7 @@ __all__ = ["final_plan", "plan_at", "prune_step", "run_procedure"]
 
 
 def run_procedure(
-    bench,
+    state,
     kind: str,
     label: str,
     body: Callable[[MaskView, Curves, Progress, dict[str, Any]], None],
@@ -38,15 +38,15 @@ def run_procedure(
     "stopped") and the result has ``stopped=True``. Any other error puts every tensor back as it was (bitwise)
     and re-raises; nothing is recorded.
     """
-    with bench.store.transaction():  # one state change: no other thread moves the model meanwhile
-        return _run(bench, kind, label, body, data, seed, progress, total_steps, plan, info)
+    with state.store.transaction():  # one state change: no other thread moves the model meanwhile
+        return _run(state, kind, label, body, data, seed, progress, total_steps, plan, info)
 
 
-def _run(bench, kind, label, body, data, seed, progress, total_steps, plan, info) -> TrainingResult:
+def _run(state, kind, label, body, data, seed, progress, total_steps, plan, info) -> TrainingResult:
     t0 = time.perf_counter()
-    seed = bench.seed if seed is None else seed
-    before = snapshot(bench.model)
-    view = MaskView(bench.model, bench.store)
+    seed = state.seed if seed is None else seed
+    before = snapshot(state.model)
+    view = MaskView(state.model, state.store)
     curves = Curves()
     info = dict(info or {})
     info.setdefault("seed", seed)
@@ -58,7 +58,7 @@ def _run(bench, kind, label, body, data, seed, progress, total_steps, plan, info
     except KeyboardInterrupt:
         stopped = True
     except BaseException:
-        _restore(bench.model, before)
+        _restore(state.model, before)
         raise
     finally:
         bar.close()
@@ -74,11 +74,11 @@ def _run(bench, kind, label, body, data, seed, progress, total_steps, plan, info
         plan = info["plan"]
     try:
         with torch.random.fork_rng(devices=[]):  # evaluating a DataLoader draws a seed from the global RNG
-            entry = record(bench, before, view, label=label, kind=kind, plan=plan)
+            entry = record(state, before, view, label=label, kind=kind, plan=plan)
     except BaseException:  # nothing was recorded (the store rolled back its part): the state before training
-        _restore(bench.model, before)
+        _restore(state.model, before)
         raise
-    metric_name = (entry.metrics or {}).get("metric_name", str(getattr(bench.metric, "__name__", bench.metric)))
+    metric_name = (entry.metrics or {}).get("metric_name", str(getattr(state.metric, "__name__", state.metric)))
     return result(kind, label, curves, metric_name, entry.index, stopped, t0, info)
 
 
@@ -105,12 +105,12 @@ def plan_at(plan: Plan, ratio_of: Callable[[float], float]) -> Plan:
     return Plan(layers, default, plan.scope, plan.include, plan.exclude)
 
 
-def prune_step(bench, view: MaskView, plan: Plan) -> int:
+def prune_step(state, view: MaskView, plan: Plan) -> int:
     """Select `plan` on the live model (counting the view's masks as pruned) and zero it; returns how many new."""
-    sel = select(bench.model, bench.targets, bench.groups, plan, view, seed=bench.seed, data=bench.calib)
+    sel = select(state.model, state.targets, state.groups, plan, view, seed=state.seed, data=state.calib)
     return view.add_(sel.masks)
 
 
-def sparsity_of(bench, view: MaskView) -> Callable[[], float]:
-    names = pool(bench)
+def sparsity_of(state, view: MaskView) -> Callable[[], float]:
+    names = pool(state)
     return lambda: view.sparsity(names)

@@ -154,30 +154,30 @@ class MaskView:
         return pruned / max(total, 1)
 
 
-def record(bench, before: Mapping[str, Tensor], view: MaskView, *, label: str, kind: str, plan=None, evaluate=True):
+def record(state, before: Mapping[str, Tensor], view: MaskView, *, label: str, kind: str, plan=None, evaluate=True):
     """Record what a procedure did since `before` (a `snapshot`) as one history step of `bench`.
 
     The live model is put back to `before` for the changed tensors, the new masks are applied through the mask
     store (so their removed values are the ones before the procedure), and a `WeightSwap` puts the trained values
     back in: undo then returns to `before` bitwise and redo to the trained state.
     """
-    model = bench.model
+    model = state.model
     view.enforce_(grads=False)
     live = named_state(model)
     changed = {n: before[n] for n, t in live.items() if not _same(t.detach(), before[n])}
     swap = WeightSwap(changed)
     swap.swap_(model)  # live = before; the swap now holds the trained values
-    return bench.apply_masks(dict(view.extra), label=label, plan=plan, kind=kind, weights=swap, evaluate=evaluate)
+    return state.record(dict(view.extra), label=label, plan=plan, kind=kind, weights=swap, evaluate=evaluate)
 
 
-def state_at(bench, index: int) -> dict[str, Tensor]:
+def state_at(state, index: int) -> dict[str, Tensor]:
     """Copies of every parameter and buffer as they are in history entry `index`, computed from the store's
     undo data without moving the live model."""
-    store = bench.store
+    store = state.store
     n = len(store.steps)
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= n:
         raise ValueError(f"history index must be an int in [0, {n}] (0 = dense; see bench.history), got {index!r}")
-    state = snapshot(bench.model)
+    values = snapshot(state.model)
     pos = store.position
     with torch.no_grad():
         for i in range(pos - 1, index - 1, -1):  # undo, newest first: swap, then the removed values
@@ -185,19 +185,19 @@ def state_at(bench, index: int) -> dict[str, Tensor]:
             swap = step.info.get("weights")
             if swap is not None:
                 for k, v in swap.values.items():
-                    state[k] = v.clone()
+                    values[k] = v.clone()
             for name, d in step.deltas.items():
-                t = state[name]
+                t = values[name]
                 t.masked_scatter_(d.mask().to(t.device), d.values.to(t.device))
         for i in range(pos, index):  # redo, oldest first: zero, then the swap
             step = store.steps[i]
             for name, d in step.deltas.items():
-                state[name].masked_fill_(d.mask().to(state[name].device), 0)
+                values[name].masked_fill_(d.mask().to(values[name].device), 0)
             swap = step.info.get("weights")
             if swap is not None:
                 for k, v in swap.values.items():
-                    state[k] = v.clone()
-    return state
+                    values[k] = v.clone()
+    return values
 
 
 def frozen_clone(model: nn.Module, state: Mapping[str, Tensor]) -> nn.Module:

@@ -32,6 +32,7 @@ from ..masks.granularity import get_granularity
 from ..masks.select import n_to_prune
 from ..masks.topk import lowest_k
 from ..plan import Plan
+from ..state import as_state
 from ._loop import Curves, Progress, TrainingError, TrainingResult, check, train_epochs
 from ._procedure import final_plan, plan_at, run_procedure, sparsity_of
 from ._state import MaskView
@@ -41,7 +42,7 @@ from .schedules import _train_kwargs
 __all__ = ["admm"]
 
 
-def _groups(bench, plan: Plan) -> list[tuple[list[str], float]]:
+def _groups(state, plan: Plan) -> list[tuple[list[str], float]]:
     """(parameter names, ratio) per constraint: one group for a global plan, one per layer otherwise."""
     from ..masks.select import select
 
@@ -52,15 +53,15 @@ def _groups(bench, plan: Plan) -> list[tuple[list[str], float]]:
                 f"ADMM projects onto unstructured sparsity by magnitude; the plan asks for {lp.granularity}/"
                 f"{lp.criterion}. Use granularity='weight' and criterion='magnitude'"
             )
-    sel = select(bench.model, bench.targets, bench.groups, plan_at(plan, lambda r: 0.0), bench.store, seed=bench.seed)
+    sel = select(state.model, state.targets, state.groups, plan_at(plan, lambda r: 0.0), state.store, seed=state.seed)
     names = list(sel.layers)
     if plan.scope == "global":
-        params = [p for n in names for p in bench.targets[n].param_names()]
+        params = [p for n in names for p in state.targets[n].param_names()]
         return [(params, plan.default.ratio)]  # type: ignore[union-attr]
-    return [(bench.targets[n].param_names(), (plan.layers.get(n) or plan.default).ratio) for n in names]  # type: ignore[union-attr]
+    return [(state.targets[n].param_names(), (plan.layers.get(n) or plan.default).ratio) for n in names]  # type: ignore[union-attr]
 
 
-def _project(bench, groups, values: dict[str, Tensor]) -> dict[str, Tensor]:
+def _project(state, groups, values: dict[str, Tensor]) -> dict[str, Tensor]:
     """Masks (True = zero) of the Euclidean projection of `values` onto the constraint set: per group, the
     smallest magnitudes go; weights the store has pruned always go."""
     out: dict[str, Tensor] = {}
@@ -68,7 +69,7 @@ def _project(bench, groups, values: dict[str, Tensor]) -> dict[str, Tensor]:
         fns = []
         for n in names:
             s = values[n].detach().abs().float()
-            cur = bench.store.current(n)
+            cur = state.store.current(n)
             if cur is not None:
                 s = s.masked_fill(cur.to(s.device), -math.inf)
             fns.append(lambda s=s: s)
@@ -79,7 +80,7 @@ def _project(bench, groups, values: dict[str, Tensor]) -> dict[str, Tensor]:
 
 @renamed(final="ratio")
 def admm(
-    bench,
+    state,
     plan: Plan | None = None,
     epochs: int = 5,
     rho: float = 1e-3,
@@ -96,6 +97,7 @@ def admm(
     ``weight_decay``, ``schedule`` (see `finetune`); the default here is SGD with momentum at lr 1e-2, because
     Adam moves each weight by about `lr` per step whatever the gradient, which caps how fast the penalty can pull
     W onto the constraint (measured: with AdamW the residual did not shrink on digits-cnn for rho up to 0.2)."""
+    state = as_state(state)
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho) or rho <= 0:
         raise TrainingError(
             f"rho must be a number > 0 (the weight of the ADMM penalty rho/2 ||W - Z + U||^2), got {rho!r}"
@@ -103,16 +105,16 @@ def admm(
     epochs = check(epochs, "epochs", lo=1, lo_open=False, integer=True)
     finetune_epochs = check(finetune_epochs, "finetune_epochs", lo=0, lo_open=False, integer=True)
     target = final_plan(plan, ratio, "magnitude")
-    groups = _groups(bench, target)
+    groups = _groups(state, target)
     kw = _train_kwargs({"optimizer": "sgd", "lr": 1e-2, **train})
-    data = training_data(bench, data)
+    data = training_data(state, data)
     names = [n for g, _ in groups for n in g]
 
     def body(view: MaskView, curves: Curves, bar: Progress, info: dict[str, Any]) -> None:
-        model = bench.model
+        model = state.model
         W = {n: model.get_parameter(n) for n in names}
         with torch.no_grad():
-            masks = _project(bench, groups, W)
+            masks = _project(state, groups, W)
             Z = {n: W[n].detach().masked_fill(masks[n], 0) for n in names}
             U = {n: torch.zeros_like(W[n]) for n in names}
 
@@ -122,7 +124,7 @@ def admm(
         def dual_update(epoch: int) -> None:
             with torch.no_grad():
                 V = {n: W[n].detach() + U[n] for n in names}
-                m = _project(bench, groups, V)
+                m = _project(state, groups, V)
                 for n in names:
                     Z[n] = V[n].masked_fill(m[n], 0)
                     U[n] += W[n].detach() - Z[n]
@@ -131,10 +133,10 @@ def admm(
             info["residual"].append(num / den)
 
         info["residual"] = []
-        sp = sparsity_of(bench, view)
+        sp = sparsity_of(state, view)
         w_step = {**kw, "schedule": "constant"}  # the W-step follows a moving Z - U: a decaying lr could not
         train_epochs(
-            bench,
+            state,
             view,
             data,
             epochs,
@@ -146,14 +148,14 @@ def admm(
             **w_step,
         )
         with torch.no_grad():
-            view.add_(_project(bench, groups, W))
-        info["pruned_metric"] = float(bench.evaluate()["metric"]) if bench.data is not None else math.nan
+            view.add_(_project(state, groups, W))
+        info["pruned_metric"] = float(state.evaluate()["metric"]) if state.data is not None else math.nan
         if finetune_epochs:
-            train_epochs(bench, view, data, finetune_epochs, curves=curves, progress=bar, sparsity_of=sp, **kw)
+            train_epochs(state, view, data, finetune_epochs, curves=curves, progress=bar, sparsity_of=sp, **kw)
 
     label = f"ADMM rho={rho:g} {epochs} ep, hard prune, fine-tune {finetune_epochs} ep"
     info = {"rho": rho, "epochs": epochs, "finetune_epochs": finetune_epochs, **kw}
     total = len(data) * (epochs + finetune_epochs) if hasattr(data, "__len__") else 0
     return run_procedure(
-        bench, "admm", label, body, data=data, seed=seed, progress=progress, total_steps=total, plan=target, info=info
+        state, "admm", label, body, data=data, seed=seed, progress=progress, total_steps=total, plan=target, info=info
     )

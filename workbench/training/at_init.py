@@ -24,12 +24,13 @@ from ..criteria.synflow import _ones, ones_like_input, synflow_scores
 from ..masks.select import n_to_prune
 from ..masks.topk import lowest_k
 from ..plan import Plan
+from ..state import as_state
 from ._loop import Progress, TrainingError, check, pool
 
 __all__ = ["synflow_prune"]
 
 
-def synflow_prune(bench, ratio: float, rounds: int = 100, *, evaluate: bool = True, progress: Any = True):
+def synflow_prune(state, ratio: float, rounds: int = 100, *, evaluate: bool = True, progress: Any = True):
     """Prune `ratio` of the weights a default plan covers (linear, conv, LSTM, attention), globally, by SynFlow
     recomputed on the masked network in `rounds` rounds with the exponential schedule; one history step.
 
@@ -37,20 +38,21 @@ def synflow_prune(bench, ratio: float, rounds: int = 100, *, evaluate: bool = Tr
     What is already pruned stays pruned and counts towards `ratio`. Returns the history entry. A stop
     (KeyboardInterrupt, e.g. from a progress callback) before the last round leaves the model unchanged.
     """
+    state = as_state(state)
     check(ratio, "ratio", lo=0.0, hi=1.0, lo_open=False)
     if ratio >= 1.0:
         raise TrainingError(f"ratio must be below 1 (the share of weights to remove), got {ratio!r}")
     rounds = check(rounds, "rounds", lo=1, lo_open=False, integer=True)
-    if bench.calib is not None:
-        example = ones_like_input(bench.calib)
-    elif bench.example_inputs is not None:
-        example = _ones(bench.example_inputs)
+    if state.calib is not None:
+        example = ones_like_input(state.calib)
+    elif state.example_inputs is not None:
+        example = _ones(state.example_inputs)
     else:
         raise TrainingError("synflow_prune needs the shape of one input: create the Workbench with data")
-    names = pool(bench)
-    model = bench.model
+    names = pool(state)
+    model = state.model
     total = sum(model.get_parameter(n).numel() for n in names)
-    masks = {n: m.clone() for n in names if (m := bench.store.current(n)) is not None}
+    masks = {n: m.clone() for n in names if (m := state.store.current(n)) is not None}
     bar = Progress(progress, rounds, "synflow")
     try:
         with one_thread_if_small(model):
@@ -70,4 +72,4 @@ def synflow_prune(bench, ratio: float, rounds: int = 100, *, evaluate: bool = Tr
         bar.close()
     plan = Plan.global_(ratio, criterion="synflow")
     label = f"synflow {ratio:g}, {rounds} rounds (iterative, data-free)"
-    return bench.apply_masks(masks, label=label, plan=plan, kind="synflow", evaluate=evaluate)
+    return state.record(masks, label=label, plan=plan, kind="synflow", evaluate=evaluate)

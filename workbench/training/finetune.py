@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import DataError
 from ..evaluate import eval_mode
+from ..state import as_state
 from ._loop import TrainingError, TrainingResult, check, train_epochs
 from ._procedure import run_procedure, sparsity_of
 from ._state import frozen_clone, state_at
@@ -30,9 +31,9 @@ from ._state import frozen_clone, state_at
 __all__ = ["finetune", "resolve_teacher", "training_data"]
 
 
-def training_data(bench, data: Iterable | None) -> Iterable:
+def training_data(state, data: Iterable | None) -> Iterable:
     """`data`, else the bench's `train` loader; a DataError says how to pass one."""
-    data = data if data is not None else getattr(bench, "train", None)
+    data = data if data is not None else getattr(state, "train", None)
     if data is None:
         raise DataError(
             "training needs training data: pass train= when creating the Workbench "
@@ -43,16 +44,16 @@ def training_data(bench, data: Iterable | None) -> Iterable:
     return data
 
 
-def last_pruning_step(bench) -> int:
+def last_pruning_step(state) -> int:
     """History index of the last applied step that pruned (`apply` or a pruning procedure; fine-tune steps are
     skipped); 0 if none."""
-    for i in range(bench.store.position, 0, -1):
-        if bench.store.steps[i - 1].info.get("kind", "prune") not in ("finetune",):
+    for i in range(state.store.position, 0, -1):
+        if state.store.steps[i - 1].info.get("kind", "prune") not in ("finetune",):
             return i
     return 0
 
 
-def resolve_teacher(bench, teacher: Any) -> tuple[nn.Module | None, str | None]:
+def resolve_teacher(state, teacher: Any) -> tuple[nn.Module | None, str | None]:
     """(teacher module, description) for ``None``, ``"before"``, a history index or an `nn.Module`.
 
     History states become a frozen structural clone whose tensors are that state's values, computed from the
@@ -61,7 +62,7 @@ def resolve_teacher(bench, teacher: Any) -> tuple[nn.Module | None, str | None]:
     if teacher is None:
         return None, None
     if isinstance(teacher, nn.Module):
-        if teacher is bench.model:
+        if teacher is state.model:
             raise TrainingError(
                 "the teacher is the live model itself; pass teacher='before' (the state before the last pruning "
                 "step), a history index, or another model"
@@ -70,7 +71,7 @@ def resolve_teacher(bench, teacher: Any) -> tuple[nn.Module | None, str | None]:
     if isinstance(teacher, str):
         if teacher != "before":
             raise TrainingError(f"teacher must be None, 'before', a history index or an nn.Module, got {teacher!r}")
-        i = last_pruning_step(bench)
+        i = last_pruning_step(state)
         if i == 0:
             raise TrainingError(
                 "teacher='before' means the state before the last pruning step, but no pruning step is applied; "
@@ -78,7 +79,7 @@ def resolve_teacher(bench, teacher: Any) -> tuple[nn.Module | None, str | None]:
             )
         index = i - 1
     elif isinstance(teacher, int) and not isinstance(teacher, bool):
-        n = len(bench.store.steps)
+        n = len(state.store.steps)
         index = teacher + n + 1 if teacher < 0 else teacher
         if not 0 <= index <= n:
             raise TrainingError(
@@ -86,11 +87,11 @@ def resolve_teacher(bench, teacher: Any) -> tuple[nn.Module | None, str | None]:
             )
     else:
         raise TrainingError(f"teacher must be None, 'before', a history index or an nn.Module, got {teacher!r}")
-    return frozen_clone(bench.model, state_at(bench, index)), f"entry {index}"
+    return frozen_clone(state.model, state_at(state, index)), f"entry {index}"
 
 
 def finetune(
-    bench,
+    state,
     epochs: int = 3,
     *,
     lr: float = 1e-3,
@@ -130,12 +131,13 @@ def finetune(
     Returns a `TrainingResult`: training loss, evaluation metric and loss, learning rate and sparsity per epoch
     (and loss/lr per step) for plotting.
     """
+    state = as_state(state)
     epochs = check(epochs, "epochs", lo=1, lo_open=False, integer=True)
     check(lr, "lr")
     check(T, "temperature T")
     check(alpha, "alpha", lo=0.0, hi=1.0, lo_open=False)
-    data = training_data(bench, data)
-    t_model, t_desc = resolve_teacher(bench, teacher)
+    data = training_data(state, data)
+    t_model, t_desc = resolve_teacher(state, teacher)
     opt_name = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "custom")
     kd = f", KD from {t_desc}, T={T:g}, alpha={alpha:g}" if t_desc else ""
     text = label or f"finetune {epochs} ep ({opt_name}, lr {lr:g}{kd})"
@@ -143,7 +145,7 @@ def finetune(
     def body(view, curves, bar, info) -> None:
         with eval_mode(t_model) if t_model is not None else contextlib.nullcontext():
             train_epochs(
-                bench,
+                state,
                 view,
                 data,
                 epochs,
@@ -156,12 +158,12 @@ def finetune(
                 teacher=t_model,
                 T=T,
                 alpha=alpha,
-                sparsity_of=sparsity_of(bench, view),
+                sparsity_of=sparsity_of(state, view),
             )
 
     info = {"epochs": epochs, "lr": lr, "optimizer": opt_name, "schedule": schedule, "teacher": t_desc}
     info.update({"T": T, "alpha": alpha} if t_desc else {})
     steps = len(data) * epochs if hasattr(data, "__len__") else 0
     return run_procedure(
-        bench, "finetune", text, body, data=data, seed=seed, progress=progress, total_steps=steps, info=info
+        state, "finetune", text, body, data=data, seed=seed, progress=progress, total_steps=steps, info=info
     )

@@ -41,6 +41,7 @@ from .._deprecate import renamed
 from ..errors import ModelError
 from ..masks.select import n_to_prune
 from ..plan import LayerPlan, Plan
+from ..state import as_state
 from ._loop import (
     Curves,
     Progress,
@@ -60,10 +61,10 @@ __all__ = ["learned_masks"]
 SCOPES = ("global", "layer")
 
 
-def _layer_of(bench) -> dict[str, str]:
+def _layer_of(state) -> dict[str, str]:
     """Full parameter name -> the name of the layer (target) it belongs to, for the default pool."""
-    names = set(pool(bench))
-    return {p: t.name for t in bench.targets for p in t.param_names() if p in names}
+    names = set(pool(state))
+    return {p: t.name for t in state.targets for p in t.param_names() if p in names}
 
 
 def _masks_at(scores: dict[str, Tensor], fixed: dict[str, Tensor], sparsity: float, scope: str) -> dict[str, Tensor]:
@@ -96,7 +97,7 @@ def _masks_at(scores: dict[str, Tensor], fixed: dict[str, Tensor], sparsity: flo
 
 @renamed(target="ratio")
 def learned_masks(
-    bench,
+    state,
     ratio: float = 0.8,
     epochs: int = 5,
     *,
@@ -118,6 +119,7 @@ def learned_masks(
     ``weight_decay``, ``schedule`` for the weights (see `finetune`). Weights pruned before stay pruned and count
     towards `ratio`. One history step (``kind="learned"``); stopping records the mask reached at that point.
     """
+    state = as_state(state)
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
         raise TrainingError(
             f"ratio must be a sparsity strictly between 0 and 1 (the share of prunable weights to remove), "
@@ -130,8 +132,8 @@ def learned_masks(
     ramp = check(ramp, "ramp", lo=0, hi=1)
     score_lr = check(score_lr, "score_lr")
     kw = _train_kwargs(dict(train))
-    data = training_data(bench, data)
-    layer_of = _layer_of(bench)
+    data = training_data(state, data)
+    layer_of = _layer_of(state)
     if not layer_of:
         raise ModelError(
             "the model has no prunable weights (linear, conv, LSTM, attention) for learned masks; see bench.targets"
@@ -142,7 +144,7 @@ def learned_masks(
     def body(view: MaskView, curves: Curves, bar: Progress, info: dict[str, Any]) -> None:
         from torch.func import functional_call
 
-        model = bench.model
+        model = state.model
         W = {n: model.get_parameter(n) for n in names}
         fixed = {}
         for n in names:
@@ -155,12 +157,12 @@ def learned_masks(
         start = sum(int(f.sum()) for f in fixed.values()) / sum(w.numel() for w in W.values())
         total = epochs * steps_per_epoch if steps_per_epoch else None
         n_ramp = max(1, round(ramp * total)) if total else 1
-        state = {"step": 0, "sparsity": start}
+        sched = {"step": 0, "sparsity": start}
 
         def sparsity_now() -> float:
             if total is None:
                 return ratio
-            return agp_sparsity(state["step"], initial=start, final=ratio, start=0, n=n_ramp, dt=1)
+            return agp_sparsity(sched["step"], initial=start, final=ratio, start=0, n=n_ramp, dt=1)
 
         # Adam moves every score by about its lr per step, so each tensor's lr is relative to its own weights' scale
         sopt = torch.optim.Adam(
@@ -170,7 +172,7 @@ def learned_masks(
 
         def finish() -> None:
             """Apply the mask at the sparsity reached; record the learned allocation as a plan."""
-            masks = _masks_at(scores, fixed, state["sparsity"], scope)
+            masks = _masks_at(scores, fixed, sched["sparsity"], scope)
             per_layer: dict[str, list[int]] = {}
             for n, m in masks.items():
                 c = per_layer.setdefault(layer_of[n], [0, 0])
@@ -189,45 +191,45 @@ def learned_masks(
                 kept_diff += int((~m & mm.view_as(m)).sum())
             info["changed_vs_magnitude"] = kept_diff / max(kept, 1)
             view.add_(masks)
-            info["sparsity_reached"] = state["sparsity"]
+            info["sparsity_reached"] = sched["sparsity"]
 
         def forward(x):
             """The model with the hard mask of the current sparsity; straight-through: the backward sends dL/dM to
             the scores."""
-            state["sparsity"] = sparsity_now()
-            keep = {n: ~m for n, m in _masks_at(scores, fixed, state["sparsity"], scope).items()}
+            sched["sparsity"] = sparsity_now()
+            keep = {n: ~m for n, m in _masks_at(scores, fixed, sched["sparsity"], scope).items()}
             gated = {n: W[n] * (keep[n].to(W[n].dtype) + scores[n] - scores[n].detach()).to(W[n].dtype) for n in names}
             return functional_call(model, gated, tuple(x) if isinstance(x, (list, tuple)) else (x,), strict=False)
 
         def on_step(step: int) -> None:
             sopt.step()
             sopt.zero_grad(set_to_none=True)
-            state["step"] = step
+            sched["step"] = step
 
-        sp = sparsity_of(bench, view)
+        sp = sparsity_of(state, view)
         try:
             train_epochs(
-                bench,
+                state,
                 view,
                 data,
                 epochs,
                 curves=curves,
                 progress=bar,
-                sparsity_of=lambda: state["sparsity"],
+                sparsity_of=lambda: sched["sparsity"],
                 forward=forward,
                 on_step=on_step,
-                on_epoch=lambda epoch: info["sparsity_schedule"].append(state["sparsity"]),
+                on_epoch=lambda epoch: info["sparsity_schedule"].append(sched["sparsity"]),
                 # the epoch's metric is of the masked model: the mask is applied for the evaluation only
-                evaluate_in=lambda: _masked(model, W, scores, fixed, state["sparsity"], scope),
+                evaluate_in=lambda: _masked(model, W, scores, fixed, sched["sparsity"], scope),
                 **kw,
             )
         except KeyboardInterrupt:
             finish()
             raise
         finish()
-        info["pruned_metric"] = float(bench.evaluate()["metric"]) if bench.data is not None else math.nan
+        info["pruned_metric"] = float(state.evaluate()["metric"]) if state.data is not None else math.nan
         if finetune_epochs:
-            train_epochs(bench, view, data, finetune_epochs, curves=curves, progress=bar, sparsity_of=sp, **kw)
+            train_epochs(state, view, data, finetune_epochs, curves=curves, progress=bar, sparsity_of=sp, **kw)
 
     label = f"learned masks (movement, {scope}) to {ratio:.0%}, {epochs} ep + fine-tune {finetune_epochs} ep"
     info = {
@@ -240,7 +242,7 @@ def learned_masks(
     info.update({k: v for k, v in kw.items() if isinstance(v, (int, float, str))})
     total_steps = steps_per_epoch * (epochs + finetune_epochs) if steps_per_epoch else 0
     result = run_procedure(
-        bench, "learned", label, body, data=data, seed=seed, progress=progress, total_steps=total_steps, info=info
+        state, "learned", label, body, data=data, seed=seed, progress=progress, total_steps=total_steps, info=info
     )
     return result
 

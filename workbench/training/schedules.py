@@ -25,6 +25,7 @@ import torch
 
 from .._deprecate import renamed
 from ..plan import Plan
+from ..state import as_state
 from ._loop import Curves, Progress, TrainingError, TrainingResult, check, train_epochs
 from ._procedure import final_plan, plan_at, prune_step, run_procedure, sparsity_of
 from ._state import MaskView, named_state, snapshot
@@ -84,13 +85,13 @@ def _reference(plan: Plan) -> float:
     return max((lp.ratio for lp in plan.layers.values()), default=0.0)
 
 
-def _metric(bench) -> float:
-    return float(bench.evaluate()["metric"]) if bench.data is not None else math.nan
+def _metric(state) -> float:
+    return float(state.evaluate()["metric"]) if state.data is not None else math.nan
 
 
 @renamed(final="ratio")
 def gradual(
-    bench,
+    state,
     ratio: float = 0.9,
     steps: int = 10,
     epochs: int = 5,
@@ -112,6 +113,7 @@ def gradual(
     (what one event prunes stays pruned). `train` takes ``lr`` (1e-3), ``optimizer``, ``weight_decay``,
     ``schedule`` (see `finetune`).
     """
+    state = as_state(state)
     target = final_plan(plan, ratio, criterion)
     ref = _reference(target)
     steps = check(steps, "steps", lo=1, lo_open=False, integer=True)
@@ -119,11 +121,11 @@ def gradual(
     check(end, "end", lo=0.0, hi=1.0)
     check(initial, "initial", lo=0.0, hi=ref, lo_open=False)
     kw = _train_kwargs(train)
-    data = training_data(bench, data)
+    data = training_data(state, data)
     total = len(data) * epochs
     dt = end * total / steps
     events = {max(1, round(k * dt)): k for k in range(1, steps + 1)}  # optimizer step -> event number
-    prune_step(bench, MaskView(bench.model, bench.store), plan_at(target, lambda r: 0.0))  # bad plans fail now
+    prune_step(state, MaskView(state.model, state.store), plan_at(target, lambda r: 0.0))  # bad plans fail now
 
     def body(view: MaskView, curves: Curves, bar: Progress, info: dict[str, Any]) -> None:
         def ratio_at(k: int) -> float:
@@ -134,29 +136,29 @@ def gradual(
             if k is None:
                 return
             s = ratio_at(k)
-            new = prune_step(bench, view, _scaled(target, ref, s))
+            new = prune_step(state, view, _scaled(target, ref, s))
             info["events"].append({"step": step, "epoch": step / len(data), "ratio": s, "new": new})
 
         info["events"] = []
         if initial > 0:
-            new = prune_step(bench, view, _scaled(target, ref, initial))
+            new = prune_step(state, view, _scaled(target, ref, initial))
             info["events"].append({"step": 0, "epoch": 0.0, "ratio": initial, "new": new})
         train_epochs(
-            bench,
+            state,
             view,
             data,
             epochs,
             curves=curves,
             progress=bar,
             on_step=at_step,
-            sparsity_of=sparsity_of(bench, view),
+            sparsity_of=sparsity_of(state, view),
             **kw,
         )
 
     label = f"gradual (AGP) to {ref:g} in {steps} steps over {epochs} ep"
     info = {"final": ref, "steps": steps, "epochs": epochs, "end": end, "initial": initial, **kw}
     return run_procedure(
-        bench,
+        state,
         "gradual",
         label,
         body,
@@ -171,7 +173,7 @@ def gradual(
 
 @renamed(final="ratio")
 def iterative(
-    bench,
+    state,
     ratio: float = 0.9,
     rounds: int = 4,
     finetune_epochs: int = 1,
@@ -191,32 +193,33 @@ def iterative(
     ``schedule_rounds="linear"`` for ``ratio * r / rounds``), then fine-tunes `finetune_epochs` epochs with the
     masks enforced. ``info["events"]`` has the metric right after each prune and after its fine-tune.
     """
+    state = as_state(state)
     target = final_plan(plan, ratio, criterion)
     ref = _reference(target)
     rounds = check(rounds, "rounds", lo=1, lo_open=False, integer=True)
     finetune_epochs = check(finetune_epochs, "finetune_epochs", lo=0, lo_open=False, integer=True)
     round_sparsity(1, rounds, ref, schedule_rounds)
     kw = _train_kwargs(train)
-    data = training_data(bench, data) if finetune_epochs else data
+    data = training_data(state, data) if finetune_epochs else data
     total = (len(data) * finetune_epochs * rounds) if data is not None and hasattr(data, "__len__") else 0
-    prune_step(bench, MaskView(bench.model, bench.store), plan_at(target, lambda r: 0.0))
+    prune_step(state, MaskView(state.model, state.store), plan_at(target, lambda r: 0.0))
 
     def body(view: MaskView, curves: Curves, bar: Progress, info: dict[str, Any]) -> None:
         info["events"] = []
         for r in range(1, rounds + 1):
             s = round_sparsity(r, rounds, ref, schedule_rounds)
-            new = prune_step(bench, view, _scaled(target, ref, s))
-            event = {"round": r, "epoch": curves.done, "ratio": s, "new": new, "pruned_metric": _metric(bench)}
+            new = prune_step(state, view, _scaled(target, ref, s))
+            event = {"round": r, "epoch": curves.done, "ratio": s, "new": new, "pruned_metric": _metric(state)}
             info["events"].append(event)
             if finetune_epochs:
                 train_epochs(
-                    bench,
+                    state,
                     view,
                     data,
                     finetune_epochs,
                     curves=curves,
                     progress=bar,
-                    sparsity_of=sparsity_of(bench, view),
+                    sparsity_of=sparsity_of(state, view),
                     **kw,
                 )
                 event["metric"] = curves.metric[-1] if curves.metric else math.nan
@@ -232,7 +235,7 @@ def iterative(
         **kw,
     }
     return run_procedure(
-        bench,
+        state,
         "iterative",
         label,
         body,
@@ -247,7 +250,7 @@ def iterative(
 
 @renamed(final="ratio")
 def lottery(
-    bench,
+    state,
     ratio: float = 0.9,
     rounds: int = 3,
     rewind_epoch: int = 1,
@@ -268,45 +271,46 @@ def lottery(
     and train ``epochs - k`` epochs (a fresh optimizer and schedule: rewinding restarts them). Total:
     ``epochs + rounds * (epochs - k)`` epochs. Meant to start from an untrained model.
     """
+    state = as_state(state)
     target = final_plan(plan, ratio, criterion)
     ref = _reference(target)
     rounds = check(rounds, "rounds", lo=1, lo_open=False, integer=True)
     epochs = check(epochs, "epochs", lo=1, lo_open=False, integer=True)
     rewind_epoch = check(rewind_epoch, "rewind_epoch", lo=0, hi=epochs - 1, lo_open=False, integer=True)
     kw = _train_kwargs(train)
-    data = training_data(bench, data)
+    data = training_data(state, data)
     total = len(data) * (epochs + rounds * (epochs - rewind_epoch))
-    prune_step(bench, MaskView(bench.model, bench.store), plan_at(target, lambda r: 0.0))
+    prune_step(state, MaskView(state.model, state.store), plan_at(target, lambda r: 0.0))
 
     def body(view: MaskView, curves: Curves, bar: Progress, info: dict[str, Any]) -> None:
         saved: dict[str, Any] = {}
         if rewind_epoch == 0:
-            saved.update(snapshot(bench.model))
+            saved.update(snapshot(state.model))
 
         def keep(epoch: int) -> None:
             if epoch == rewind_epoch:
-                saved.update(snapshot(bench.model))
+                saved.update(snapshot(state.model))
 
-        sp = sparsity_of(bench, view)
-        train_epochs(bench, view, data, epochs, curves=curves, progress=bar, on_epoch=keep, sparsity_of=sp, **kw)
+        sp = sparsity_of(state, view)
+        train_epochs(state, view, data, epochs, curves=curves, progress=bar, on_epoch=keep, sparsity_of=sp, **kw)
         info["events"] = [{"round": 0, "epoch": curves.done, "ratio": sp(), "metric": curves.metric[-1]}]
         for r in range(1, rounds + 1):
             s = round_sparsity(r, rounds, ref)
-            new = prune_step(bench, view, _scaled(target, ref, s))
-            live = named_state(bench.model)
+            new = prune_step(state, view, _scaled(target, ref, s))
+            live = named_state(state.model)
             with torch.no_grad():
                 for k, v in saved.items():
                     live[k].detach().copy_(v)
             view.enforce_(grads=False)  # rewound, with this round's masks
-            event = {"round": r, "epoch": curves.done, "ratio": s, "new": new, "rewound_metric": _metric(bench)}
+            event = {"round": r, "epoch": curves.done, "ratio": s, "new": new, "rewound_metric": _metric(state)}
             info["events"].append(event)
-            train_epochs(bench, view, data, epochs - rewind_epoch, curves=curves, progress=bar, sparsity_of=sp, **kw)
+            train_epochs(state, view, data, epochs - rewind_epoch, curves=curves, progress=bar, sparsity_of=sp, **kw)
             event["metric"] = curves.metric[-1]
 
     label = f"lottery to {ref:g} in {rounds} rounds, rewind to epoch {rewind_epoch} of {epochs}"
     info = {"final": ref, "rounds": rounds, "rewind_epoch": rewind_epoch, "epochs": epochs, **kw}
     return run_procedure(
-        bench,
+        state,
         "lottery",
         label,
         body,
