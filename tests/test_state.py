@@ -68,14 +68,33 @@ def test_entry_points_keep_their_own_errors_for_what_is_not_a_bench():
     from workbench.quantize import QuantizationError
     from workbench.sparse import CompileError
 
-    with pytest.raises(CompileError, match="compile takes a Workbench or an nn.Module, got int"):
+    with pytest.raises(CompileError, match=r"compile takes a Workbench or an nn\.Module, got int"):
         wb.sparse.compile(42)
-    with pytest.raises(QuantizationError, match="quantize needs a Workbench or an nn.Module, got str"):
+    with pytest.raises(QuantizationError, match=r"quantize needs a Workbench or an nn\.Module, got str"):
         wb.quantize("model")
-    with pytest.raises(wb.WorkbenchError, match="the pruned model must be an nn.Module or a Workbench, got int"):
+    with pytest.raises(wb.WorkbenchError, match=r"the pruned model must be an nn\.Module or a Workbench, got int"):
         wb.monitor(42, "dense", [torch.randn(2, 3)])
-    with pytest.raises(wb.WorkbenchError, match="compare takes an nn.Module or a Workbench, got int"):
+    with pytest.raises(wb.WorkbenchError, match=r"compare takes an nn\.Module or a Workbench, got int"):
         wb.compare(42, None, ["magnitude"], [0.5])
     model, data = make("rescat")
     with pytest.raises(wb.WorkbenchError, match="compare applies and drops steps in a bench's history"):
         wb.compare(wb.Workbench(model, data).state, None, ["magnitude"], [0.5])
+
+
+def test_training_takes_a_state_and_records_in_its_bench():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data, train=data)
+    bench.apply(wb.Plan.uniform(0.5))
+    pruned = snapshot(model)
+    r = wb.training.finetune(bench.state, 1, progress=False)
+    assert bench.current.kind == "finetune" and r.entry == bench.current.index == 2
+    bench.undo()
+    assert_bitwise(model, pruned)
+
+
+def test_a_state_without_a_bench_cannot_record_a_step():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    state = State(model, bench.adapter, bench.targets, bench.groups, bench.store, data)
+    with pytest.raises(wb.NotABenchError, match="no bench whose history could record the step 'x'"):
+        state.record({}, label="x")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import pytest
@@ -146,3 +147,26 @@ def test_prune_llm_calls_its_target_ratio_like_every_plan_and_the_old_name_warns
     assert set(facade) - {"self", "ratio"} == set(inspect.signature(step.prune_llm).parameters) - {"bench", "sparsity"}
     with pytest.raises(TypeError, match="both sparsity="):
         wb.Workbench.prune_llm(None, sparsity=0.5, ratio=0.5)
+
+
+@pytest.mark.parametrize("method", ["sparsegpt", "wanda"])
+def test_the_run_is_recorded_without_writing_the_weights_again(monkeypatch, method):
+    from workbench.masks import MaskStore
+
+    model, bench = _bench()
+    dense = snapshot(model)
+
+    def no_second_write(*a, **k):
+        raise AssertionError("prune_llm wrote the step a second time through MaskStore.apply_")
+
+    monkeypatch.setattr(MaskStore, "apply_", no_second_write)
+    t0 = time.perf_counter()
+    entry = bench.prune_llm(method=method, calib=batches())
+    took = time.perf_counter() - t0
+    pruned = snapshot(model)
+    assert entry.index == 1 and entry.removed == sum(int(m.sum()) for m in bench.masks.values())
+    assert 0.0 < entry.seconds <= took  # the whole run, from before calibration to the recorded step
+    bench.undo()
+    assert_bitwise(model, dense)
+    bench.redo()
+    assert_bitwise(model, pruned)
