@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ._interrupt import deferred_interrupt
 from .errors import WorkbenchWarning
@@ -61,12 +61,13 @@ class Moves:
             )
         return self.current
 
-    def adopt(self) -> HistoryEntry:
+    def adopt(self, *, masks: dict[str, Tensor] | None = None) -> HistoryEntry:
         """Take the weights as they are now, edits made outside the workbench included, as the new starting point.
 
         The way out of an `OutsideEditError` that keeps the edits: the history is cleared (the values from before
         the edits were never recorded, so nothing before this point can be undone), and the pruned weights that are
-        still exactly zero stay masked (fine-tuning keeps them at zero). Returns the new entry 0.
+        still exactly zero stay masked (fine-tuning keeps them at zero), with those of `masks` (True = pruned, by
+        parameter name: weights zeroed without undo data, as ``prune_llm(undo=False)`` does). Returns the new entry 0.
 
         >>> import torch, workbench as wb
         >>> model = torch.nn.Linear(4, 2)
@@ -81,7 +82,7 @@ class Moves:
         (0, 0, 4)
         """
         with self.store.lock:
-            self.store.adopt_()
+            self.store.adopt_(masks)
             self._rebase()
         return self.current
 
@@ -114,7 +115,7 @@ class Moves:
                     for k, v in before.items():
                         live[k].detach().copy_(v)
                 raise
-            record(self, before, MaskView(self.model, self.store), label=label, kind="edit")
+            record(self.state, before, MaskView(self.model, self.store), label=label, kind="edit")
 
     @contextmanager
     def trial(self) -> Iterator[Moves]:

@@ -98,7 +98,7 @@ def prune_llm(
             if undo:
                 _restore(bench.model, kept)
             elif written:
-                _adopt(bench, written)
+                bench.adopt(masks=written)
                 warnings.warn(
                     f"prune_llm(undo=False) stopped after pruning {len(written)} layer(s): they stay pruned (undo=False "
                     "keeps no copy to restore) and the bench took this state as its new start",
@@ -108,7 +108,7 @@ def prune_llm(
             raise
         if not undo:
             del kept
-            _adopt(bench, masks)
+            bench.adopt(masks=masks)
             if evaluate and bench.data is not None:
                 bench._dense_metrics()
             return bench.current
@@ -143,11 +143,6 @@ def _before(kept: dict[str, tuple[Tensor, Tensor | None]], masks: dict[str, Tens
             raise WorkbenchError(f"{name!r} was written under two masks; prune_llm cannot record it as one step")
         before[name] = values
     return before, (WeightSwap(whole) if whole else None)
-
-
-def _adopt(bench, masks: dict[str, Tensor]) -> None:
-    bench.store.adopt_(masks)
-    bench._rebase()
 
 
 def _plan(result: PruneResult, masks: dict[str, Tensor]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import WorkbenchError
+from ..state import as_state
 
 __all__ = ["MaskView", "WeightSwap", "frozen_clone", "named_state", "record", "snapshot", "state_at"]
 
@@ -161,6 +162,7 @@ def record(state, before: Mapping[str, Tensor], view: MaskView, *, label: str, k
     store (so their removed values are the ones before the procedure), and a `WeightSwap` puts the trained values
     back in: undo then returns to `before` bitwise and redo to the trained state.
     """
+    state = as_state(state)
     model = state.model
     view.enforce_(grads=False)
     live = named_state(model)
