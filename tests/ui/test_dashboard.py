@@ -164,6 +164,8 @@ def test_sensitivity_refine_fills_in_near_the_sliders_and_stop_keeps_what_landed
     assert new and all(r == i and abs(sens.ratios[j] - 0.5) <= 0.11 for r, j in new)
     assert "cells exact" in s.source.value and "trust" in s.source.value
     assert any(b.description.startswith("•") for row in s.grid.children[1].children for b in row.children[1:])
+    cell = s.grid.children[1].children[i].children[1]  # redraws of a map of the same shape reuse its buttons
+    assert cell.description == f"•{sens.values[i, 0]:+.3f}"
     # Stop mid-scan: the map keeps the cells measured so far
     n = [0]
 
@@ -178,6 +180,8 @@ def test_sensitivity_refine_fills_in_near_the_sliders_and_stop_keeps_what_landed
     part = bench.last_sensitivity
     assert part.mode == "refine" and not part.complete and 0 < int(part.exact.sum()) < part.exact.size
     assert f"{int(part.exact.sum())}/{part.exact.size} cells exact" in s.source.value
+    assert s.grid.children[1].children[i].children[1] is cell
+    assert cell.description == ("•" if part.exact[i, 0] else "") + f"{part.values[i, 0]:+.3f}"
     assert_bitwise(model, before)
     assert_plain(model)
 

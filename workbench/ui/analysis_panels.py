@@ -30,8 +30,11 @@ class SensitivityPanel(Panel):
             "every cell measured",
         ]
         self.live = None  # the refine map while it fills in
-        self.redraw_every = 0.5  # seconds between heatmap redraws while a refine scan runs
+        self.redraw_every = 0.5  # seconds between heatmap redraws while a refine scan runs, at least
         self._drawn = 0.0
+        self._draw_cost = 0.0  # seconds the last redraw took: redraws take at most a fifth of a scan's time
+        self._cells_key: tuple | None = None  # (layers, ratios) of the cell buttons now shown
+        self._buttons: list[list[W.Button]] = []
         self.scan_button = W.Button(description="Scan", icon="play")
         self.scan_button.on_click(lambda _: self.scan())
         self.busy.buttons.append(self.scan_button)
@@ -75,9 +78,11 @@ class SensitivityPanel(Panel):
         """A refine scan's map after another exact cell: redrawn at most every `redraw_every` seconds."""
         self.live = sens
         now = time.perf_counter()
-        if now - self._drawn >= self.redraw_every:
-            self._drawn = now
+        wait = self.redraw_every and max(self.redraw_every, 4 * self._draw_cost)  # 0: after every cell
+        if now - self._drawn >= wait:
             self.refresh(sens)
+            self._drawn = time.perf_counter()
+            self._draw_cost = self._drawn - now
 
     def refresh(self, sens=None) -> None:
         sens = sens if sens is not None else self.bench.last_sensitivity
@@ -106,36 +111,43 @@ class SensitivityPanel(Panel):
         self.grid.children = self._cells(sens)
 
     def _cells(self, sens):
-        """A clickable table of the scan: layers x ratios, each cell coloured by its value."""
+        """A clickable table of the scan: layers x ratios, each cell coloured by its value. A map with the same
+        layers and ratios as the one shown updates the existing buttons (only changed cells send anything to the
+        browser), so a refine scan on a model with hundreds of layers redraws cheaply."""
         import matplotlib as mpl
 
         vals = sens.values
         lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
         norm = mpl.colors.TwoSlopeNorm(vcenter=0.0, vmin=-lim or -1, vmax=lim or 1)
         cmap = mpl.colormaps["RdBu" if sens.higher_is_better else "RdBu_r"]
-        rows = []
-        for i, layer in enumerate(sens.layers):
-            cells = [W.Label(layer, layout=W.Layout(width="180px"))]
-            marked = sens.exact if sens.mode == "refine" and sens.exact is not None else None
-            for j, r in enumerate(sens.ratios):
+        marked = sens.exact if sens.mode == "refine" and sens.exact is not None else None
+        key = (tuple(sens.layers), tuple(float(r) for r in sens.ratios))
+        if key != self._cells_key:
+            self._buttons = []
+            rows = []
+            for layer in sens.layers:
+                buttons = []
+                for r in sens.ratios:
+                    b = W.Button(layout=W.Layout(width="62px"), tooltip=f"{layer} at {r:.0%}")
+                    b.style.font_size = "10px"
+                    b.add_class("wb-cell")
+                    b.on_click(lambda _, layer=layer, r=float(r): self.dashboard.editor.set_ratio(layer, r))
+                    buttons.append(b)
+                self._buttons.append(buttons)
+                rows.append(W.HBox([W.Label(layer, layout=W.Layout(width="180px")), *buttons]))
+            header = W.HBox(
+                [W.Label("", layout=W.Layout(width="180px"))]
+                + [W.Label(f"{r:.0%}", layout=W.Layout(width="62px")) for r in sens.ratios]
+            )
+            self._table = (header, W.VBox(rows, layout=W.Layout(max_height="260px", overflow="auto")))
+            self._cells_key = key
+        for i, buttons in enumerate(self._buttons):
+            for j, b in enumerate(buttons):
                 v = vals[i, j]
                 dot = "•" if marked is not None and marked[i, j] else ""
-                b = W.Button(
-                    description="—" if np.isnan(v) else f"{dot}{v:+.3f}",
-                    layout=W.Layout(width="62px"),
-                    tooltip=f"{layer} at {r:.0%}",
-                )
+                b.description = "—" if np.isnan(v) else f"{dot}{v:+.3f}"
                 b.style.button_color = "#cccccc" if np.isnan(v) else mpl.colors.to_hex(cmap(norm(v)))
-                b.style.font_size = "10px"
-                b.add_class("wb-cell")
-                b.on_click(lambda _, layer=layer, r=float(r): self.dashboard.editor.set_ratio(layer, r))
-                cells.append(b)
-            rows.append(W.HBox(cells))
-        header = W.HBox(
-            [W.Label("", layout=W.Layout(width="180px"))]
-            + [W.Label(f"{r:.0%}", layout=W.Layout(width="62px")) for r in sens.ratios]
-        )
-        return (header, W.VBox(rows, layout=W.Layout(max_height="260px", overflow="auto")))
+        return self._table
 
 
 class EntropyPanel(Panel):
