@@ -60,7 +60,7 @@ class FixedMasks:
         return dict(self.fixed)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: its fields are live objects (a module, data loaders)
 class State:
     """What code working on a bench reads: the live `model`, its `adapter`, `targets`, coupled `groups`, the mask
     `store` (a `MaskStore`, or any `MaskSource`), evaluation `data`, `calib`ration and `train`ing batches, the
@@ -80,8 +80,8 @@ class State:
     seed: int = 0
     example_inputs: Any = None
     name: str = ""
-    history_of: Callable[[], tuple[HistoryEntry, ...]] | None = field(default=None, repr=False, compare=False)
-    record_of: Callable[..., HistoryEntry] | None = field(default=None, repr=False, compare=False)
+    history_of: Callable[[], tuple[HistoryEntry, ...]] | None = field(default=None, repr=False)
+    record_of: Callable[..., HistoryEntry] | None = field(default=None, repr=False)
 
     def evaluate(self, data: Iterable | None = None, metric: MetricLike | None = None) -> dict[str, Any]:
         """Evaluate the model as it is now: ``{"metric", "accuracy", "loss", "per_class", ...}`` (holding the store's
