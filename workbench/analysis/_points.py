@@ -27,6 +27,7 @@ from torch.utils._pytree import tree_map
 
 from ..evaluate import MetricLike
 from ._graph import SuffixRunner, clone_with, full_outputs, masked_params
+from ._replay import ReplayRunner
 
 __all__ = ["PointEvaluator"]
 
@@ -42,14 +43,20 @@ class PointEvaluator:
 
         self.model, self.adapter = bench.model, bench.adapter
         self.rows, self.ratios, self.data, self.metric = rows, np.asarray(ratios, dtype=float), data, metric
-        self.runner: SuffixRunner | None = None
+        self.runner: SuffixRunner | ReplayRunner | None = None
         self.batched = engine == "batched"
         if engine in ("auto", "suffix", "batched") and isinstance(metric, str) and client is None:
             try:
                 self.runner = SuffixRunner(self.model, data, adapter=self.adapter)
-            except Exception as e:  # fx cannot trace every model; the fallback is exact too
+            except Exception as e:  # fx cannot trace every model; the fallbacks are exact too
                 if engine in ("suffix", "batched"):
                     raise WorkbenchError(f"the suffix engine cannot run this model: {e}") from e
+                try:  # keyword inputs, control flow: replay the module calls that end before the pruned layer
+                    self.runner = ReplayRunner(self.model, data, [r.members for r in rows], adapter=self.adapter)
+                except KeyboardInterrupt:
+                    raise
+                except Exception:  # over its memory bound, or a replay that does not reproduce the model
+                    self.runner = None
         self.baseline = self._measure({}) if client is None else self._baseline_full()
         if not math.isfinite(self.baseline):
             raise AnalysisError(f"the metric is {self.baseline} on the unpruned model; it must be a finite number")
@@ -58,6 +65,8 @@ class PointEvaluator:
     def engine(self) -> str:
         if self.runner is None:
             return "full forward on structural clones"
+        if isinstance(self.runner, ReplayRunner):
+            return "replay (recorded outputs of the module calls before the pruned layer)"
         return "suffix (torch.fx, cached activations" + (", ratios batched with vmap)" if self.batched else ")")
 
     # one point ----------------------------------------------------------------------------------
@@ -93,7 +102,7 @@ class PointEvaluator:
     # several ratios of one row --------------------------------------------------------------------
     def chunks(self, i: int, js: Sequence[int]) -> list[list[int]]:
         """`js` split into groups that one batched pass evaluates within the memory bounds."""
-        if self.runner is None or not self.batched or len(js) < 2:
+        if not isinstance(self.runner, SuffixRunner) or not self.batched or len(js) < 2:
             return [[j] for j in js]
         masks = self.rows[i].ranking.masks(float(self.ratios[js[0]]))
         per = sum(self.model.get_parameter(n).nbytes for n in masks)
@@ -104,7 +113,7 @@ class PointEvaluator:
 
     def points(self, i: int, js: Sequence[int]) -> list[float]:
         """Metric changes of row `i` at ratios `js` (one batched pass when the suffix engine runs)."""
-        if len(js) == 1 or self.runner is None or not self.batched:
+        if len(js) == 1 or not isinstance(self.runner, SuffixRunner) or not self.batched:
             return [self.point(i, j) for j in js]
         variants = [masked_params(self.model, self.rows[i].ranking.masks(float(self.ratios[j]))) for j in js]
         try:

@@ -1,0 +1,177 @@
+"""Exact points for models torch.fx cannot trace (Hugging Face models called with keyword inputs, Python control
+flow): module calls that finish before the pruned layer first runs are replayed from one dense pass.
+
+A module call that has returned before the pruned layer's first call began cannot depend on the pruned weights, so
+its output is the dense pass's. `ReplayRunner` records, on a structural clone of the model (hooks on the clone, never
+on the live model), the order in which module calls start and end on the first batch; for every scan row it keeps
+the outermost calls that end before the row's first module starts (for a transformer: the embeddings, the blocks
+before the pruned one, the parts of its block that run before the pruned projection), and stores their outputs for
+every batch. A point then runs a structural clone whose replayed calls return (copies of) the stored outputs: the
+model's own forward runs everything else, so any output type, keyword input and task the adapter reads works.
+The runner checks on the first batch that a replay reproduces the dense outputs (else the caller falls back to full
+forward passes), and refuses when the stored outputs would exceed `max_bytes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._pytree import tree_map
+
+from ..adapter import Adapter
+from ..adapter.batches import logits_of
+from ..evaluate import eval_mode
+from ._graph import clone_with
+
+__all__ = ["ReplayRunner"]
+
+Call = tuple[str, int]  # (module name, how many calls of that module came before)
+
+
+class ReplayRunner:
+    """`outputs(params)`: (output, inputs, labels) per batch with `params` replacing the live tensors, re-running
+    only what starts after the first call of a module that owns one of them."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Iterable,
+        rows: Sequence[Sequence[str]],
+        max_bytes: int = 1 << 30,
+        adapter: Adapter | None = None,
+    ):
+        self.model, self.adapter = model, adapter or Adapter(model)
+        with eval_mode(model), torch.inference_mode():
+            self.batches = list(self.adapter.batches(data, model))
+            if not self.batches:
+                raise ValueError("no batches")
+            self.start, self.end, self.parent = _call_order(model, self.adapter, self.batches[0][0])
+            keep: set[Call] = set()
+            for members in rows:
+                keep |= self._replayable(self._first_start(members))
+            self.keep = keep
+            self.cache, self.dense = _record(model, self.adapter, self.batches, keep, max_bytes)
+            if rows:  # a replay of the row that replays the most must give the dense outputs
+                last = max(rows, key=self._first_start)
+                out, _, _ = next(iter(self.outputs({}, start=self._first_start(last))))
+                want, got = logits_of(self.dense[0]), logits_of(out)
+                if want.shape != got.shape or not torch.allclose(want, got, rtol=1e-5, atol=1e-6):
+                    raise ValueError("replaying recorded module outputs does not reproduce the model's outputs")
+
+    def _first_start(self, modules: Iterable[str]) -> int:
+        starts = [self.start[(m, 0)] for m in modules if (m, 0) in self.start]
+        return min(starts) if starts else -1
+
+    def _replayable(self, start: int) -> set[Call]:
+        """The outermost calls that end before position `start` of the call order."""
+        done = {c for c, e in self.end.items() if e < start and c[0] != ""}
+        return {c for c in done if not any(a in done for a in _ancestors(c, self.parent))}
+
+    def outputs(self, params: Mapping[str, Tensor], start: int | None = None) -> Iterable[tuple[Any, Any, Any]]:
+        owners = {name.rpartition(".")[0] for name in params}
+        start = self._first_start(owners) if start is None else start
+        replay = self._replayable(start) & self.keep if start >= 0 else set()
+        clone = clone_with(self.model, params).eval()
+        counts: dict[str, int] = {}
+        batch = [0]
+        for name in {n for n, _ in replay}:
+            mod = clone.get_submodule(name)
+            calls = {i for n, i in replay if n == name}
+
+            def forward(*args, _name=name, _calls=calls, _orig=mod.forward, **kwargs):
+                i = counts.get(_name, 0)
+                counts[_name] = i + 1
+                if i in _calls:
+                    return tree_map(lambda t: t.clone() if isinstance(t, Tensor) else t, self.cache[batch[0]][(_name, i)])
+                return _orig(*args, **kwargs)
+
+            mod.forward = forward
+        with torch.inference_mode():
+            for b, (x, y) in enumerate(self.batches):
+                batch[0] = b
+                counts.clear()
+                yield self.adapter.call(x, clone), x, y
+
+
+def _ancestors(call: Call, parent: Mapping[Call, Call | None]):
+    p = parent.get(call)
+    while p is not None:
+        yield p
+        p = parent.get(p)
+
+
+def _call_order(model: nn.Module, adapter: Adapter, x: Any):
+    """Start and end positions of every module call of one forward pass, and each call's enclosing call."""
+    probe = clone_with(model, {}).eval()
+    start: dict[Call, int] = {}
+    end: dict[Call, int] = {}
+    parent: dict[Call, Call | None] = {}
+    counts: dict[str, int] = {}
+    stack: list[Call] = []
+    tick = [0]
+
+    def pre(name):
+        def hook(_m, _args):
+            call = (name, counts.get(name, 0))
+            counts[name] = call[1] + 1
+            start[call], parent[call] = tick[0], stack[-1] if stack else None
+            tick[0] += 1
+            stack.append(call)
+
+        return hook
+
+    def post(name):
+        def hook(_m, _args, _out):
+            call = stack.pop()
+            assert call[0] == name, f"module calls did not nest: {call} ended as {name}"
+            end[call] = tick[0]
+            tick[0] += 1
+
+        return hook
+
+    for name, m in probe.named_modules():
+        m.register_forward_pre_hook(pre(name))
+        m.register_forward_hook(post(name))
+    adapter.call(x, probe)
+    return start, end, parent
+
+
+def _record(model, adapter, batches, keep: set[Call], max_bytes: int):
+    """Per batch, the outputs of the `keep` calls and the model's output."""
+    probe = clone_with(model, {}).eval()
+    names = {n for n, _ in keep}
+    counts: dict[str, int] = {}
+    cache: list[dict[Call, Any]] = []
+    total = [0]
+
+    def post(name):
+        def hook(_m, _args, out):
+            i = counts.get(name, 0)
+            counts[name] = i + 1
+            if (name, i) in keep:
+                cache[-1][(name, i)] = out
+                total[0] += sum(t.nbytes for t in _tensors(out))
+                if total[0] > max_bytes:
+                    raise MemoryError(f"recorded module outputs would exceed {max_bytes / 2**20:.0f} MiB")
+
+        return hook
+
+    for name in names:
+        probe.get_submodule(name).register_forward_hook(post(name))
+    dense = []
+    for x, _ in batches:
+        cache.append({})
+        counts.clear()
+        dense.append(adapter.call(x, probe))
+        if set(cache[-1]) != {c for c in keep}:
+            raise ValueError("the module calls differ between batches")
+    return cache, dense
+
+
+def _tensors(out: Any) -> list[Tensor]:
+    found: list[Tensor] = []
+    tree_map(lambda t: found.append(t) if isinstance(t, Tensor) else None, out)
+    return found
