@@ -8,7 +8,6 @@ take a snapshot first and restore it after, also when they fail.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -50,16 +49,10 @@ def restore_caches(model: nn.Module, before: dict[tuple[nn.Module, str], Any]) -
                     v.update(kept)
 
 
-def symbolic_trace(model: nn.Module, input_names: Sequence[str] | None = None) -> torch.fx.GraphModule:
-    """`torch.fx.symbolic_trace` that leaves no Proxy cached on the model's modules. With `input_names` (the
-    keyword inputs of a Hugging Face model) it traces with `transformers.utils.fx.symbolic_trace`, whose graph
-    takes those inputs as placeholders of the same names; raises for models it does not support."""
+def symbolic_trace(model: nn.Module) -> torch.fx.GraphModule:
+    """`torch.fx.symbolic_trace` that leaves no Proxy cached on the model's modules."""
     cached = snapshot_caches(model)
     try:
-        if input_names is not None:
-            from transformers.utils.fx import symbolic_trace as hf_trace
-
-            return hf_trace(model, input_names=list(input_names))
         return torch.fx.symbolic_trace(model)
     finally:
         restore_caches(model, cached)

@@ -4,10 +4,10 @@ Analyses never write to the user's model: a pruned variant of a layer is a *stru
 module whose parameters are the live ones (shared, not copied) except the masked tensors, which are new.
 So a scan cannot leave the model changed, even when interrupted, and points can run on several threads.
 
-`SuffixRunner` goes further: it traces the model once with torch.fx (Hugging Face models called with keyword
-inputs through `transformers.utils.fx`, checked to give the model's outputs on the first batch), caches every
-intermediate value of one dense pass over the data, and for a masked variant re-runs only the nodes downstream
-of the modules whose parameters changed. Models that fx cannot trace fall back to full forward passes of a clone.
+`SuffixRunner` goes further: it traces the model once with torch.fx, caches every intermediate value of
+one dense pass over the data, and for a masked variant re-runs only the nodes downstream of the modules
+whose parameters changed. Models that fx cannot trace (or called with keyword inputs) are replayed at the level of
+module calls instead (`_replay.ReplayRunner`), or else run full forward passes of a clone.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from torch import Tensor, nn
 
 from .._caches import symbolic_trace
 from ..adapter import Adapter
-from ..adapter.batches import logits_of
 from ..evaluate import eval_mode
 
 __all__ = ["SuffixRunner", "clone_with", "full_outputs", "masked_params"]
@@ -82,32 +81,21 @@ class SuffixRunner:
         adapter = adapter or Adapter(model)
         batches = adapter.batches(data, model)
         first = next(batches, None)
-        keys = sorted(first[0]) if first is not None and isinstance(first[0], Mapping) else None
-        if keys is not None and not hasattr(model, "config"):
-            raise TypeError("keyword inputs: the suffix engine traces them on Hugging Face models only")
-        with eval_mode(model):
-            self.gm = symbolic_trace(model, keys)
+        if first is not None and isinstance(first[0], Mapping):
+            raise TypeError("keyword inputs: the suffix engine replays positional inputs only")
+        self.gm = symbolic_trace(model)
         self.nodes = list(self.gm.graph.nodes)
         self.output = next(n for n in self.nodes if n.op == "output")
         self.leaves = {n.target for n in self.nodes if n.op == "call_module"}
         self.attrs = {n.target for n in self.nodes if n.op == "get_attr"}
-        places = [n.target for n in self.nodes if n.op == "placeholder"]
         self.cache: list[tuple[dict[fx.Node, Any], Tensor]] = []
         total = 0
         with eval_mode(model), torch.inference_mode():
             for k, (x, y) in enumerate(itertools.chain([first] if first is not None else [], batches)):
-                if keys is not None:
-                    if sorted(x) != keys:
-                        raise TypeError(f"batch {k} has inputs {sorted(x)}; the traced graph takes {keys}")
-                    args = tuple(x[p] for p in places)
-                else:
-                    args = tuple(x) if isinstance(x, (list, tuple)) else (x,)
+                if isinstance(x, Mapping):
+                    raise TypeError(f"batch {k}: keyword inputs; the suffix engine replays positional inputs only")
                 interp = _Interpreter(self.gm, {}, {})
-                out = interp.run(*args)
-                if k == 0 and keys is not None:  # the traced graph must compute what the model computes
-                    want, got = logits_of(adapter.call(x, model)), logits_of(out)
-                    if want.shape != got.shape or not torch.allclose(want, got, rtol=1e-4, atol=1e-5):
-                        raise ValueError("the traced graph's outputs differ from the model's")
+                interp.run(*(tuple(x) if isinstance(x, (list, tuple)) else (x,)))
                 env = dict(interp.env)
                 total += sum(v.nbytes for v in env.values() if isinstance(v, Tensor))
                 if total > max_bytes:
