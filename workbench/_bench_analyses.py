@@ -38,8 +38,9 @@ class Analyses:
     ):
         """Metric change per layer (or coupled group) and ratio, each pruned alone; the model is never written to.
 
-        ``mode="exact"`` measures every cell (`executor`: threads or a Dask client; `engine` ``"batched"`` runs a
-        row's ratios in one vmapped pass); ``"estimate"`` predicts loss changes from one gradient pass (with the
+        ``mode="exact"`` measures every cell (`executor`: threads or a Dask client; `engine`: ``"auto"``, ``"suffix"``
+        (torch.fx), ``"replay"`` (recorded module calls, for models fx cannot trace), ``"full"``, or ``"batched"``:
+        a row's ratios in one vmapped pass); ``"estimate"`` predicts loss changes from one gradient pass (with the
         diagonal-Fisher term when `second_order`) and measures `trust_cells` cells exactly for its `trust` figure;
         ``"refine"`` starts from the estimate and measures cells nearest the ratios of `around` (default: the current
         state) first, until `budget` (a share of the cells), `time_limit`, `stop()` or Ctrl-C, calling

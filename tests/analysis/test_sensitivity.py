@@ -115,9 +115,11 @@ def test_replay_engine_runs_hf_models_and_untraceable_ones_and_equals_full_clone
     for model, data in ((bert, text), (branchy, kw)):
         bench = wb.Workbench(model, data, metric="loss")
         snap = snapshot(model)
-        a = bench.sensitivity(RATIOS, progress=False)
+        a = bench.sensitivity(RATIOS, engine="replay", progress=False)
         b = bench.sensitivity(RATIOS, engine="full", progress=False)
+        c = bench.sensitivity(RATIOS, progress=False)  # "auto": replay where it measured faster, else full
         assert a.engine.startswith("replay") and "clones" in b.engine
+        np.testing.assert_allclose(c.values, b.values, atol=1e-6, rtol=0)
         np.testing.assert_allclose(a.values, b.values, atol=1e-6, rtol=0)
         assert_bitwise(model, snap)
         assert_plain(model)

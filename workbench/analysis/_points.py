@@ -51,12 +51,16 @@ class PointEvaluator:
             except Exception as e:  # fx cannot trace every model; the fallbacks are exact too
                 if engine in ("suffix", "batched"):
                     raise WorkbenchError(f"the suffix engine cannot run this model: {e}") from e
-                try:  # keyword inputs, control flow: replay the module calls that end before the pruned layer
-                    self.runner = ReplayRunner(self.model, data, [r.members for r in rows], adapter=self.adapter)
-                except KeyboardInterrupt:
-                    raise
-                except Exception:  # over its memory bound, or a replay that does not reproduce the model
-                    self.runner = None
+        if self.runner is None and engine in ("auto", "replay") and isinstance(metric, str) and client is None:
+            try:  # keyword inputs, control flow: replay the module calls that end before the pruned layer
+                self.runner = ReplayRunner(self.model, data, [r.members for r in rows], adapter=self.adapter)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # over its memory bound, or no replay reproduces the model
+                if engine == "replay":
+                    raise WorkbenchError(f"the replay engine cannot run this model: {e}") from e
+            if engine == "auto" and isinstance(self.runner, ReplayRunner) and self.runner.speedup <= 1.2:
+                self.runner = None  # small models: copying the module tree costs more than the skipped layers
         self.baseline = self._measure({}) if client is None else self._baseline_full()
         if not math.isfinite(self.baseline):
             raise AnalysisError(f"the metric is {self.baseline} on the unpruned model; it must be a finite number")

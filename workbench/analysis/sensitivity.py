@@ -3,8 +3,10 @@
 Exact mode prunes one row at a time at each ratio and evaluates; the numbers equal a Distiller-style loop
 (deepcopy, prune one layer, evaluate) but cost far less: the model is never copied or changed (masked
 variants are structural clones sharing all other weights), each row is scored once for all ratios, and
-only the part of the network downstream of the pruned layer re-runs on cached activations (torch.fx;
-models it cannot trace fall back to full passes), the ratios of one row batched into one pass (`_points`).
+only the part of the network downstream of the pruned layer re-runs on cached activations (torch.fx; models
+it cannot trace, such as Hugging Face models called with keyword inputs, replay the recorded outputs of the module
+calls that finish before the pruned layer runs, `_replay`, where that measured faster, else run full passes),
+optionally the ratios of one row batched into one pass (`_points`).
 Estimate mode predicts the loss change of every point from one forward/backward pass (first-order Taylor,
 optionally plus a diagonal-Fisher second-order term) and says how far to trust it: its agreement with exact
 loss changes on a few sampled cells (`_estimate`). Refine mode starts from the estimate and replaces cells with
@@ -307,8 +309,8 @@ def sensitivity(
     bad = [r for r in ratios_arr if not (0.0 <= r < 1.0)]
     if bad:
         raise WorkbenchError(f"sensitivity ratios must be in [0, 1), got {bad}")
-    if engine not in ("auto", "suffix", "batched", "full"):
-        raise WorkbenchError(f"engine must be 'auto', 'suffix', 'batched' or 'full', got {engine!r}")
+    if engine not in ("auto", "suffix", "batched", "replay", "full"):
+        raise WorkbenchError(f"engine must be 'auto', 'suffix', 'batched', 'replay' or 'full', got {engine!r}")
     if mode not in ("exact", "estimate", "refine"):
         raise WorkbenchError(f"mode must be 'exact', 'estimate' or 'refine', got {mode!r}")
     if budget is not None and not (0.0 <= budget <= 1.0):
