@@ -20,8 +20,13 @@ forward+backward pass over the same data, with and without the trust check.
 Every ratio is reported only after its two sides were checked to give the same curves (``assert_allclose``,
 atol 1e-6); estimates cannot be equal, so their rows report the rank correlation instead.
 
+A third table (``--zoo``, run on its own) compares the exact scan with the Distiller loop on real-size models with
+random weights: ResNet-50 (Hugging Face config, 256 images at 3x64x64) and a BERT-base-sized encoder (8 sequences
+of 128 tokens), on six rows spread over each model's depth. Both are Hugging Face models called with keyword
+inputs, so the exact scan runs the replay engine (recorded outputs of the module calls before the pruned layer).
+
 Run: ``.venv/bin/python -m benchmarks.sensitivity`` (about six minutes on 2 idle cores; ``--vgg`` for the second
-table alone). ``WB_BENCH_THREADS=1`` pins one thread (a machine shared with others).
+table alone, ``--zoo`` for the third, about fifteen minutes). ``WB_BENCH_THREADS=1`` pins one thread (a machine shared with others).
 """
 
 from __future__ import annotations
@@ -290,6 +295,123 @@ def _vgg_table(repeats: int = 3) -> None:
     print(f"trust of this estimate (random weights and labels): {trust:.2f}")
 
 
+def _demo_maps_table() -> list[tuple[str, float]]:
+    """Estimate and refine-20% against the exact loss map on the demos the main table does not time (one run
+    each: only the maps are compared). Returns (case, refine-20% Spearman) pairs."""
+    print(
+        f"estimate and refine {REFINE_BUDGET:.0%} vs the exact loss map on the other demos: Spearman over all cells, "
+        f"{len(RATIOS)} ratios, criterion {CRITERION}, digits calib data"
+    )
+    head = ("demo", "cells", "estimate 1st", "estimate 2nd", "trust", f"refine {REFINE_BUDGET:.0%}", "cells measured")
+    table, got = [head], []
+    for name, g in (("digits-mlp", "weight"), ("digits-cnn", "weight"), ("digits-cnn", "filter"),
+                    ("digits-lstm", "weight"), ("digits-transformer", "weight")):  # fmt: skip
+        model, data = wb.demo.load(name)
+        bench = wb.Workbench(model, data)
+
+        def scan(g=g, bench=bench, **kw) -> SensitivityResult:
+            return bench.sensitivity(RATIOS, granularity=g, criterion=CRITERION, progress=False, **kw)
+
+        exact = scan(metric="loss").values.ravel()
+        est, est2 = scan(mode="estimate"), scan(mode="estimate", second_order=True)
+        part = scan(mode="refine", budget=REFINE_BUDGET)
+        rho = [float(spearmanr(r.values.ravel(), exact).statistic) for r in (est, est2, part)]
+        got.append((f"{name} {g}", rho[2]))
+        n = part.values.size
+        table.append((f"{name} {g}", str(n), f"{rho[0]:.3f}", f"{rho[1]:.3f}", f"{est.trust:.2f}", f"{rho[2]:.3f}",
+                      f"{int(part.exact.sum())} ({part.exact.sum() / n:.0%})"))  # fmt: skip
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    for i, r in enumerate(table):
+        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+        if i == 0:
+            print("-+-".join("-" * w for w in widths))
+    return got
+
+
+ZOO_ROWS = 6  # rows of each real-size model scanned (evenly spread over its depth), 9 ratios each
+
+
+def _resnet50():
+    """ResNet-50 (Hugging Face `ResNetConfig()` defaults: bottleneck stages 3-4-6-3, 25.6M parameters, random
+    weights), 256 random 3x64x64 images in 4 batches of 64."""
+    import transformers as T
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = T.ResNetForImageClassification(T.ResNetConfig()).eval()
+        g = torch.Generator().manual_seed(0)
+        data = [(torch.randn(64, 3, 64, 64, generator=g), torch.randint(0, 1000, (64,), generator=g)) for _ in range(4)]
+    return model, [{"pixel_values": x, "labels": y} for x, y in data]
+
+
+def _bert_base():
+    """A BERT-base-sized encoder (12 layers, hidden 768, 109.5M parameters, random weights), 8 random sequences of
+    128 tokens in 2 batches."""
+    import transformers as T
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        cfg = T.BertConfig(
+            vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_labels=3
+        )
+        model = T.BertForSequenceClassification(cfg).eval()
+        g = torch.Generator().manual_seed(0)
+        data = []
+        for _ in range(2):
+            ids = torch.randint(0, 30522, (4, 128), generator=g)
+            data.append(
+                {
+                    "input_ids": ids,
+                    "attention_mask": torch.ones_like(ids),
+                    "labels": torch.randint(0, 3, (4,), generator=g),
+                }
+            )
+    return model, data
+
+
+def _zoo_table() -> None:
+    """Exact scan vs the Distiller loop on real-size models, on ZOO_ROWS rows spread over the depth (the loop
+    would take hours over every row on 2 cores; per point both sides do the same work on any row)."""
+    print(
+        f"exact scan vs Distiller loop on real-size models: {ZOO_ROWS} weight rows spread over the depth x "
+        f"{len(RATIOS)} ratios, criterion {CRITERION}, metric loss; one run each after a warm-up"
+    )
+    head = ("model", "sizes", "engine", "loop s", "exact s", "ratio", "check")
+    table = [head]
+    for name, build in (("ResNet-50 (HF config)", _resnet50), ("BERT-base-sized", _bert_base)):
+        model, data = build()
+        bench = wb.Workbench(model, data, metric="loss")
+        every = rows_for(bench, "weight", CRITERION)
+        pick = [every[round(k * (len(every) - 1) / (ZOO_ROWS - 1))].label for k in range(ZOO_ROWS)]
+        rows = rows_for(bench, "weight", CRITERION, layers=pick)
+        bench.sensitivity(RATIOS[:1], criterion=CRITERION, layers=pick[:1], progress=False)  # warm-up
+        t0 = time.perf_counter()
+        ours = bench.sensitivity(RATIOS, criterion=CRITERION, layers=pick, progress=False)
+        t_ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        base = wb.evaluate(model, data, "loss")["loss"]
+        loop = np.zeros((len(rows), len(RATIOS)))
+        for i, row in enumerate(rows):
+            for j, ratio in enumerate(RATIOS):
+                pruned = copy.deepcopy(model)
+                with torch.no_grad():
+                    for pname, mask in row.ranking.masks(float(ratio)).items():
+                        pruned.get_parameter(pname).masked_fill_(mask, 0)
+                loop[i, j] = wb.evaluate(pruned, data, "loss")["loss"] - base
+        t_loop = time.perf_counter() - t0
+        np.testing.assert_allclose(ours.values, loop, atol=1e-6, err_msg=f"{name}: exact scan vs loop")
+        n = sum(len(next(iter(b.values()))) for b in data)
+        sizes = f"{_params(model) / 1e6:.1f}M params, {n} samples, {len(every)} rows in all"
+        engine = ours.engine.split(" (")[0]
+        table.append((name, sizes, engine, f"{t_loop:.1f}", f"{t_ours:.1f}", f"{t_loop / t_ours:.1f}x", "same curves"))
+        print(f"{name}: {t_loop + t_ours:.0f} s", file=sys.stderr)
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    for i, r in enumerate(table):
+        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+        if i == 0:
+            print("-+-".join("-" * w for w in widths))
+
+
 def _busy_seconds() -> float:
     """CPU seconds all processes on the machine have used since boot (/proc/stat; 0 where it is missing)."""
     try:
@@ -309,6 +431,9 @@ def main() -> int:
     torch.set_num_threads(THREADS)
     if "--vgg" in sys.argv:  # only the estimate-cost table
         _vgg_table()
+        return 0
+    if "--zoo" in sys.argv:  # only the real-size models (about 15 minutes on 2 cores)
+        _zoo_table()
         return 0
     start = time.perf_counter()
     busy0, own0 = _busy_seconds(), _own_seconds()
@@ -405,7 +530,8 @@ def main() -> int:
         print(
             f"goal Spearman(estimate {label}, exact loss) >= {SPEARMAN_GOAL:g}: {verdict(got, SPEARMAN_GOAL, '{:.3f}')}"
         )
-    got = [(f"{c.name} {c.granularity}", rho["refine"]) for c, _, rho in runs]
+    print()
+    got = [(f"{c.name} {c.granularity}", rho["refine"]) for c, _, rho in runs] + _demo_maps_table()
     print(
         f"goal Spearman(refine {REFINE_BUDGET:.0%}, exact loss) >= {REFINE_GOAL:g}: {verdict(got, REFINE_GOAL, '{:.3f}')}"
     )

@@ -71,7 +71,9 @@ def _case(name: str, model: nn.Module, data) -> tuple:
     return name, len(bench.targets), preview_ms, baseline_ms, apply_ms
 
 
-def _during_scan(name: str, model: nn.Module, data, events: int = 100, pause: float = 0.05, limit: float = 120) -> tuple:
+def _during_scan(
+    name: str, model: nn.Module, data, events: int = 100, pause: float = 0.05, limit: float = 120
+) -> tuple:
     """Slider->preview latency (ms) with no scan, then while a refine scan runs on the dashboard's worker."""
     bench = wb.Workbench(model, data)
     dash = bench.show(threaded=True, scheduler=lambda delay, fn: fn())
@@ -166,7 +168,10 @@ def main() -> None:
         print()
     print("slider->preview while the sensitivity panel's refine scan runs (median / p95 / max ms)")
     deep100 = Deep(blocks=99).eval()
-    scans = [_during_scan("deep CNN (101 layers)", deep100, data), _during_scan("LLaMA-style GQA, 24 blocks", *_llama())]
+    scans = [
+        _during_scan("deep CNN (101 layers)", deep100, data),
+        _during_scan("LLaMA-style GQA, 24 blocks", *_llama()),
+    ]
     head2 = ("case", "targets", "no scan", "during scan", "events", "cells exact when stopped")
     rows2 = [head2] + [(n, str(t), a, b, str(k), c) for n, t, a, b, k, c, _ in scans]
     w2 = [max(len(r[i]) for r in rows2) for i in range(len(head2))]

@@ -103,7 +103,9 @@ class ReplayRunner:
                 i = counts.get(_name, 0)
                 counts[_name] = i + 1
                 if i in _calls:
-                    return tree_map(lambda t: t.clone() if isinstance(t, Tensor) else t, self.cache[batch[0]][(_name, i)])
+                    return tree_map(
+                        lambda t: t.clone() if isinstance(t, Tensor) else t, self.cache[batch[0]][(_name, i)]
+                    )
                 return _orig(*args, **kwargs)
 
             mod.forward = forward
