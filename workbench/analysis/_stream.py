@@ -11,12 +11,6 @@ from ..errors import WorkbenchError
 from ..evaluate import _split
 
 
-def _bench_of(obj: Any):
-    from ..bench import Workbench
-
-    return obj if isinstance(obj, Workbench) else None
-
-
 def _reference_index(bench, reference: Any) -> int | None:
     if isinstance(reference, str):
         if reference != "dense":
