@@ -20,6 +20,11 @@ forward+backward pass over the same data, with and without the trust check.
 Every ratio is reported only after its two sides were checked to give the same curves (``assert_allclose``,
 atol 1e-6); estimates cannot be equal, so their rows report the rank correlation instead.
 
+A Dask table runs the exact scan on a `dask.distributed.LocalCluster` of two worker processes (model state, data
+and rows sent once; points as tasks) against the same scan run locally, after checking they give the same curves;
+on one 2-core machine it shows the cost of shipping work to processes, not a speed-up (a cluster of machines or
+GPUs is where it pays).
+
 A third table (``--zoo``, run on its own) compares the exact scan with the Distiller loop on real-size models with
 random weights: ResNet-50 (Hugging Face config, 256 images at 3x64x64) and a BERT-base-sized encoder (8 sequences
 of 128 tokens), on six rows spread over each model's depth. Both are Hugging Face models called with keyword
@@ -328,6 +333,44 @@ def _demo_maps_table() -> list[tuple[str, float]]:
     return got
 
 
+def _dask_table() -> None:
+    """The exact scan on a Dask cluster of 2 worker processes against the same scan run locally (same curves
+    checked first); timed once each after the cluster has started and seen one scan."""
+    from dask.distributed import Client, LocalCluster
+
+    print(
+        "exact scan on a dask.distributed LocalCluster (2 worker processes, 1 thread each) vs the local scan "
+        f"(thread pool, {THREADS} workers), {len(RATIOS)} ratios, criterion {CRITERION}, metric accuracy"
+    )
+    head = ("case", "local s", "dask s", "local/dask", "check")
+    table = [head]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50) as c:
+        with Client(c) as client:
+            for name, g in (("digits-resnet", "weight"), ("digits-resnet", "filter"), ("digits-cnn", "filter")):
+                model, data = wb.demo.load(name)
+                bench = wb.Workbench(model, data)
+
+                def scan(g=g, bench=bench, **kw) -> SensitivityResult:
+                    return bench.sensitivity(RATIOS, granularity=g, criterion=CRITERION, progress=False, **kw)
+
+                scan(executor=client)  # warm-up: the workers import torch and receive the model once
+                t0 = time.perf_counter()
+                local = scan()
+                t_local = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                remote = scan(executor=client)
+                t_dask = time.perf_counter() - t0
+                np.testing.assert_allclose(remote.values, local.values, atol=1e-6, err_msg=f"{name} {g}: dask vs local")
+                assert "dask" in remote.engine, remote.engine
+                table.append((f"{name} {g}/{CRITERION}", f"{t_local:.2f}", f"{t_dask:.2f}",
+                              f"{t_local / t_dask:.2f}x", "same curves"))  # fmt: skip
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    for i, r in enumerate(table):
+        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+        if i == 0:
+            print("-+-".join("-" * w for w in widths))
+
+
 ZOO_ROWS = 6  # rows of each real-size model scanned (evenly spread over its depth), 9 ratios each
 
 
@@ -535,6 +578,8 @@ def main() -> int:
     print(
         f"goal Spearman(refine {REFINE_BUDGET:.0%}, exact loss) >= {REFINE_GOAL:g}: {verdict(got, REFINE_GOAL, '{:.3f}')}"
     )
+    print()
+    _dask_table()
     print()
     _vgg_table()
     if others > 0.1:
