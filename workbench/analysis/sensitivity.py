@@ -19,22 +19,20 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from ..adapter import Adapter
 from ..errors import DataError, GranularityError, WorkbenchError
-from ..evaluate import MetricLike, check_metric, eval_mode, higher_is_better
+from ..evaluate import MetricLike, check_metric, eval_mode
 from ..masks.granularity import get_granularity
-from ..masks.select import Ranking, _scores, group_ranking, pattern_masks
 from ._estimate import _grads, _squared_sample_grads, estimate_values, pick_cells, scale_ratio, trust_figure
+from ._exact import _exact
 from ._points import PointEvaluator
-from ._ranking import PrefixRanking
+from ._rows import Row, rows_for
 
 __all__ = ["AnalysisError", "Row", "SensitivityResult", "refine_steps", "rows_for", "sensitivity"]
 
@@ -48,15 +46,6 @@ class AnalysisError(WorkbenchError):
     def __init__(self, message: str, partial: Any = None):
         super().__init__(message)
         self.partial = partial
-
-
-@dataclass(frozen=True)
-class Row:
-    """One unit of decision: a layer, or layers whose channels are coupled and must be pruned together."""
-
-    label: str
-    members: tuple[str, ...]
-    ranking: Ranking = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -148,122 +137,6 @@ class SensitivityResult:
         import pandas as pd
 
         return pd.DataFrame(self.values, index=list(self.layers), columns=[f"{r:g}" for r in self.ratios])
-
-
-def rows_for(bench, granularity: str, criterion: str, layers: Sequence[str] | None = None) -> list[Row]:
-    """The rows a scan covers: targets (unstructured) or connected coupled groups (structured)."""
-    from ..masks.select import DEFAULT_KINDS
-
-    g = get_granularity(granularity)
-    targets = bench.targets
-    if layers is not None:
-        from ..masks.select import _check_entry
-        from ..plan import LayerPlan
-
-        for name in layers:  # the same reasons a plan naming the layer gets (tied weights, patterns, kinds)
-            _check_entry(targets[name], LayerPlan(g.fixed_ratio or 0.5, g.name, criterion), "layer")
-    kinds = DEFAULT_KINDS + g.default_kinds
-    chosen = [t for t in targets if (t.name in layers if layers is not None else t.kind in kinds)]
-    chosen = [t for t in chosen if t.supports(g.name)]
-    if not chosen:
-        raise GranularityError(f"no layer supports granularity {g.name!r}; see bench.targets")
-    rows: list[Row] = []
-    model, store, seed, data, cache = bench.model, bench.store, bench.seed, bench.calib, {}
-    if g.name == "layer":  # one row per residual branch: removed whole at any ratio > 0
-        names = {t.name for t in chosen}
-        for b in bench.groups.branches.values():
-            members = tuple(m for m in b.modules if m in names)
-            if members:
-                masks = {p: torch.ones_like(model.get_parameter(p), dtype=torch.bool) for p in b.params}
-                rows.append(Row(members[0], members, _branch_ranking(masks)))
-        return rows
-    if not g.structured:
-        for t in chosen:
-            if g.mask_fn is not None:  # N:M, blocks or a registered per-tensor pattern: its entry selects
-                at = pattern_masks(model, store, t, g, criterion, seed, (data, cache))
-                fixed = g.fixed_ratio  # N:M fixes the sparsity: one mask, at the pattern's ratio
-                rows.append(Row(t.name, (t.name,), _fixed_ranking(at(fixed), fixed) if fixed else _per_ratio(at)))
-            else:  # the masks weight_ranking gives, without sorting a 100M-weight layer (see _ranking)
-                env = (data, cache)
-                scores = [_scores(model, store, t, p, criterion, seed, env) for p in t.param_names()]
-                rows.append(Row(t.name, (t.name,), PrefixRanking(t.param_names(), scores)))
-        return rows
-    # structured: connected components of targets that share a coupled group
-    comp: dict[str, set[str]] = {}
-    for t in targets:
-        for gid in t.groups:
-            if bench.groups.groups[gid].unit == g.unit:  # o_proj is in a head group and the hidden group: apart
-                comp.setdefault(gid, set()).update(bench.groups.groups[gid].producers)
-    merged: list[tuple[set[str], set[str]]] = []  # (group ids, producers)
-    for gid, prods in comp.items():
-        hit = [m for m in merged if m[1] & prods]
-        new = ({gid}, set(prods))
-        for m in hit:
-            new[0].update(m[0])
-            new[1].update(m[1])
-            merged.remove(m)
-        merged.append(new)
-    wanted = {t.name for t in chosen}
-    order = {t.name: i for i, t in enumerate(targets)}
-    for gids, prods in sorted(merged, key=lambda m: min(order[p] for p in m[1])):
-        if not prods & wanted or not all(targets[p].supports(g.name) for p in prods):
-            continue
-        rankings = [
-            group_ranking(model, store, bench.groups.groups[gid], criterion, seed, data, cache) for gid in sorted(gids)
-        ]
-        members = tuple(sorted(prods, key=order.__getitem__))
-        rows.append(Row(members[0], members, _merged_ranking(rankings)))
-    if not rows:
-        raise GranularityError(f"no coupled group can be pruned by {g.name!r} with these layers")
-    return rows
-
-
-def _fixed_ranking(masks: dict[str, Tensor], ratio: float) -> Ranking:
-    """A row whose pattern (N:M) allows one ratio only: its masks at that ratio, an error at any other."""
-
-    class _Fixed(Ranking):
-        def masks(self, r: float) -> dict[str, Tensor]:
-            if abs(r - ratio) > 1e-9:
-                raise GranularityError(f"this N:M pattern fixes the sparsity at {ratio:g}; got ratio {r:g}")
-            return dict(masks)
-
-    first = next(iter(masks.values()))
-    return _Fixed(torch.zeros(0, dtype=torch.long), first.numel(), lambda chosen: dict(masks))
-
-
-def _per_ratio(at: Callable[[float], dict[str, Tensor]]) -> Ranking:
-    """A row whose masks its granularity's `mask_fn` selects at each ratio (blocks, a registered pattern)."""
-
-    class _PerRatio(Ranking):
-        def masks(self, r: float) -> dict[str, Tensor]:
-            return at(r)
-
-    return _PerRatio(torch.zeros(0, dtype=torch.long), 0, lambda chosen: {})
-
-
-def _branch_ranking(masks: dict[str, Tensor]) -> Ranking:
-    """A residual branch: gone at any ratio above 0 (a branch is one unit)."""
-
-    class _Branch(Ranking):
-        def masks(self, r: float) -> dict[str, Tensor]:
-            return dict(masks) if r > 0 else {}
-
-    return _Branch(torch.zeros(1, dtype=torch.long), 1, lambda chosen: dict(masks))
-
-
-def _merged_ranking(rankings: list[Ranking]) -> Ranking:
-    if len(rankings) == 1:
-        return rankings[0]
-
-    class _Many(Ranking):
-        def masks(self, ratio: float) -> dict[str, Tensor]:
-            out: dict[str, Tensor] = {}
-            for r in rankings:
-                for k, v in r.masks(ratio).items():
-                    out[k] = v if k not in out else out[k] | v
-            return out
-
-    return _Many(rankings[0].order, rankings[0].n, rankings[0].to_masks)
 
 
 def _metric_value(adapter: Adapter, outputs: Iterable, metric: MetricLike) -> float:
@@ -382,76 +255,6 @@ def refine_steps(bench, ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), gr
         )  # fmt: skip
 
 
-def _exact(bench, rows, ratios, data, metric, granularity, criterion, executor, progress, engine, t0):
-    model = bench.model
-    values = np.full((len(rows), len(ratios)), np.nan)
-    metric_name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
-    higher = higher_is_better(metric)
-    from .distributed import dask_client
-
-    client = dask_client(executor)  # a Dask cluster: full forward passes on each worker's copy (and the baseline)
-    with eval_mode(model):
-        ev = PointEvaluator(bench, rows, ratios, data, metric, engine, client)
-        baseline = ev.baseline
-        if client is not None:
-            jobs = [(i, j) for i in range(len(rows)) for j in range(len(ratios))]
-            values, complete = _dask_points(bench, client, rows, ratios, jobs, data, metric, baseline, progress, values)
-            return _result(
-                rows,
-                ratios,
-                values,
-                baseline,
-                metric_name,
-                higher,
-                granularity,
-                criterion,
-                "exact",
-                t0,
-                complete,
-                "dask (full forward on each worker's copy)",
-            )
-        jobs = [(i, js) for i in range(len(rows)) for js in ev.chunks(i, list(range(len(ratios))))]
-        own = executor is None
-        pool = ThreadPoolExecutor(max_workers=max(1, min(4, torch.get_num_threads()))) if own else executor
-        bar = _bar(progress, len(rows) * len(ratios), f"sensitivity ({granularity}/{criterion})")
-        futures = {}
-        complete = True
-        try:
-            futures = {pool.submit(ev.points, i, js): (i, js) for i, js in jobs}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=0.1, return_when="FIRST_COMPLETED")
-                for f in done:
-                    i, js = futures[f]
-                    for j, v in zip(js, f.result()):
-                        values[i, j] = v
-                        bar(1)
-        except KeyboardInterrupt:
-            complete = False
-            for f in futures:
-                f.cancel()
-            warnings.warn(
-                "sensitivity scan interrupted: returning the partial result (NaN = not computed)", stacklevel=3
-            )
-        except BaseException as e:
-            for f in futures:
-                f.cancel()
-            partial = _result(
-                rows, ratios, values, baseline, metric_name, higher, granularity, criterion, "exact", t0, False, ""
-            )
-            if isinstance(e, AnalysisError):
-                e.partial = partial
-                raise
-            raise AnalysisError(f"sensitivity scan failed: {type(e).__name__}: {e}", partial) from e
-        finally:
-            bar(0, close=True)
-            if own:
-                pool.shutdown(wait=True, cancel_futures=True)
-    return _result(
-        rows, ratios, values, baseline, metric_name, higher, granularity, criterion, "exact", t0, complete, ev.engine
-    )
-
-
 def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t0, progress, trust_cells, engine):
     """Predicted loss changes (`_estimate.estimate_values`) and their trust figure from `trust_cells` cells
     measured exactly. `progress` counts batches, then checked cells (a callback may raise to stop)."""
@@ -507,41 +310,6 @@ def _estimate_and_checks(bench, rows, ratios, data, second_order, granularity, c
     finally:
         bar(0, close=True)
     return values, checks, ev
-
-
-def _dask_points(bench, client, rows, ratios, jobs, data, metric, baseline, progress, values):
-    """Run the points on a Dask cluster (`workbench.analysis.distributed`); returns (values, complete)."""
-    from distributed import as_completed
-
-    from .distributed import scatter, submit_points
-
-    model_f, data_f = scatter(client, bench.model, data)
-    masks_of = lambda i, j: {k: v.cpu() for k, v in rows[i].ranking.masks(float(ratios[j])).items()}  # noqa: E731
-    futures = submit_points(
-        client, model_f, data_f, jobs, masks_of, metric, bench.adapter.task_name, bench.adapter.batch_fn
-    )
-    bar = _bar(progress, len(jobs), "sensitivity (dask)")
-    try:
-        for f in as_completed(list(futures)):
-            i, j = futures[f]
-            value = f.result()
-            if not math.isfinite(value):
-                raise AnalysisError(f"the metric returned {value} for layer {rows[i].label!r} at ratio {ratios[j]:g}")
-            values[i, j] = value - baseline
-            bar(1)
-    except KeyboardInterrupt:
-        client.cancel(list(futures))
-        warnings.warn("sensitivity scan interrupted: returning the partial result (NaN = not computed)", stacklevel=4)
-        return values, False
-    except BaseException as e:
-        client.cancel(list(futures))
-        if isinstance(e, AnalysisError):
-            raise
-        raise AnalysisError(f"sensitivity scan failed on the Dask cluster: {type(e).__name__}: {e}") from e
-    finally:
-        bar(0, close=True)
-        client.cancel([model_f, data_f])
-    return values, True
 
 
 def _result(
