@@ -375,13 +375,13 @@ ZOO_ROWS = 6  # rows of each real-size model scanned (evenly spread over its dep
 
 
 def _resnet50():
-    """ResNet-50 (Hugging Face `ResNetConfig()` defaults: bottleneck stages 3-4-6-3, 25.6M parameters, random
+    """ResNet-50 (Hugging Face `ResNetConfig` defaults, 1000 classes: bottleneck stages 3-4-6-3, 25.6M parameters, random
     weights), 256 random 3x64x64 images in 4 batches of 64."""
     import transformers as T
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = T.ResNetForImageClassification(T.ResNetConfig()).eval()
+        model = T.ResNetForImageClassification(T.ResNetConfig(num_labels=1000)).eval()
         g = torch.Generator().manual_seed(0)
         data = [(torch.randn(64, 3, 64, 64, generator=g), torch.randint(0, 1000, (64,), generator=g)) for _ in range(4)]
     return model, [{"pixel_values": x, "labels": y} for x, y in data]
