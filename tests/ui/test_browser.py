@@ -160,11 +160,11 @@ def test_tour_dashboard_in_chromium(lab):
                 timeout=60_000,
             )
             pruned = page.inner_text(".wb-dashboard .wb-metric-now")
+            # apply finished: the header redraws first, the history after it, then the buttons come back
+            page.wait_for_selector(".wb-dashboard .wb-apply:not([disabled])", timeout=60_000)
             assert page.locator(".wb-dashboard img").count() >= 1  # the heatmap and plots are images
             assert "↷" not in page.inner_text(".wb-dashboard .wb-history")
             page.screenshot(path=str(ARTIFACTS / "dashboard-applied.png"), full_page=False)
-
-            page.wait_for_selector(".wb-dashboard .wb-apply:not([disabled])", timeout=60_000)  # apply finished
 
             # the effects of that step, before vs after, in their tabs: each computes, draws and states its numbers
             effects = {}
