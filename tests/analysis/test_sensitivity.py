@@ -597,6 +597,30 @@ def test_batched_points_equal_one_at_a_time_points(arch, monkeypatch):
     assert_plain(model)
 
 
+def test_batched_points_never_swap_the_live_modules_tensors(monkeypatch):
+    """vmap's functional_call swaps a module's tensors for the duration of the call: it must run on a structural
+    clone, never on a live module that other points on the thread pool (or any other reader) use meanwhile."""
+    import torch.func
+
+    model, d = wb.demo.load("digits-resnet")
+    bench = wb.Workbench(model, d.calib, metric="loss")
+    live = {id(m) for m in model.modules()}
+    on_live, real = [], torch.func.functional_call
+
+    def spy(module, *args, **kwargs):
+        if id(module) in live:
+            on_live.append(type(module).__name__)
+        return real(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.func, "functional_call", spy)
+    with ThreadPoolExecutor(2) as pool:
+        many = bench.sensitivity(
+            np.linspace(0.1, 0.9, 9), "filter", "l1", engine="batched", executor=pool, progress=False
+        )  # coupled rows: members downstream of other members run under vmap through functional_call
+    assert "vmap" in many.engine and np.isfinite(many.values).all()
+    assert not on_live, f"functional_call on live modules: {sorted(set(on_live))}"
+
+
 def test_refine_steps_is_a_generator_the_caller_can_leave_at_any_time():
     from workbench.analysis.sensitivity import refine_steps
 

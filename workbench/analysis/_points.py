@@ -181,6 +181,10 @@ def _batched_outputs(runner: SuffixRunner, variants: list[dict[str, Tensor]]) ->
             per_variant.append(clone_with(runner.gm.get_submodule(node.target), mine).eval())
         clones[node.target] = per_variant
 
+    # functional_call swaps a module's tensors for the call: on a structural clone, never on the live module (other
+    # points running on the thread pool read it meanwhile)
+    own = {leaf: clone_with(runner.gm.get_submodule(leaf), {}).eval() for leaf, _ in leaf_of.values()}
+
     def run(stk: dict[str, Tensor], pre: dict[fx.Node, Tensor], env: dict[fx.Node, Any]) -> Any:
         per_leaf: dict[str, dict[str, Tensor]] = {}
         for n, (leaf, rel) in leaf_of.items():
@@ -192,8 +196,7 @@ def _batched_outputs(runner: SuffixRunner, variants: list[dict[str, Tensor]]) ->
                 local[node] = pre[node]
             elif node.op == "call_module" and node.target in per_leaf:
                 args, kwargs = interp.fetch_args_kwargs_from_env(node)
-                mod = runner.gm.get_submodule(node.target)
-                local[node] = functional_call(mod, per_leaf[node.target], args, kwargs)
+                local[node] = functional_call(own[node.target], per_leaf[node.target], args, kwargs)
             elif node.op == "get_attr" and node.target in attrs:
                 local[node] = stk[node.target]
             else:
