@@ -10,7 +10,11 @@ every batch. A point then runs a structural clone whose replayed calls return (c
 model's own forward runs everything else, so any output type, keyword input and task the adapter reads works.
 Calls that change an input in place or return a view of one are never replayed (their enclosing call may be). For
 every row the runner checks on the first batch that its replay reproduces the dense outputs (to 1e-6) and replays
-nothing for a row where it does not; it refuses when the stored outputs would exceed `max_bytes`.
+nothing for a row where it does not; it refuses when the stored outputs would exceed `max_bytes`. It assumes a
+parameter is read only inside calls of a module that holds it (tied weights are held by every module that names
+them, so the earliest counts); a forward that reads another module's parameter directly, before that module runs,
+would get the dense value from a replayed call. On the 26 Hugging Face architectures of the test zoo every replayed
+scan equals full forward passes exactly.
 """
 
 from __future__ import annotations
