@@ -561,6 +561,11 @@ def test_fill_map_recovers_rows_that_grow_geometrically_from_two_exact_cells_eac
     np.testing.assert_allclose(got[0], [0.004, -0.02, 0.1, 0.5], rtol=1e-9)
     np.testing.assert_allclose(got[1], [0.02 / 125, 0.02 / 25, 0.02 / 5, -0.01], rtol=1e-9)
     assert np.isfinite(fill_map(np.zeros((2, 3)), np.zeros((2, 3)), np.ones((2, 3), dtype=bool))).all()
+    # a steep segment extrapolated far stays finite: at most ten times the largest measured change
+    steep = np.full((1, 40), np.nan)
+    steep[0, :2] = [1e-30, 1.0]
+    got = fill_map(np.ones((1, 40)), steep, ~np.isnan(steep))
+    assert np.isfinite(got).all() and got.max() == pytest.approx(10.0)
 
 
 def test_refine_measures_loss_and_says_so_for_another_metric():

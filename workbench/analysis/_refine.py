@@ -12,9 +12,9 @@ roughly geometrically with the ratio, while first-order estimates grow about lin
 so a row's exact cells are interpolated log-linearly in the ratio (and extended by its end segments' slopes), a change
 at or below the noise level (the largest negative change measured) counting as that level; a row with one exact cell
 takes the median log-slope of the rows with two or more; a row with none keeps the estimate, scaled to the exact
-cells (least squares). On the demo
-models this ranks the whole map better after 20% of the cells than the estimate with exact cells pasted in
-(`benchmarks/sensitivity.py` prints both). Run to the end, the map is the exact scan's (``metric="loss"``); stopped
+cells (least squares). Extrapolated changes are capped at ten times the largest one measured. On the demo models
+this ranks the whole map better after 20% of the cells than the estimate with exact cells pasted in
+(`benchmarks/sensitivity.py`). Run to the end, the map is the exact scan's (``metric="loss"``); stopped
 early, it is exact where `exact` says and predicted elsewhere (`estimate` keeps the raw estimate).
 """
 
@@ -117,6 +117,7 @@ def fill_map(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray) -> np.
     anchors = [np.flatnonzero(row) for row in exact]
     slopes = [(logv[i, js[-1]] - logv[i, js[0]]) / (js[-1] - js[0]) for i, js in enumerate(anchors) if len(js) >= 2]
     slope = float(np.median(slopes)) if slopes else None
+    cap = math.log(10 * max(float(np.abs(measured).max()), floor))  # extrapolations stay finite
     e = estimate[exact]
     scale = float(e @ measured / (e @ e)) if float(e @ e) > 0 else 1.0
     out = np.where(exact, values, 0.0)
@@ -127,9 +128,9 @@ def fill_map(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray) -> np.
             lo = np.clip(np.searchsorted(js, cols) - 1, 0, len(js) - 2)
             a, b = js[lo], js[lo + 1]
             row = logv[i, a] + (logv[i, b] - logv[i, a]) * (cols - a) / (b - a)
-            out[i, todo] = np.exp(row[todo])
+            out[i, todo] = np.exp(np.minimum(row[todo], cap))
         elif len(js) == 1 and slope is not None:
-            out[i, todo] = np.exp(logv[i, js[0]] + slope * (cols[todo] - js[0]))
+            out[i, todo] = np.exp(np.minimum(logv[i, js[0]] + slope * (cols[todo] - js[0]), cap))
         else:  # no exact cell in this row (or no slope anywhere yet): the estimate, scaled to the exact cells
             out[i, todo] = scale * estimate[i, todo]
     return out
