@@ -336,8 +336,9 @@ class MaskStore:
         flagged True in `masks` are zero in the model now, and ``before[name]`` holds their values before the change
         (in row-major order, as ``p[mask]``). A swap in ``info["weights"]`` holds the values from before the change of
         the tensors it also updated (the model holds the updated ones). Undo then writes the old values back bitwise,
-        like any step's. On top of recorded steps, write the change inside `transaction` (else it is an outside edit). Raises before recording anything if a mask or its values do not fit, or if a flagged
-        element is not zero.
+        like any step's. On top of recorded steps, write the change inside `transaction` (else it is an outside
+        edit). Raises before recording anything if a mask or its values do not fit, or if a flagged element is not
+        zero.
 
         >>> import torch
         >>> lin = torch.nn.Linear(4, 2); before = lin.weight.detach().clone()
