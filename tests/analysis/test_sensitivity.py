@@ -623,6 +623,9 @@ def test_batched_points_never_swap_the_live_modules_tensors(monkeypatch):
             np.linspace(0.1, 0.9, 9), "filter", "l1", engine="batched", executor=pool, progress=False
         )  # coupled rows: members downstream of other members run under vmap through functional_call
     assert "vmap" in many.engine and np.isfinite(many.values).all()
+    # the estimate's gradient passes (first order, and per-sample for the Fisher term) run the same way
+    est = bench.sensitivity(np.linspace(0.1, 0.9, 9), "filter", "l1", mode="estimate", second_order=True)
+    assert np.isfinite(est.values).all()
     assert not on_live, f"functional_call on live modules: {sorted(set(on_live))}"
 
 

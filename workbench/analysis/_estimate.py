@@ -29,6 +29,7 @@ from ..adapter import logits_of, size, take
 from ..errors import DataError
 from ..evaluate import eval_mode
 from ..masks.granularity import n_to_prune
+from ._graph import clone_with
 from ._ranking import PrefixRanking
 
 __all__ = ["estimate_values", "pick_cells", "scale_ratio", "trust_figure"]
@@ -105,12 +106,15 @@ def estimate_values(
     model, adapter = bench.model, bench.adapter
     names = sorted({n for r in rows for n in _row_params(r, ratios)})
     params = [model.get_parameter(n) for n in names]
+    # functional_call swaps a module's tensors for the call: on a structural clone (sharing every tensor), so the
+    # live model never holds the detached leaves, not even for the duration of a call
+    runner = clone_with(model, {}).eval()
     grads: list[Tensor] | None = None  # summed in the parameters' dtype: no float64 copy of a 100M-weight model
     fisher = [torch.zeros_like(p, dtype=torch.float64) for p in params] if second_order else None
     n = 0
     with eval_mode(model), torch.enable_grad():
         for x, y in adapter.batches(data, model):
-            gs, count = _grads(adapter, model, names, params, x, y)  # autograd.grad: no .grad written on the model
+            gs, count = _grads(adapter, runner, names, params, x, y)  # autograd.grad: no .grad written on the model
             if grads is None:
                 grads = gs
             else:
@@ -118,7 +122,7 @@ def estimate_values(
                     acc += g
             del gs
             if fisher is not None:  # diagonal empirical Fisher from per-sample gradients
-                for acc, g2 in zip(fisher, _squared_sample_grads(adapter, model, names, params, x, y, tick)):
+                for acc, g2 in zip(fisher, _squared_sample_grads(adapter, runner, names, params, x, y, tick)):
                     acc += g2
             n += count  # loss terms: samples, or tokens for language models
             bar(1)
