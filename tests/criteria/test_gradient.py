@@ -98,7 +98,17 @@ def test_scoring_never_changes_the_model_writes_no_grad_and_keeps_train_flags(na
     data = [(torch.randn(8, 1, 5, 5), torch.randint(0, 3, (8,)))]
     snap = snapshot(model)
     bench = wb.Workbench(model, data)
-    bench.preview(wb.Plan.global_(0.5, criterion=name))
+    live, on_live, real = {id(m) for m in model.modules()}, [], torch.func.functional_call
+
+    def spy(module, *args, **kwargs):  # functional_call swaps the tensors of the module it runs, for the call
+        if id(module) in live:
+            on_live.append(type(module).__name__)
+        return real(module, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.func, "functional_call", spy)
+        bench.preview(wb.Plan.global_(0.5, criterion=name))
+    assert not on_live, f"functional_call ran on live modules: {on_live}"
     assert_bitwise(model, snap)  # BatchNorm running stats included
     assert_plain(model)
     assert all(p.grad is None for p in model.parameters())

@@ -2,9 +2,11 @@
 
 Every statistic is computed once per selection (kept in `ScoreContext.cache`) for every floating parameter of the
 model, keyed by the parameter's identity, so tied weights and every coupled group read the same numbers. The
-model runs through `torch.func.functional_call` on *detached leaves* that share the live storage: autograd never
-writes a `.grad`, and the live parameters are not part of any graph. Every submodule is in eval mode meanwhile
-(BatchNorm uses its running statistics and does not update them; dropout is off) and gets its own flag back.
+model's structural clone (its own module objects, every tensor shared) runs through `torch.func.functional_call` on
+*detached leaves* that share the live storage: autograd never writes a `.grad`, the live parameters are not part of
+any graph, and the live modules never hold the leaves, not even during a call. The clone's submodules are in eval
+mode (BatchNorm uses its running statistics and does not update them; dropout is off); the live flags stay as they
+are.
 
 The loss is cross-entropy for integer labels and 2-D logits, else the squared error summed over a sample's
 outputs; statistics are means over samples, so they do not depend on the batch size.
@@ -158,12 +160,17 @@ def gradient_stat(ctx: ScoreContext, kind: str, name: str) -> Tensor:
     key = f"grad:{kind}:{id(ctx.data)}"
     stats = ctx.cache.get(key)
     if stats is None:
+        from ..analysis._graph import clone_with
+
+        # functional_call swaps the tensors of the module it runs for the call: a structural clone sharing every
+        # tensor runs instead, so the live model never holds the detached leaves (a reader in another thread)
+        runner = clone_with(model, {})
         if kind in ("mean", "first"):
-            by_name = _mean_grad(ctx.adapter, model, ctx.data, first_only=kind == "first")[0]
+            by_name = _mean_grad(ctx.adapter, runner, ctx.data, first_only=kind == "first")[0]
         elif kind == "fisher":
-            by_name = _fisher(ctx.adapter, model, ctx.data)
+            by_name = _fisher(ctx.adapter, runner, ctx.data)
         elif kind == "hg":
-            by_name = _hg(ctx.adapter, model, ctx.data)
+            by_name = _hg(ctx.adapter, runner, ctx.data)
         else:  # pragma: no cover - internal misuse
             raise ValueError(f"unknown gradient statistic {kind!r}; one of {KINDS}")
         stats = ctx.cache[key] = {id(model.get_parameter(k)): v for k, v in by_name.items()}
