@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_leaves, tree_map
 
 from ..adapter import Adapter
 from ..adapter.batches import logits_of
@@ -63,10 +63,9 @@ class ReplayRunner:
                 for start in starts:
                     keep |= self._replayable(start)
                 self.keep = keep
-                self.cache, self.dense = _record(model, self.adapter, self.batches, keep, max_bytes)
-                want = logits_of(self.dense[0])
+                self.cache = _record(model, self.adapter, self.batches, keep, max_bytes)
                 t0 = time.perf_counter()
-                self.adapter.call(self.batches[0][0], clone_with(model, {}).eval())
+                want = logits_of(self.adapter.call(self.batches[0][0], clone_with(model, {}).eval()))
                 full = time.perf_counter() - t0  # what the full engine pays per point and batch
                 replayed = 0.0
                 for start in starts:  # every row's replay must give the dense outputs on the first batch
@@ -175,8 +174,8 @@ def _call_order(model: nn.Module, adapter: Adapter, x: Any):
     return start, end, parent, unsafe
 
 
-def _record(model, adapter, batches, keep: set[Call], max_bytes: int):
-    """Per batch, the outputs of the `keep` calls and the model's output."""
+def _record(model, adapter, batches, keep: set[Call], max_bytes: int) -> list[dict[Call, Any]]:
+    """Per batch, the outputs of the `keep` calls."""
     probe = clone_with(model, {}).eval()
     names = {n for n, _ in keep}
     counts: dict[str, int] = {}
@@ -197,17 +196,14 @@ def _record(model, adapter, batches, keep: set[Call], max_bytes: int):
 
     for name in names:
         probe.get_submodule(name).register_forward_hook(post(name))
-    dense = []
     for x, _ in batches:
         cache.append({})
         counts.clear()
-        dense.append(adapter.call(x, probe))
-        if set(cache[-1]) != {c for c in keep}:
+        adapter.call(x, probe)
+        if set(cache[-1]) != keep:
             raise ValueError("the module calls differ between batches")
-    return cache, dense
+    return cache
 
 
 def _tensors(out: Any) -> list[Tensor]:
-    found: list[Tensor] = []
-    tree_map(lambda t: found.append(t) if isinstance(t, Tensor) else None, out)
-    return found
+    return [t for t in tree_leaves(out) if isinstance(t, Tensor)]
