@@ -52,6 +52,7 @@ from scipy.stats import spearmanr
 from torch import nn
 
 import workbench as wb
+from benchmarks import print_table
 from workbench.analysis.sensitivity import SensitivityResult, rows_for
 from workbench.masks import n_to_prune
 
@@ -128,28 +129,41 @@ def _distiller(model: nn.Module, data, granularity: str, bench: wb.Workbench) ->
     `ranking.masks(ratio)`, zeroed in the copy (a coupled group's channels must go together; `rows_for` runs
     inside the timed loop, as it does inside the exact scan)."""
     base = wb.evaluate(model, data.calib, "accuracy")["metric"]
-    if granularity == "weight":
-        names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        members = tuple((n,) for n in names)
-    else:
+    if granularity != "weight":
         rows = rows_for(bench, granularity, CRITERION)
         names, members = [r.label for r in rows], tuple(r.members for r in rows)
+        values = _row_loop(model, data.calib, rows, "accuracy", base)
+        return SensitivityResult(
+            tuple(names), members, RATIOS.copy(), values, base, "accuracy", True, granularity, CRITERION, "exact"
+        )
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    members = tuple((n,) for n in names)
     values = np.zeros((len(names), len(RATIOS)))
     for i, name in enumerate(names):
         for j, ratio in enumerate(RATIOS):
             pruned = copy.deepcopy(model)
             with torch.no_grad():
-                if granularity == "weight":
-                    w = pruned.get_submodule(name).weight
-                    order = torch.argsort(w.abs().flatten(), stable=True)
-                    w.view(-1)[order[: n_to_prune(float(ratio), w.numel())]] = 0
-                else:
-                    for pname, mask in rows[i].ranking.masks(float(ratio)).items():
-                        pruned.get_parameter(pname).masked_fill_(mask, 0)
+                w = pruned.get_submodule(name).weight
+                order = torch.argsort(w.abs().flatten(), stable=True)
+                w.view(-1)[order[: n_to_prune(float(ratio), w.numel())]] = 0
             values[i, j] = wb.evaluate(pruned, data.calib, "accuracy")["metric"] - base
     return SensitivityResult(
         tuple(names), members, RATIOS.copy(), values, base, "accuracy", True, granularity, CRITERION, "exact"
     )
+
+
+def _row_loop(model: nn.Module, data, rows, metric: str, base: float) -> np.ndarray:
+    """The Distiller loop over scan rows: per row and ratio, deepcopy the model, zero the row's
+    `ranking.masks(ratio)` in the copy, evaluate the copy in full, subtract `base`."""
+    values = np.zeros((len(rows), len(RATIOS)))
+    for i, row in enumerate(rows):
+        for j, ratio in enumerate(RATIOS):
+            pruned = copy.deepcopy(model)
+            with torch.no_grad():
+                for pname, mask in row.ranking.masks(float(ratio)).items():
+                    pruned.get_parameter(pname).masked_fill_(mask, 0)
+            values[i, j] = wb.evaluate(pruned, data, metric)["metric"] - base
+    return values
 
 
 def _sides(case: Case) -> tuple[wb.Workbench, dict[str, Callable[[], SensitivityResult]]]:
@@ -325,11 +339,7 @@ def _demo_maps_table() -> list[tuple[str, float]]:
         n = part.values.size
         table.append((f"{name} {g}", str(n), f"{rho[0]:.3f}", f"{rho[1]:.3f}", f"{est.trust:.2f}", f"{rho[2]:.3f}",
                       f"{int(part.exact.sum())} ({part.exact.sum() / n:.0%})"))  # fmt: skip
-    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
-    for i, r in enumerate(table):
-        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-        if i == 0:
-            print("-+-".join("-" * w for w in widths))
+    print_table(table)
     return got
 
 
@@ -364,11 +374,7 @@ def _dask_table() -> None:
                 assert "dask" in remote.engine, remote.engine
                 table.append((f"{name} {g}/{CRITERION}", f"{t_local:.2f}", f"{t_dask:.2f}",
                               f"{t_local / t_dask:.2f}x", "same curves"))  # fmt: skip
-    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
-    for i, r in enumerate(table):
-        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-        if i == 0:
-            print("-+-".join("-" * w for w in widths))
+    print_table(table)
 
 
 ZOO_ROWS = 6  # rows of each real-size model scanned (evenly spread over its depth), 9 ratios each
@@ -432,15 +438,7 @@ def _zoo_table() -> None:
         ours = bench.sensitivity(RATIOS, criterion=CRITERION, layers=pick, progress=False)
         t_ours = time.perf_counter() - t0
         t0 = time.perf_counter()
-        base = wb.evaluate(model, data, "loss")["loss"]
-        loop = np.zeros((len(rows), len(RATIOS)))
-        for i, row in enumerate(rows):
-            for j, ratio in enumerate(RATIOS):
-                pruned = copy.deepcopy(model)
-                with torch.no_grad():
-                    for pname, mask in row.ranking.masks(float(ratio)).items():
-                        pruned.get_parameter(pname).masked_fill_(mask, 0)
-                loop[i, j] = wb.evaluate(pruned, data, "loss")["loss"] - base
+        loop = _row_loop(model, data, rows, "loss", wb.evaluate(model, data, "loss")["metric"])
         t_loop = time.perf_counter() - t0
         np.testing.assert_allclose(ours.values, loop, atol=1e-6, err_msg=f"{name}: exact scan vs loop")
         n = sum(len(next(iter(b.values()))) for b in data)
@@ -448,11 +446,7 @@ def _zoo_table() -> None:
         engine = ours.engine.split(" (")[0]
         table.append((name, sizes, engine, f"{t_loop:.1f}", f"{t_ours:.1f}", f"{t_loop / t_ours:.1f}x", "same curves"))
         print(f"{name}: {t_loop + t_ours:.0f} s", file=sys.stderr)
-    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
-    for i, r in enumerate(table):
-        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-        if i == 0:
-            print("-+-".join("-" * w for w in widths))
+    print_table(table)
 
 
 def _busy_seconds() -> float:
@@ -534,7 +528,6 @@ def main() -> int:
         )
         for c, sz, bl, ou, kb, ko, chk in pairs:
             table.append((c, sz, bl, ou, f"{s[kb]:.3f}", f"{s[ko]:.3f}", f"{s[kb] / s[ko]:.1f}x", chk))
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     print(
         f"sensitivity scans, {len(RATIOS)} ratios 0.1..0.9, criterion {CRITERION}, digits calib data; torch "
         f"{torch.__version__}, torch.set_num_threads({THREADS}); median of 5 (digits-resnet) / 3 (plain CNN) "
@@ -547,13 +540,7 @@ def main() -> int:
         "rank correlation over all points with the exact scan run with metric='loss'; trust: the estimate's own "
         "figure from 8 checked cells"
     )
-    left = {0, 1, 2, 3, 7}
-    for i, r in enumerate(table):
-        print(
-            " | ".join(c.ljust(w) if j in left else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True)))
-        )
-        if i == 0:
-            print("-+-".join("-" * w for w in widths))
+    print_table(table, right={4, 5, 6})
 
     def verdict(got: list[tuple[str, float]], goal: float, fmt: str) -> str:
         met = sum(v >= goal for _, v in got)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 import workbench as wb
+from benchmarks import print_table
 from workbench.analysis.profile import _median_ms  # the warm-up + median timer the profile uses
 
 THREADS = 2
@@ -160,11 +161,7 @@ def main() -> None:
         print("baseline: bench.preview(plan), a full selection from scratch on every event")
         head = ("case", "targets", "slider->preview ms", "baseline ms", "baseline/ours", "apply+evaluate ms")
         rows = [head] + [(n, str(t), f"{p:.2f}", f"{b:.2f}", f"{b / p:.1f}x", f"{a:.0f}") for n, t, p, b, a in cases]
-        w = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        for i, r in enumerate(rows):
-            print(" | ".join(c.ljust(w[j]) for j, c in enumerate(r)))
-            if i == 0:
-                print("-+-".join("-" * x for x in w))
+        print_table(rows)
         print()
     print("slider->preview while the sensitivity panel's refine scan runs (median / p95 / max ms)")
     deep100 = Deep(blocks=99).eval()
@@ -174,11 +171,7 @@ def main() -> None:
     ]
     head2 = ("case", "targets", "no scan", "during scan", "events", "cells exact when stopped")
     rows2 = [head2] + [(n, str(t), a, b, str(k), c) for n, t, a, b, k, c, _ in scans]
-    w2 = [max(len(r[i]) for r in rows2) for i in range(len(head2))]
-    for i, r in enumerate(rows2):
-        print(" | ".join(c.ljust(w2[j]) for j, c in enumerate(r)))
-        if i == 0:
-            print("-+-".join("-" * x for x in w2))
+    print_table(rows2)
     for n, _, _, _, _, _, worst in scans:
         print(f"{n}: slider during a scan {'meets' if worst < 100 else 'MISSES'} the 100 ms goal (max {worst:.1f} ms)")
     for n, _, p, _, a in cases:
