@@ -8,6 +8,8 @@ from conftest import assert_bitwise, assert_plain, snapshot
 import workbench as wb
 from workbench.analysis.states import StateError
 
+from .conftest import assert_same_state, state_of
+
 
 @pytest.fixture(scope="module")
 def cnn_bias():
@@ -79,3 +81,15 @@ def test_bias_on_any_two_entries_and_bad_input(cnn_bias):
         bench.bias(before=2, after=0, progress=stop)
     assert (bench.store.position, len(bench.store.steps)) == (1, 2)
     assert_bitwise(bench.model, snap)
+
+
+def test_compare_states_any_two_entries(cnn):
+    before = state_of(cnn)
+    c = cnn.compare_states(0, -1)  # dense vs the latest entry (undone, still redoable)
+    assert (c.a, c.b, c.a_label, c.b_label) == (0, 2, "dense", "step 2")
+    assert c.metrics_a["accuracy"] == cnn.history[0].metrics["accuracy"]
+    assert c.metrics_b["accuracy"] == cnn.history[2].metrics["accuracy"]
+    assert c.sparsity_a == 0 and c.sparsity_b == pytest.approx(0.8, abs=0.01)
+    assert 0 <= c.agreement <= 1 and "same prediction" in str(c)
+    assert cnn.compare_states(1, 1).agreement == 1.0
+    assert_same_state(cnn, before)

@@ -1,4 +1,5 @@
-"""States as transactions, and attributions before vs after (workbench/analysis/states.py, attributions.py)."""
+"""analysis/attributions.py: attributions before vs after: similarity measures on known maps, a state against itself,
+a fully pruned model, every demo model, sequences and tokens, bad input, failures leave the model as it was."""
 
 import warnings
 
@@ -10,97 +11,9 @@ from zoo import make
 
 import workbench as wb
 from workbench.analysis.attributions import available_attributions, register_attribution, similarity
-from workbench.analysis.states import StateError, at, default_pair, resolve
-from workbench.errors import OutsideEditError, WorkbenchError, WorkbenchWarning
+from workbench.errors import WorkbenchError, WorkbenchWarning
 
-
-@pytest.fixture
-def cnn(demo_models):
-    """The demo CNN with two steps applied and the second undone (a redo branch); reset afterwards."""
-    model, data = demo_models["digits-cnn"]
-    dense = snapshot(model)
-    bench = wb.Workbench(model, data)
-    bench.apply(wb.Plan.uniform(0.5))
-    bench.apply(wb.Plan.global_(0.8))
-    bench.undo()
-    yield bench
-    bench.reset()
-    assert_bitwise(model, dense)
-
-
-def state_of(bench):
-    return bench.store.position, len(bench.store.steps), len(bench.history), snapshot(bench.model)
-
-
-def assert_same_state(bench, before):
-    pos, steps, hist, snap = before
-    assert (bench.store.position, len(bench.store.steps), len(bench.history)) == (pos, steps, hist)
-    assert_bitwise(bench.model, snap)
-    assert_plain(bench.model)
-
-
-# ------------------------------------------------------------------ states
-
-
-def test_at_visits_a_state_and_restores_bitwise_keeping_the_redo_branch(cnn):
-    before = state_of(cnn)
-    dense = cnn.history[0].metrics["accuracy"]
-    for i in (0, 2, -1):
-        with at(cnn, i) as j:
-            assert cnn.store.position == j == resolve(cnn, i)
-            if j == 0:
-                assert cnn.evaluate()["accuracy"] == dense
-        assert_same_state(cnn, before)
-
-
-@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
-def test_at_restores_on_error_and_interrupt(cnn, error):
-    before = state_of(cnn)
-    with pytest.raises(error):
-        with at(cnn, 2):
-            assert cnn.store.position == 2
-            raise error("midway")
-    assert_same_state(cnn, before)
-
-
-def test_at_refuses_weights_edited_outside_the_store_and_changes_nothing(cnn):
-    with torch.no_grad():  # a pruned weight revived by hand (e.g. training without enforce)
-        name, mask = next(iter(cnn.store.masks().items()))
-        cnn.model.get_parameter(name)[tuple(mask.nonzero()[0].tolist())] = 0.125
-    before = state_of(cnn)
-    with pytest.raises(OutsideEditError, match=name.replace(".", r"\.")), at(cnn, 0):
-        pass
-    assert_same_state(cnn, before)
-    cnn.reset(force=True)  # the way out that writes the recorded dense values back: the edit was on a pruned weight
-
-
-def test_history_indices_that_do_not_exist(cnn):
-    for bad in (3, -4, 99):
-        with pytest.raises(StateError, match=r"entries 0\.\.2"):
-            resolve(cnn, bad)
-    with pytest.raises(StateError, match="does not exist"):
-        cnn.attributions("saliency", samples=2, before=5)
-    with pytest.raises(StateError, match="does not exist"):
-        cnn.compare_states(0, 7)
-    assert default_pair(cnn) == (0, 1)
-    cnn.reset()
-    with pytest.raises(StateError, match="Apply a plan first"):
-        cnn.robustness()
-
-
-def test_compare_states_any_two_entries(cnn):
-    before = state_of(cnn)
-    c = cnn.compare_states(0, -1)  # dense vs the latest entry (undone, still redoable)
-    assert (c.a, c.b, c.a_label, c.b_label) == (0, 2, "dense", "step 2")
-    assert c.metrics_a["accuracy"] == cnn.history[0].metrics["accuracy"]
-    assert c.metrics_b["accuracy"] == cnn.history[2].metrics["accuracy"]
-    assert c.sparsity_a == 0 and c.sparsity_b == pytest.approx(0.8, abs=0.01)
-    assert 0 <= c.agreement <= 1 and "same prediction" in str(c)
-    assert cnn.compare_states(1, 1).agreement == 1.0
-    assert_same_state(cnn, before)
-
-
-# ------------------------------------------------------------------ attributions
+from .conftest import assert_same_state, state_of
 
 
 def test_similarity_on_known_maps():
