@@ -42,7 +42,7 @@ def _line(claim: str, held: bool, values: str) -> None:
 
 
 def compare_after_finetune(seed: int) -> None:
-    """tests/test_compare_strategies.py, notebooks/02: magnitude vs random after 2 epochs on 256 images."""
+    """tests/compare/test_run.py, notebooks/02: magnitude vs random after 2 epochs on 256 images."""
     model, _, val, train = _small(seed=seed)
     bench = wb.Workbench(model, val, train=train, seed=seed)
     ft = {"epochs": 2, "lr": 3e-3, "seed": seed}
@@ -86,7 +86,7 @@ def distillation(seed: int) -> None:
 
 
 def recommend_finetune(seed: int) -> None:
-    """tests/test_recommend.py, notebooks/06: structured L1 at 10% is over a 1-point budget one-shot; after one
+    """tests/recommend/test_search.py, notebooks/06: structured L1 at 10% is over a 1-point budget one-shot; after one
     epoch of fine-tuning, within it."""
     model, data = wb.demo.load("digits-cnn")
     bench = wb.Workbench(model, data, seed=seed)

@@ -44,7 +44,7 @@ def test_shipped_files_match_the_manifest(entry):
     assert shipped.sha256(root / entry["file"]) == entry["sha256"]
     assert shipped.sha256(root / entry["tokenizer"]["file"]) == entry["tokenizer"]["sha256"]
     assert shipped.sha256(root / entry["tokens"]["file"]) == entry["tokens"]["sha256"]
-    assert (root / entry["file"]).stat().st_size < 15e6  # package data: tests/demo/test_demo.py checks the patterns
+    assert (root / entry["file"]).stat().st_size < 15e6  # package data: tests/demo/test_shipped.py checks the patterns
 
 
 def test_load_gives_a_llama_causal_lm_and_hugging_face_batches(shipped_lm, entry):

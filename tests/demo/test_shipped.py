@@ -31,7 +31,7 @@ def test_shipped_weights_match_their_manifest():
     files = {e["file"] for e in entries.values()}
     files |= {e[k]["file"] for e in entries.values() for k in ("tokenizer", "tokens") if k in e}
     assert {p.name for p in shipped.WEIGHTS_DIR.iterdir()} == files | {"manifest.json"}  # nothing unlisted ships
-    entries = {k: v for k, v in entries.items() if k in NAMES}  # stdlib-lm: tests/demo/test_stdlib_lm.py
+    entries = {k: v for k, v in entries.items() if k in NAMES}  # stdlib-lm: tests/demo/test_lm.py
     _, data = demo.load("digits-mlp", pretrained=False)
     for name, e in entries.items():
         path = shipped.WEIGHTS_DIR / e["file"]
