@@ -1,11 +1,16 @@
-"""CSR convolutions: SparseConv2d computes what Conv2d computes (strides, padding, dilation, bias), the `csr`
-backend converts conv layers, and a model with them exports and loads back."""
+"""sparse/modules.py: CSR convolutions: SparseConv2d computes what Conv2d computes (strides, padding, dilation, bias),
+the `csr` backend converts conv layers, and a model with them exports and loads back; SparseLinear takes any leading
+dims and copies; BSRLinear computes the dense layer on CPU too."""
+
+import copy
 
 import pytest
 import torch
 from conftest import assert_bitwise, snapshot
+from torch import nn
 
 import workbench as wb
+from workbench.sparse import SparseLinear
 from workbench.sparse.modules import SparseConv2d
 
 
@@ -57,3 +62,31 @@ def test_csr_backend_converts_convs_and_the_result_exports_and_loads(tmp_path):
     assert isinstance(back.features[3], SparseConv2d)
     with torch.no_grad():
         assert torch.allclose(back(x), fast(x), atol=1e-5)
+
+
+def test_sparse_linear_handles_any_leading_dims_and_copies():
+    lin = nn.Linear(12, 5)
+    with torch.no_grad():
+        lin.weight[torch.rand_like(lin.weight) < 0.7] = 0
+    sp = SparseLinear.from_linear(lin)
+    x = torch.randn(2, 3, 12)
+    torch.testing.assert_close(sp(x), lin(x), atol=1e-6, rtol=1e-6)
+    sp2 = copy.deepcopy(sp)
+    torch.testing.assert_close(sp2(x), lin(x), atol=1e-6, rtol=1e-6)
+    assert set(sp.state_dict()) == {"crow_indices", "col_indices", "values", "bias"}
+    assert torch.equal(sp.to_dense().weight, lin.weight)
+
+
+def test_bsr_module_computes_the_dense_layer_on_cpu_too():
+    """The BSR backend is CUDA-only (torch's CPU BSR matmul is slow), but the module's maths is checked here."""
+    from workbench.sparse import BSRLinear
+
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 32)
+    with torch.no_grad():
+        lin.weight.view(4, 8, 8, 8)[:, :, 1:] = 0  # whole 8x8 blocks are zero
+    bsr = BSRLinear.from_linear(lin, (8, 8))
+    assert bsr.blocksize == (8, 8) and bsr.values.shape[0] == 4
+    x = torch.randn(3, 2, 64)
+    torch.testing.assert_close(bsr(x), lin(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(copy.deepcopy(bsr).to_dense().weight, lin.weight)
