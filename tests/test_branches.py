@@ -1,6 +1,6 @@
-"""Granularity `layer`: whole residual branches. The masked model computes what the model without the branch
-computes, the plan removes the lowest-scoring share of branches, undo is exact, compile's shrink cuts them out
-of the graph, and models without removable branches say why."""
+"""branches.py, the granularity `layer`: whole residual branches. The masked model computes what the model without
+the branch computes, the plan removes the lowest-scoring share of branches, undo is exact, compile's shrink cuts them
+out of the graph, and models without removable branches say why."""
 
 import copy
 

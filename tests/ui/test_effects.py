@@ -1,4 +1,4 @@
-"""The Interpretability, Robustness and Bias tabs, driven headlessly and synchronously."""
+"""ui/effects.py: the Interpretability, Robustness and Bias tabs, driven headlessly and synchronously."""
 
 import pytest
 from conftest import assert_bitwise, assert_plain, snapshot
