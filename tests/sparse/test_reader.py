@@ -1,119 +1,26 @@
-"""Loading an export never runs code the files name (unless told to), and every missing, changed, truncated or
-malformed file is an ExportError naming it, raised before anything is imported or built."""
+"""sparse/reader.py: loading an export never runs code the files name (unless told to: only public workbench and
+torch.nn module classes are allow-listed), and every malformed file is an ExportError naming it, raised before
+anything is imported or built."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import uuid
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch import nn
 
 import workbench as wb
-from workbench.demo.models import DigitsCNN
 from workbench.errors import ExportError
 
-
-def _net() -> nn.Module:
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+from .conftest import _edit_arch, _export, _names, _net, _reseal
 
 
-def _export(path: Path) -> tuple[nn.Module, torch.Tensor]:
-    torch.manual_seed(0)
-    model = _net().eval()
-    x = torch.randn(5, 4)
-    wb.sparse.export(model, path, formats=("safetensors", "plan"), example_inputs=x, plan=wb.Plan.uniform(0.5))
-    return model, x
-
-
-def _reseal(path: Path) -> None:
-    """Recompute the manifest after an edit, as a consistent but malformed export would carry."""
-    doc = json.loads((path / "manifest.json").read_text())
-    for name, entry in doc["files"].items():
-        data = (path / name).read_bytes()
-        entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    (path / "manifest.json").write_text(json.dumps(doc))
-
-
-def _edit_arch(path: Path, fn) -> None:
-    arch = json.loads((path / "architecture.json").read_text())
-    fn(arch)
-    (path / "architecture.json").write_text(json.dumps(arch))
-
-
-@pytest.fixture
-def probe(tmp_path, monkeypatch):
-    """A module that exists on sys.path, is not imported yet, and leaves a marker file when it is imported."""
-    name = f"wb_probe_{uuid.uuid4().hex[:12]}"
-    mods = tmp_path / "mods"
-    mods.mkdir()
-    marker = tmp_path / "imported.txt"
-    (mods / f"{name}.py").write_text(
-        textwrap.dedent(f"""
-        from pathlib import Path
-        from torch import nn
-        Path({str(marker)!r}).write_text("imported")
-
-        class Net(nn.Sequential):
-            def __init__(self):
-                super().__init__(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
-        """)
-    )
-    monkeypatch.syspath_prepend(str(mods))
-    yield name, marker
-    sys.modules.pop(name, None)
-
-
-def _names(path: Path, module: str, qualname: str) -> None:
-    _edit_arch(path, lambda a: a.update(source={"module": module, "qualname": qualname}))
-    _reseal(path)
-
-
-# round trips --------------------------------------------------------------------------------------------------
-def test_a_round_trip_loads_and_reproduces_the_outputs(tmp_path):
-    model, x = _export(tmp_path)
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"model.safetensors", "architecture.json", "example.safetensors", "plan.json"}
-    for name, e in manifest["files"].items():
-        assert e["sha256"] == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
-    for given in (_net(), _net):
-        back = wb.sparse.load(tmp_path, given)
-        with torch.inference_mode():
-            torch.testing.assert_close(back(x), model(x), atol=0, rtol=0)
-
-
-def test_a_workbench_class_is_built_from_its_recorded_name(tmp_path):
-    torch.manual_seed(0)
-    model = DigitsCNN().eval()
-    x = torch.randn(3, 1, 8, 8)
-    wb.sparse.export(model, tmp_path, formats=("safetensors",), example_inputs=x)
-    src = json.loads((tmp_path / "architecture.json").read_text())["source"]
-    assert src == {"module": "workbench.demo.models", "qualname": "DigitsCNN"}
-    back = wb.sparse.load(tmp_path)  # allow-listed: no model= and no trust_code needed
-    assert isinstance(back, DigitsCNN)
-    with torch.inference_mode():
-        torch.testing.assert_close(back(x), model(x), atol=0, rtol=0)
-
-
-def test_an_export_without_a_manifest_loads_with_a_warning(tmp_path):
-    model, x = _export(tmp_path)
-    (tmp_path / "manifest.json").unlink()  # as exports made before manifests
-    with pytest.warns(wb.WorkbenchWarning, match=r"no manifest\.json .* cannot be checked"):
-        back = wb.sparse.load(tmp_path, _net())
-    with torch.inference_mode():
-        torch.testing.assert_close(back(x), model(x), atol=0, rtol=0)
-
-
-# nothing named in the files runs --------------------------------------------------------------------------------
 def test_os_abort_named_in_the_architecture_is_never_called(tmp_path, monkeypatch):
     _export(tmp_path)
     _names(tmp_path, "os", "abort")
@@ -193,74 +100,6 @@ def test_the_allow_list_takes_only_public_module_classes(tmp_path, module, qualn
     assert "workbench._cli" not in set(sys.modules) - before and "workbench.__main__" not in sys.modules
 
 
-def test_a_given_model_or_factory_means_the_recorded_name_is_not_read(tmp_path, probe):
-    name, marker = probe
-    _export(tmp_path)
-    _names(tmp_path, name, "Net")
-    wb.sparse.load(tmp_path, _net())
-    wb.sparse.load(tmp_path, _net)
-    assert name not in sys.modules and not marker.exists()
-
-
-# the manifest ---------------------------------------------------------------------------------------------------
-def test_one_changed_byte_of_the_weights_is_caught_by_the_sha256(tmp_path):
-    _export(tmp_path)
-    f = tmp_path / "model.safetensors"
-    data = bytearray(f.read_bytes())
-    data[-1] ^= 0x01  # the last byte of the last tensor: the file still parses
-    f.write_bytes(bytes(data))
-    with pytest.raises(ExportError, match=r"model\.safetensors was changed or truncated .*its sha256 differs"):
-        wb.sparse.load(tmp_path, _net())
-
-
-@pytest.mark.parametrize("name", ["model.safetensors", "architecture.json", "example.safetensors", "plan.json"])
-def test_a_truncated_file_is_named(tmp_path, name):
-    _export(tmp_path)
-    f = tmp_path / name
-    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-    with pytest.raises(ExportError, match=rf"{name.replace('.', '[.]')} was changed or truncated"):
-        wb.sparse.load(tmp_path, _net())
-
-
-@pytest.mark.parametrize("name", ["model.safetensors", "architecture.json", "example.safetensors", "plan.json"])
-def test_a_missing_file_is_named(tmp_path, name):
-    _export(tmp_path)
-    (tmp_path / name).unlink()
-    with pytest.raises(ExportError, match=rf"{name.replace('.', '[.]')} is missing"):
-        wb.sparse.load(tmp_path, _net())
-
-
-def test_a_corrupted_manifest_is_named(tmp_path):
-    _export(tmp_path)
-    (tmp_path / "manifest.json").write_text('{"format": "workbench-manifest", "files": {')
-    with pytest.raises(ExportError, match=r"manifest\.json is not valid JSON"):
-        wb.sparse.load(tmp_path, _net())
-    (tmp_path / "manifest.json").write_text(
-        json.dumps(
-            {
-                "format": "workbench-manifest",
-                "version": 1,
-                "algorithm": "sha256",
-                "files": {"../outside": {"bytes": 1, "sha256": "0" * 64}},
-            }
-        )
-    )
-    with pytest.raises(ExportError, match=r"manifest\.json: entry '\.\./outside' must be a plain file name"):
-        wb.sparse.load(tmp_path, _net())
-
-
-def test_a_stale_file_the_manifest_does_not_list_is_not_read(tmp_path):
-    _export(tmp_path)
-    save_file({"input.0": torch.zeros(1, 99)}, str(tmp_path / "stale.safetensors"))
-    (tmp_path / "example.safetensors").unlink()  # as an export without examples into a folder used before
-    doc = json.loads((tmp_path / "manifest.json").read_text())
-    del doc["files"]["example.safetensors"]
-    (tmp_path / "manifest.json").write_text(json.dumps(doc))
-    (tmp_path / "stale.safetensors").rename(tmp_path / "example.safetensors")  # would fail the check if read
-    wb.sparse.load(tmp_path, _net())
-
-
-# malformed but consistent exports (manifest recomputed): each is an ExportError naming the file ---------------
 def _truncate_weights(p):
     f = p / "model.safetensors"
     f.write_bytes(f.read_bytes()[:-7])
@@ -409,25 +248,3 @@ def test_a_malformed_export_is_an_export_error_and_nothing_runs(tmp_path, probe,
             wb.sparse.load(tmp_path, _net() if "model" in case or "example" in case else None, trust_code=True)
     if "model" not in case and "example" not in case:  # these fail after building: the form was fine
         assert name not in sys.modules and not marker.exists()
-
-
-def test_paths_that_are_not_an_export(tmp_path):
-    with pytest.raises(ExportError, match=r"missing-folder does not exist"):
-        wb.sparse.load(tmp_path / "missing-folder")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ExportError, match=r"empty is empty: no export was written there"):
-        wb.sparse.load(tmp_path / "empty")
-    _export(tmp_path / "out")
-    with pytest.raises(ExportError, match=r"model\.safetensors is a file; pass the folder"):
-        wb.sparse.load(tmp_path / "out" / "model.safetensors")
-    wb.sparse.export(_net(), tmp_path / "plan-only", formats=("plan",), plan=wb.Plan.uniform(0.5))
-    with pytest.raises(ExportError, match=r"has no architecture\.json \+ model\.safetensors in its manifest\.json"):
-        wb.sparse.load(tmp_path / "plan-only")
-    with pytest.raises(ExportError, match=r"model must be an nn\.Module .* got str"):
-        wb.sparse.load(tmp_path / "out", "MyNet")
-
-
-def test_errors_are_workbench_errors_exported_where_users_look():
-    assert wb.ExportError is wb.errors.ExportError is wb.sparse.ExportError
-    assert issubclass(ExportError, wb.WorkbenchError) and "ExportError" in wb.__all__
-    assert "ExportError" in wb.errors.__all__
