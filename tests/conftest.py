@@ -116,6 +116,18 @@ def assert_deployable(fast, model, x, before, path, fresh: torch.nn.Module) -> N
         assert torch.allclose(back(x), fast(x), atol=1e-5)
 
 
+def val_batches(name: str = "digits-cnn"):
+    """(model, data, batches): a shipped demo model and four batches of 60 of its validation samples."""
+    import workbench as wb
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, data = wb.demo.load(name)
+    x, y = data.val.dataset.tensors
+    batches = [(x[i : i + 60], y[i : i + 60]) for i in range(0, 240, 60)]
+    return model, data, batches
+
+
 class _FreshDemos(Mapping):
     """name -> (model, data): a fresh deep copy of the shipped demo model and its data at every lookup, from one
     load per session (nothing trains)."""

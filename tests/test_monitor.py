@@ -1,14 +1,14 @@
-"""monitor: agreement, accuracy and confidence drift of a pruned model vs its reference per batch, alerts, the easing
-feedback (model bitwise unchanged), the live plot, history export, bad input; on every demo model."""
+"""monitor: agreement, accuracy and confidence drift of a pruned model vs its reference per batch, alerts, history
+export, bad input; with the easing feedback on every demo model. The easing analysis: tests/analysis/test_easing.py;
+the live plot: tests/viz/test_monitor.py."""
 
-import copy
 import json
-import warnings
 
 import matplotlib
 import pytest
 import torch
 from conftest import assert_bitwise, assert_plain, snapshot
+from conftest import val_batches as load
 
 import workbench as wb
 from workbench.analysis.states import StateError
@@ -17,15 +17,6 @@ matplotlib.use("Agg")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest and steadiest
-
-
-def load(name="digits-cnn"):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model, data = wb.demo.load(name)
-    x, y = data.val.dataset.tensors
-    batches = [(x[i : i + 60], y[i : i + 60]) for i in range(0, 240, 60)]
-    return model, data, batches
 
 
 def test_a_model_agrees_with_itself():
@@ -126,89 +117,6 @@ def test_wrong_shapes_and_references_are_named():
         wb.suggest_easing(bench, [torch.randn(3, 64)])
 
 
-def test_suggest_easing_names_the_layer_that_costs_agreement_and_changes_nothing():
-    model, data, batches = load("digits-lstm")
-    bench = wb.Workbench(model, data)
-    bench.apply(wb.Plan.global_(0.85))
-    before, history = snapshot(model), bench.history_table()
-    sug = wb.suggest_easing(bench, batches, top=1)
-    assert_bitwise(model, before)
-    assert bench.history_table() == history
-    assert sug.baseline == pytest.approx(wb.monitor(bench, 0, batches).agreement)
-    # its recurrent weights carry the sequence: putting them back recovers the most (shipped weights: +0.804 vs
-    # +0.013 for fc, from a baseline of 0.175)
-    assert sug.top == ("lstm",)
-    row = sug.rows[0]
-    assert row["layer"] == "lstm" and row["recovered"] > 0.3 and row["agreement"] > sug.baseline
-    assert row["suggested_ratio"] == pytest.approx(row["ratio"] / 2)
-    assert sug.plan.layers["lstm"].ratio == pytest.approx(row["suggested_ratio"])
-    # applying the suggestion (from the dense model) does agree more than the current state
-    bench.reset()
-    bench.apply(sug.plan.with_ratio("fc", bench.history[1].layers["fc"]["ratio"]))
-    assert wb.monitor(bench, 0, batches).agreement > sug.baseline  # shipped weights: 0.933 vs 0.175
-    assert "ease its ratio" in str(sug)
-
-
-def _agreement(model, batches, ref_preds) -> float:
-    with torch.inference_mode():
-        preds = torch.cat([model(x).argmax(1) for x, _ in batches])
-    return float((preds == ref_preds).float().mean())
-
-
-def test_suggest_easing_on_structured_pruning_restores_coupled_slices():
-    model, data, batches = load("digits-cnn")
-    dense = snapshot(model)
-    model.eval()
-    with torch.inference_mode():
-        ref_preds = torch.cat([model(x).argmax(1) for x, _ in batches])
-    bench = wb.Workbench(model, data)
-    bench.apply(wb.Plan.uniform(0.3, granularity="filter", criterion="l1"))
-    before = snapshot(model)
-    sug = wb.suggest_easing(bench, batches)
-    assert_bitwise(model, before)
-    rows = {r["layer"]: r for r in sug.rows}
-    assert set(rows) == {t.name for t in bench.targets if any(p in bench.masks for p in t.param_names())}
-    # which layers recover agreement is a property of the weights (on the shipped ones none does at 30%: restoring
-    # one layer's filters into a model whose other layers lost theirs moves predictions further); the rule is not
-    assert sug.top == tuple(r["layer"] for r in sug.rows[:3] if r["recovered"] > 0)
-    # putting back features.3 restores its pruned filters, their BatchNorm channels and the next conv's inputs
-    dead = bench.masks["features.3.weight"].flatten(1).all(1)
-    by_hand = copy.deepcopy(model)
-    with torch.no_grad():
-        conv, bn, nxt = by_hand.features[3], by_hand.features[4], by_hand.features[7]
-        for param, name, index in (
-            (conv.weight, "features.3.weight", dead),
-            (conv.bias, "features.3.bias", dead),
-            (bn.weight, "features.4.weight", dead),
-            (bn.bias, "features.4.bias", dead),
-        ):
-            param[index] = dense[name][index]
-        nxt.weight[:, dead] = dense["features.7.weight"][:, dead]
-        alone = copy.deepcopy(model)  # the filters alone: their BatchNorm channels still output exactly zero
-        alone.features[3].weight[dead] = dense["features.3.weight"][dead]
-    # shipped weights: 0.617 with the coupled slices, 0.633 (the baseline) without, so the two are told apart
-    assert rows["features.3"]["agreement"] == _agreement(by_hand, batches, ref_preds)
-    assert _agreement(alone, batches, ref_preds) == sug.baseline
-    assert rows["features.3"]["granularity"] == "filter" and rows["features.3"]["suggested_ratio"] == pytest.approx(
-        0.15
-    )
-
-
-def test_suggest_easing_puts_a_structured_layer_back_to_the_dense_model():
-    model, data, batches = load("digits-cnn")
-    bench = wb.Workbench(model, data)
-    bench.apply(wb.Plan({"features.7": wb.LayerPlan(0.5, "filter", "l1")}))
-    before = snapshot(model)
-    sug = wb.suggest_easing(bench, batches, top=1)
-    assert_bitwise(model, before)
-    row = next(r for r in sug.rows if r["layer"] == "features.7")
-    assert row["agreement"] == 1.0  # the only pruned layer, with its coupled slices, restored: the dense model
-    assert sug.baseline < 1.0  # so putting it back recovers something; shipped weights: 0.829 (41 of 240 differ)
-    assert sug.top == ("features.7",)
-    lp = sug.plan.layers["features.7"]
-    assert lp.granularity == "filter" and lp.criterion == "l1" and lp.ratio == pytest.approx(0.25)
-
-
 @pytest.mark.parametrize("name", wb.demo.available())
 def test_every_demo_model(name):
     model, data, batches = load(name)
@@ -222,26 +130,6 @@ def test_every_demo_model(name):
     assert_bitwise(model, before)
     # shipped weights: the best layer recovers +0.117 (resnet) to +0.817 (lstm) of agreement
     assert 1 <= len(sug.top) <= 2 and sug.rows[0]["recovered"] > 0
-
-
-def test_plot_monitor_and_live_update():
-    import matplotlib.pyplot as plt
-
-    model, data, batches = load()
-    bench = wb.Workbench(model, data)
-    bench.apply(wb.Plan.global_(0.85))
-    mon = wb.Monitor(bench, 0, threshold=0.6)
-    mon.update(*batches[0])
-    fig, ax = plt.subplots()
-    art = wb.viz.plot_monitor(mon.result, ax=ax)
-    assert art["threshold"].get_ydata()[0] == 0.6 and len(art["batch"].get_xdata()) == 1
-    for x, y in batches[1:]:
-        mon.update(x, y)
-        wb.viz.update_monitor(art, mon.result)
-    # every batch is below 0.6 (shipped weights: at most 0.117)
-    assert len(art["batch"].get_xdata()) == 4 and len(art["alerts"].get_xdata()) == 4
-    assert art["drift"].get_ydata().tolist() == pytest.approx(mon.result.series("drift").tolist())
-    plt.close(fig)
 
 
 def test_history_table_and_export(tmp_path):
