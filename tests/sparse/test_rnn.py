@@ -1,6 +1,6 @@
-"""Recurrent hidden units removed for real: SlimRNN computes what the masked LSTM/GRU/RNN computes (outputs and
-final states, batch-first or not, unbatched, several layers, given zero states), compile's shrink uses it on the
-demo LSTM, and the result exports and loads back."""
+"""sparse/rnn.py: recurrent hidden units removed for real: SlimRNN computes what the masked LSTM/GRU/RNN computes
+(outputs and final states, batch-first or not, unbatched, several layers, given zero states), compile's shrink uses
+it on the demo LSTM, and the result exports and loads back."""
 
 import pytest
 import torch
