@@ -61,3 +61,10 @@ def batches(n: int = 2, rows: int = 3, tokens: int = 12, seed: int = 1, pad: boo
             mask[-1, :3] = 0
         out.append({"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)})
     return out
+
+
+def _run(model, data) -> None:
+    """Full forwards of `model` over `data` (no gradients, no cache)."""
+    with torch.no_grad():
+        for b in data:
+            model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False)
