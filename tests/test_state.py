@@ -77,8 +77,10 @@ def test_entry_points_keep_their_own_errors_for_what_is_not_a_bench():
     with pytest.raises(wb.WorkbenchError, match=r"compare takes an nn\.Module or a Workbench, got int"):
         wb.compare(42, None, ["magnitude"], [0.5])
     model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    alone = State(model, bench.adapter, bench.targets, bench.groups, bench.store, data)  # no bench's history
     with pytest.raises(wb.WorkbenchError, match="compare applies and drops steps in a bench's history"):
-        wb.compare(wb.Workbench(model, data).state, None, ["magnitude"], [0.5])
+        wb.compare(alone, None, ["magnitude"], [0.5])
 
 
 def test_training_takes_a_state_and_records_in_its_bench():
@@ -98,3 +100,18 @@ def test_a_state_without_a_bench_cannot_record_a_step():
     state = State(model, bench.adapter, bench.targets, bench.groups, bench.store, data)
     with pytest.raises(wb.NotABenchError, match="no bench whose history could record the step 'x'"):
         state.record({}, label="x")
+    with pytest.raises(wb.NotABenchError, match="no bench whose history could record the plan"):
+        state.apply(wb.Plan.uniform(0.5))
+    assert state.store.position == 0 and not state.store.steps
+
+
+def test_a_bench_state_records_in_the_bench_history():
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data)
+    state = bench.state
+    assert state.log is bench.state.log  # every State of a bench shares its one history
+    entry = state.apply(wb.Plan.uniform(0.5, granularity="filter"), label="half")
+    assert entry == bench.current and bench.history[1].label == "half" and entry.layers  # per-layer plans kept
+    mask = {n: m.clone() for n, m in bench.preview(wb.Plan.uniform(0.7)).masks.items()}
+    assert state.record(mask, label="mine", kind="edit").index == 2 == bench.current.index
+    assert [e.kind for e in bench.history] == ["prune", "prune", "edit"]

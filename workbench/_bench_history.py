@@ -1,39 +1,13 @@
-"""History entries, and the history as plain data and files (a mixin of `workbench.bench.Workbench`)."""
+"""The history as plain data and files (a mixin of `workbench.bench.Workbench`); its entries and transactions are
+`workbench.history`'s (`HistoryEntry` is re-exported here)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from .history import HistoryEntry
+
 __all__ = ["HistoryEntry", "HistoryExport"]
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One state of the model: entry 0 is dense, entry i the state after step i.
-
-    `plan` is the applied plan as a dict, `layers` the resolved per-target plans, `metrics` the
-    evaluation right after the step (None if not evaluated), `sparsity` over all targets, `active`
-    whether the state is at or before the current position (False: undone, can be redone).
-    `kind` is ``"prune"`` for `apply`, else the training procedure that made the step (``"finetune"``,
-    ``"gradual"``, ``"iterative"``, ``"lottery"``, ``"admm"``, ``"synflow"``; see `workbench.training`): such steps also
-    change unpruned weights, and undo/redo restore those bitwise too.
-    """
-
-    index: int
-    label: str
-    plan: dict[str, Any] | None
-    layers: dict[str, dict[str, Any]]
-    metrics: dict[str, Any] | None
-    sparsity: float
-    removed: int
-    seconds: float
-    active: bool
-    kind: str = "prune"
-
-    @property
-    def metric(self) -> float | None:
-        return None if self.metrics is None else self.metrics["metric"]
 
 
 class HistoryExport:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from ._interrupt import deferred_interrupt
 from .errors import WorkbenchWarning
 
 if TYPE_CHECKING:
@@ -21,8 +20,8 @@ __all__ = ["Moves"]
 
 
 class Moves:
-    """`undo`, `redo`, `goto`, `reset`, `adopt`, `edit` and `trial` of a bench with a `store`, `_entries` and
-    `current`."""
+    """`undo`, `redo`, `goto`, `reset`, `adopt`, `edit` and `trial` of a bench with a `store`, a `_log` (its
+    `workbench.history.History`) and `current`."""
 
     # undo/redo: a training step (`apply_masks(weights=...)`) also swaps the weights it changed; the store does that
     def undo(self) -> HistoryEntry:
@@ -49,9 +48,7 @@ class Moves:
             with self.store.lock:
                 self.store.reset_()
                 return self.current
-        with self.store.lock:
-            skipped = self.store.force_reset_()
-            self._rebase()
+        skipped = self._log.force_reset(self.state)
         if skipped:
             warnings.warn(
                 f"reset(force=True) left {len(skipped)} tensor(s) as they are because they no longer fit what was "
@@ -81,10 +78,7 @@ class Moves:
         >>> bench.adopt().index, bench.store.position, len(bench.masks["weight"].nonzero())
         (0, 0, 4)
         """
-        with self.store.lock:
-            self.store.adopt_(masks)
-            self._rebase()
-        return self.current
+        return self._log.adopt(self.state, masks)
 
     @contextmanager
     def edit(self, label: str = "edit") -> Iterator[nn.Module]:
@@ -130,14 +124,8 @@ class Moves:
         >>> len(bench.history), bench.report(evaluate=False).sparsity
         (1, 0.0)
         """
-        entries, kept = list(self._entries), (self.last_sensitivity, self.last_allocation)
-        try:
-            with self.store.trial():
-                yield self
-        finally:
-            with deferred_interrupt():
-                self._entries[:] = entries
-                self.last_sensitivity, self.last_allocation = kept
+        with self._log.trial():
+            yield self
 
     def goto(self, index: int) -> HistoryEntry:
         """Undo or redo until history entry `index` (0 = dense) is the current state."""

@@ -60,26 +60,24 @@ class Procedures:
         """
         from .llm.step import prune_llm
 
-        with self.store.lock:
-            self._check_edits()
-            return prune_llm(
-                self,
-                ratio,
-                method,
-                pattern,
-                owl=owl,
-                owl_lambda=owl_lambda,
-                owl_m=owl_m,
-                calib=calib,
-                nsamples=nsamples,
-                blocks=blocks,
-                damp=damp,
-                blocksize=blocksize,
-                undo=undo,
-                evaluate=evaluate,
-                label=label,
-                progress=progress,
-            )
+        return prune_llm(
+            self.state,
+            ratio,
+            method,
+            pattern,
+            owl=owl,
+            owl_lambda=owl_lambda,
+            owl_m=owl_m,
+            calib=calib,
+            nsamples=nsamples,
+            blocks=blocks,
+            damp=damp,
+            blocksize=blocksize,
+            undo=undo,
+            evaluate=evaluate,
+            label=label,
+            progress=progress,
+        )
 
     def finetune(
         self,

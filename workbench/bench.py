@@ -13,34 +13,30 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 import weakref
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ._bench_analyses import Analyses
-from ._bench_history import HistoryEntry, HistoryExport
+from ._bench_history import HistoryExport
 from ._bench_moves import Moves
 from ._bench_procedures import Procedures
-from ._interrupt import deferred_interrupt, settle
 from .adapter import Adapter
 from .errors import ModelError, WorkbenchWarning
 from .evaluate import MetricLike, check_metric, model_device, model_dtype, reiterable, to_device
 from .groups import GroupAnalysis, analyze_groups
+from .history import SPARSE_START, History, HistoryEntry, zeros_share
 from .masks import MaskStore
-from .plan import Plan, as_plan
+from .plan import Plan
 from .report import Report, layer_reports
 from .state import State
 from .targets import Targets, find_targets
 
 __all__ = ["HistoryEntry", "Workbench"]
 
-_SPARSE_START = 0.05  # a share of exactly-zero target weights that no trained dense model has by chance
 _BENCHES: weakref.WeakKeyDictionary[nn.Module, list[weakref.ref[Workbench]]] = weakref.WeakKeyDictionary()
 
 
@@ -102,12 +98,7 @@ class Workbench(Moves, Procedures, Analyses, HistoryExport):
         self.groups: GroupAnalysis | None = None if example_inputs is None else analyze_groups(model, example_inputs)
         self.targets: Targets = find_targets(model, self.groups)
         self.store = MaskStore(model)
-        self.start_sparsity = _zeros_share(model, self.targets)
-        self._entries: list[HistoryEntry] = []
-        self._dense: dict[str, Any] | None = None
-        self.last_sensitivity = None
-        self.last_allocation = None
-        self.last_llm = None  # the `workbench.llm.PruneResult` of the last prune_llm
+        self._log = History(self.store, zeros_share(model, self.targets))  # entries, dense metrics, last results
         _BENCHES.setdefault(model, []).append(weakref.ref(self))
         if earlier is not None:
             warnings.warn(
@@ -118,7 +109,7 @@ class Workbench(Moves, Procedures, Analyses, HistoryExport):
                 WorkbenchWarning,
                 stacklevel=2,
             )
-        elif self.start_sparsity >= _SPARSE_START:
+        elif self.start_sparsity >= SPARSE_START:
             warnings.warn(
                 f"the model already had {self.start_sparsity:.0%} of its target weights at zero: history entry 0 "
                 "is this state, not a dense model (bench.start_sparsity)",
@@ -129,19 +120,47 @@ class Workbench(Moves, Procedures, Analyses, HistoryExport):
     @property
     def state(self) -> State:
         """What analyses, training, `compile`, `compare`, `recommend` and `monitor` read: a `workbench.State` of the
-        live model, its store and data (not a copy)."""
+        live model, its store, data and history (not a copy)."""
         return State(self.model, self.adapter, self.targets, self.groups, self.store, self.data, self.calib,
-                     self.train, self.metric, self.seed, self.example_inputs, self.name,
-                     history_of=lambda: self.history, record_of=self.apply_masks)  # fmt: skip
+                     self.train, self.metric, self.seed, self.example_inputs, self.name, log=self._log)  # fmt: skip
+
+    # what the history keeps (`workbench.history.History`) -------------------------------------
+    @property
+    def start_sparsity(self) -> float:
+        """Share of the targets' weights that were exactly zero in entry 0 (when the bench attached, or at the last
+        `adopt` / ``reset(force=True)``)."""
+        return self._log.start_sparsity
+
+    @property
+    def last_sensitivity(self):
+        """The last `sensitivity` result (None after a new starting point; a `trial` puts it back)."""
+        return self._log.last_sensitivity
+
+    @last_sensitivity.setter
+    def last_sensitivity(self, value) -> None:
+        self._log.last_sensitivity = value
+
+    @property
+    def last_allocation(self):
+        """The last `allocate` result (None after a new starting point; a `trial` puts it back)."""
+        return self._log.last_allocation
+
+    @last_allocation.setter
+    def last_allocation(self, value) -> None:
+        self._log.last_allocation = value
+
+    @property
+    def last_llm(self):
+        """The `workbench.llm.PruneResult` of the last `prune_llm`."""
+        return self._log.last_llm
+
+    @last_llm.setter
+    def last_llm(self, value) -> None:
+        self._log.last_llm = value
 
     def evaluate(self, data: Iterable | None = None, metric: MetricLike | None = None) -> dict[str, Any]:
         """Evaluate the model as it is now: ``{"metric", "accuracy", "loss", "per_class", ...}``."""
         return self.state.evaluate(data, metric)
-
-    def _dense_metrics(self) -> dict[str, Any] | None:
-        if self._dense is None and self.data is not None and self.store.position == 0:
-            self._dense = self.evaluate()
-        return self._dense
 
     # pruning -----------------------------------------------------------------------------------
     def preview(self, plan: Plan):
@@ -154,13 +173,7 @@ class Workbench(Moves, Procedures, Analyses, HistoryExport):
         Bad plans raise a `workbench.errors.PlanError` (or `ModelError`) before any weight changes. If the
         evaluation after the step fails, the step is undone and the error re-raised.
         """
-        t0 = time.perf_counter()
-        with self.store.lock:
-            self._check_edits()
-            plan = as_plan(plan)
-            sel = self.preview(plan)
-            layers = {k: v.to_dict() for k, v in sel.layers.items()}
-            return self._record(sel.masks, label or repr(plan), plan.to_dict(), layers, "prune", None, evaluate, t0)
+        return self.state.apply(plan, label=label, evaluate=evaluate)
 
     def apply_masks(
         self,
@@ -190,54 +203,8 @@ class Workbench(Moves, Procedures, Analyses, HistoryExport):
         >>> bench.apply_masks({"weight": mask}, label="row 0").removed
         4
         """
-        plan_dict = plan.to_dict() if isinstance(plan, Plan) else plan
-        with self.store.lock:
-            self._check_edits()
-            t0 = time.perf_counter() if started is None else started
-            return self._record(masks, label, plan_dict, {}, kind, weights, evaluate, t0, before)
-
-    def _check_edits(self) -> None:
-        """Before a step on the dense state: weights edited since the last step recorded (none can be blended: no
-        step is applied) make the cached dense metrics stale. On top of applied steps the store refuses."""
-        if self.store.position == 0 and not self.store.in_transaction and self.store.outside_edits():
-            self._dense = None
-
-    def _record(self, masks, label, plan_dict, layers, kind, weights, evaluate, t0, before=None) -> HistoryEntry:
-        """Apply `masks` as one store step (with a training step's weight swap; with `before`, record the step already
-        written), evaluate, add the history entry; if the evaluation fails (or is interrupted) the step is rolled
-        back and dropped, and the error re-raised."""
-        if evaluate and before is None:
-            self._dense_metrics()
-        store, pos, info = self.store, self.store.position, {"plan": plan_dict, "kind": kind, "weights": weights}
-        try:
-            step = store.apply_(masks, info) if before is None else store.record_(masks, before, info)
-            metrics = self.evaluate() if evaluate and self.data is not None else None
-            entry = HistoryEntry(
-                index=pos + 1,
-                label=label,
-                plan=plan_dict,
-                layers=layers,
-                metrics=metrics,
-                sparsity=self.report(evaluate=False).sparsity,
-                removed=step.removed,
-                seconds=time.perf_counter() - t0,
-                active=True,
-                kind=kind,
-            )
-            with deferred_interrupt():
-                self._entries[pos:] = [entry]
-        except BaseException:  # the step is dropped whole (also when Ctrl-C lands between two of these lines)
-            settle(lambda: store.position == pos, store.discard_last_)
-            del self._entries[len(store.steps) :]
-            raise
-        return self.current
-
-    def _rebase(self) -> None:
-        self._entries.clear()
-        self._dense = None
-        self.start_sparsity = _zeros_share(self.model, self.targets)
-        self.last_sensitivity = None
-        self.last_allocation = None
+        return self._log.record(self.state, masks, label=label, plan=plan, kind=kind, weights=weights,
+                                evaluate=evaluate, before=before, started=started)  # fmt: skip
 
     @classmethod
     def of(cls, model: nn.Module) -> Workbench | None:
@@ -252,14 +219,11 @@ class Workbench(Moves, Procedures, Analyses, HistoryExport):
     @property
     def history(self) -> tuple[HistoryEntry, ...]:
         """Entry 0 (dense) and one entry per recorded step; undone ones have ``active=False``."""
-        pos = self.store.position
-        label = "dense" if self.start_sparsity < _SPARSE_START else f"start ({self.start_sparsity:.0%} zeros)"
-        dense = HistoryEntry(0, label, None, {}, self._dense, self.start_sparsity, 0, 0.0, True)
-        return (dense, *(replace(e, active=e.index <= pos) for e in self._entries))
+        return self._log.entries
 
     @property
     def current(self) -> HistoryEntry:
-        return self.history[self.store.position]
+        return self._log.current
 
     @property
     def masks(self) -> dict[str, Tensor]:
@@ -270,12 +234,13 @@ class Workbench(Moves, Procedures, Analyses, HistoryExport):
         """Per layer: parameters, non-zeros, sparsity; with the metric dense vs now (evaluated if needed)."""
         now = None
         if evaluate and self.data is not None:
-            entry_metrics = self._entries[self.store.position - 1].metrics if self.store.position else None
-            now = entry_metrics or (self._dense_metrics() if self.store.position == 0 else self.evaluate())
+            pos = self.store.position
+            entry_metrics = self.history[pos].metrics if pos else None
+            now = entry_metrics or (self._log.dense_metrics(self.state) if pos == 0 else self.evaluate())
         return Report(
             layers=layer_reports(self.model, self.targets),
             model_params=sum(p.numel() for p in self.model.parameters()),
-            dense=self._dense if evaluate else None,
+            dense=self._log.dense if evaluate else None,
             now=now,
             steps=self.store.position,
             start_sparsity=self.start_sparsity,
@@ -299,19 +264,3 @@ def _attached(model: nn.Module) -> Workbench | None:
     """A live bench already attached to `model` with steps applied (the one holding its original weights)."""
     earlier = Workbench.of(model) if model in _BENCHES else None
     return earlier if earlier is not None and earlier.store.position else None
-
-
-def _zeros_share(model: nn.Module, targets: Targets) -> float:
-    """Share of the targets' prunable weights that are exactly zero."""
-    from .masks.fastops import count_nonzero
-
-    total = zeros = 0
-    with torch.no_grad():
-        for t in targets:
-            if t.tied_to:
-                continue
-            for n in t.param_names():
-                p = model.get_parameter(n)
-                total += p.numel()
-                zeros += p.numel() - count_nonzero(p)
-    return zeros / total if total else 0.0

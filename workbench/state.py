@@ -1,15 +1,18 @@
 """The state an analysis, a training procedure, `compile`, `compare`, `recommend` or `monitor` reads from a bench.
 
 A `State` is plain data: the live model and what the workbench knows about it (its adapter, targets, coupled
-groups, mask store, data, metric, seed, example inputs). `Workbench.state` builds one; `as_state` is the one
-answer to "is this a bench?" for functions that take either. A State is not a copy: its `model` is the live model
-and its `store` the bench's mask store, so changes go through the store's transactions as before.
+groups, mask store, data, metric, seed, example inputs) and its `log`, the bench's `History`. `Workbench.state` builds
+one; `as_state` is the one answer to "is this a bench?" for functions that take either. A State is not a copy: its
+`model` is the live model, its `store` the bench's mask store and its `log` the bench's history, so steps recorded
+through it (`apply`, `record`, `log.trial()`) are the bench's steps.
 
 >>> import torch, workbench as wb
 >>> bench = wb.Workbench(torch.nn.Linear(4, 2), [(torch.randn(8, 4), torch.randint(0, 2, (8,)))])
 >>> state = as_state(bench)
 >>> state.model is bench.model, state.store is bench.store, as_state(state) is state
 (True, True, True)
+>>> state.apply(wb.Plan.uniform(0.5)).index, bench.current.index
+(1, 1)
 >>> as_state(42)                                           # doctest: +ELLIPSIS
 Traceback (most recent call last):
 workbench.errors.NotABenchError: expected a Workbench or a workbench.State, got int...
@@ -18,7 +21,7 @@ workbench.errors.NotABenchError: expected a Workbench or a workbench.State, got 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,9 +31,9 @@ from .errors import DataError, NotABenchError
 from .evaluate import MetricLike, evaluate
 
 if TYPE_CHECKING:
-    from ._bench_history import HistoryEntry
     from .adapter import Adapter
     from .groups import GroupAnalysis
+    from .history import History, HistoryEntry
     from .masks.select import Selection
     from .plan import Plan
     from .targets import Targets
@@ -64,9 +67,9 @@ class FixedMasks:
 class State:
     """What code working on a bench reads: the live `model`, its `adapter`, `targets`, coupled `groups`, the mask
     `store` (a `MaskStore`, or any `MaskSource`), evaluation `data`, `calib`ration and `train`ing batches, the
-    `metric`, the `seed`, the `example_inputs` and the bench's `name`. `history` and `current` read the owning
-    bench's history (a single dense entry when there is none); `record` adds a step to it (`history_of` and
-    `record_of` are the owning bench's, set by `Workbench.state`)."""
+    `metric`, the `seed`, the `example_inputs`, the bench's `name` and its `log` (the bench's `History`, set by
+    `Workbench.state`; None for a state without a bench). `history` and `current` read the log's entries (a single
+    dense entry when there is none); `apply` and `record` add a step to it."""
 
     model: nn.Module
     adapter: Adapter | None
@@ -80,8 +83,7 @@ class State:
     seed: int = 0
     example_inputs: Any = None
     name: str = ""
-    history_of: Callable[[], tuple[HistoryEntry, ...]] | None = field(default=None, repr=False)
-    record_of: Callable[..., HistoryEntry] | None = field(default=None, repr=False)
+    log: History | None = field(default=None, repr=False)
 
     def evaluate(self, data: Iterable | None = None, metric: MetricLike | None = None) -> dict[str, Any]:
         """Evaluate the model as it is now: ``{"metric", "accuracy", "loss", "per_class", ...}`` (holding the store's
@@ -108,6 +110,10 @@ class State:
             adapter=self.adapter,
         )
 
+    def apply(self, plan: Plan, *, label: str | None = None, evaluate: bool = True) -> HistoryEntry:
+        """Prune in place as `plan` says (`preview`) and record the step in the bench's history: `Workbench.apply`."""
+        return self.require_log(f"the plan {plan!r}").apply(self, plan, label=label, evaluate=evaluate)
+
     def record(
         self,
         masks: Mapping[str, Tensor],
@@ -122,22 +128,26 @@ class State:
     ) -> HistoryEntry:
         """Record `masks` (True = pruned, by full parameter name), with a training step's weight swap, as one step
         of the owning bench's history: `Workbench.apply_masks`, whose arguments these are."""
-        if self.record_of is None:
-            raise NotABenchError(
-                f"this State has no bench whose history could record the step {label!r}: it was not made by "
-                "Workbench.state. Pass the Workbench (or its .state) to record steps."
-            )
-        return self.record_of(
-            dict(masks), label=label, plan=plan, kind=kind, weights=weights, evaluate=evaluate,
+        return self.require_log(f"the step {label!r}").record(
+            self, dict(masks), label=label, plan=plan, kind=kind, weights=weights, evaluate=evaluate,
             before=None if before is None else dict(before), started=started,
         )  # fmt: skip
+
+    def require_log(self, what: str = "a step") -> History:
+        """The bench's `History` that `what` is recorded in; a `NotABenchError` for a state without one."""
+        if self.log is None:
+            raise NotABenchError(
+                f"this State has no bench whose history could record {what}: it was not made by "
+                "Workbench.state. Pass the Workbench (or its .state) to record steps."
+            )
+        return self.log
 
     @property
     def history(self) -> tuple[HistoryEntry, ...]:
         """The owning bench's history (entry 0 = dense); a lone dense entry for a state without a bench."""
-        if self.history_of is not None:
-            return self.history_of()
-        from ._bench_history import HistoryEntry
+        if self.log is not None:
+            return self.log.entries
+        from .history import HistoryEntry
 
         return (HistoryEntry(0, "dense", None, {}, None, 0.0, 0, 0.0, True),)
 

@@ -1,6 +1,7 @@
 """compare/run.py: strategies side by side from one starting point; the model ends bitwise as it started (also on
 errors and interrupts), rows, plans and callables as strategies, bad input naming the valid choices."""
 
+import copy
 import json
 
 import pytest
@@ -158,3 +159,30 @@ def test_bad_input_names_the_valid_choices(small):
     with pytest.raises(StrategyError, match="finetune needs training data"):
         wb.compare(model, val, ["magnitude"], [0.5], finetune=1)
     assert_bitwise(model, before)
+
+
+def test_a_bench_state_compares_like_the_bench_and_keeps_its_history(small):
+    model, _, val, _ = small()
+    twin = copy.deepcopy(model)
+    a, b = wb.Workbench(model, val), wb.Workbench(twin, val)
+    for bench in (a, b):
+        bench.apply(wb.Plan.global_(0.3))
+        bench.apply(wb.Plan.global_(0.5))
+        bench.undo()  # position 1, step 2 can be redone
+    before, history = snapshot(twin), b.history_table()
+    seen = []
+
+    def itself(state, sparsity):  # a callable gets what compare was given: here the State
+        entry = state.apply(wb.Plan.uniform(sparsity, granularity="filter"), label="itself", evaluate=False)
+        seen.append((type(state).__name__, entry.index, bool(entry.layers), len(state.history)))
+
+    res_a = wb.compare(a, None, ["magnitude", "filter-l1"], [0.6], backend=None)
+    res_b = wb.compare(b.state, None, ["magnitude", "filter-l1", itself], [0.6], backend=None)
+    assert_bitwise(twin, before)
+    assert b.store.position == 1 and b.history_table() == history
+    drop = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in res_a.rows] == [
+        {k: v for k, v in r.items() if k not in drop} for r in res_b.rows[:2]
+    ]
+    assert seen == [("State", 2, True, 3)]  # a step on top of the start, with its per-layer plans, then dropped
+    assert res_b.row("itself", 0.6)["error"] is None

@@ -68,6 +68,24 @@ def test_a_second_step_on_top_keeps_the_first_and_both_undo_bitwise():
     assert_bitwise(model, dense)
 
 
+@pytest.mark.parametrize("undo", [True, False])
+def test_a_bench_state_prunes_and_records_what_the_bench_records(undo):
+    from workbench.llm.step import prune_llm
+
+    model, bench = _bench()
+    twin, other = _bench()
+    entry = bench.prune_llm(method="sparsegpt", pattern="2:4", calib=batches(), undo=undo)
+    entry_state = prune_llm(other.state, method="sparsegpt", pattern="2:4", calib=batches(), undo=undo)
+    same = ("index", "label", "kind", "plan", "layers", "metric", "sparsity", "removed", "active")
+    assert [getattr(entry, k) for k in same] == [getattr(entry_state, k) for k in same]
+    assert len(other.history) == len(bench.history) and other.last_llm.label() == bench.last_llm.label()
+    assert_bitwise(twin, snapshot(model))
+    if undo:
+        other.undo()
+        bench.undo()
+        assert_bitwise(twin, snapshot(model))
+
+
 class Boom(RuntimeError):
     pass
 
@@ -103,12 +121,12 @@ def test_an_error_in_the_middle_leaves_the_model_and_history_as_before(error, up
 def test_a_failing_evaluation_drops_the_step(monkeypatch):
     model, bench = _bench()
     before = snapshot(model)
-    bench.evaluate()
+    bench.report()  # the dense metrics are kept: the evaluation that fails is the one after the step
 
     def fail(*a, **k):
         raise Boom("evaluation")
 
-    monkeypatch.setattr(bench, "evaluate", fail)
+    monkeypatch.setattr(wb.State, "evaluate", fail)  # what the history evaluates with (bench.evaluate calls it too)
     with pytest.raises(Boom):
         bench.prune_llm(method="sparsegpt", calib=batches())
     assert_bitwise(model, before)

@@ -175,7 +175,7 @@ def test_an_interrupted_evaluation_after_apply_drops_the_whole_step(monkeypatch)
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(wb.Workbench, "evaluate", interrupted)
+    monkeypatch.setattr(wb.State, "evaluate", interrupted)  # what the history evaluates with
     with pytest.raises(KeyboardInterrupt):
         bench.apply(wb.Plan.global_(0.8))
     assert_bitwise(model, before)

@@ -44,3 +44,17 @@ def test_plot_and_bad_methods():
     plt.close(fig)
     with pytest.raises(wb.training.TrainingError, match="methods must be chosen from"):
         wb.training.compare_timing(bench, 0.5, methods=("later",))
+
+
+def test_a_bench_state_runs_the_same_arms_and_ends_where_it_started():
+    _, bench = mlp_bench()
+    model, twin = mlp_bench()
+    start = snapshot(model)
+    kw = dict(epochs=2, methods=("pre", "post"), at_init="snip", lr=1e-2)
+    res, res_state = wb.training.compare_timing(bench, 0.8, **kw), wb.training.compare_timing(twin.state, 0.8, **kw)
+    assert_bitwise(model, start)
+    kinds = [e.kind for e in twin.history[1:]]
+    assert twin.store.position == 0 and kinds == ["finetune", "prune", "finetune"]  # the "post" arm, undone
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in res.rows] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in res_state.rows
+    ]

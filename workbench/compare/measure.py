@@ -15,11 +15,11 @@ from ..sparse.timing import samples
 
 
 # measuring ----------------------------------------------------------------------------------------------------
-def _inputs(bench, batch_size: int) -> Any:
+def _inputs(state, batch_size: int) -> Any:
     """`batch_size` rows of real inputs (the evaluation data's first batches, repeated if needed)."""
-    if bench.data is None:
-        return to_device(bench.example_inputs, model_device(bench.model))
-    return bench.adapter.rows(bench.data, batch_size)
+    if state.data is None:
+        return to_device(state.example_inputs, model_device(state.model))
+    return state.adapter.rows(state.data, batch_size)
 
 
 def _flops(module: nn.Module, x: Any) -> int:
@@ -38,11 +38,11 @@ def _nonzero_params(module: nn.Module) -> int:
     return sum(int(torch.count_nonzero(p)) for p in module.parameters())
 
 
-def _latencies(bench, start: int, end: int, deployed: nn.Module, x: Any, repeats: int) -> dict[str, float]:
+def _latencies(state, start: int, end: int, deployed: nn.Module, x: Any, repeats: int) -> dict[str, float]:
     """Median ms per call of the model at the start state, the masked model now and the deployed model, measured
     in interleaved rounds: the live model moves between the two states (exact undo/redo, not timed) between
     blocks, so a busy machine slows all three alike and no copy of the start model is needed."""
-    model, store = bench.model, bench.store
+    model, store = state.model, state.store
     fns = {"start": lambda: call(model, x), "masked": lambda: call(model, x)}
     if deployed is not model:
         fns["deployed"] = lambda: call(deployed, x)
@@ -58,24 +58,24 @@ def _latencies(bench, start: int, end: int, deployed: nn.Module, x: Any, repeats
     return out
 
 
-def _measure(bench, data, x, backend, repeats, start: int | None) -> dict[str, Any]:
+def _measure(state, data, x, backend, repeats, start: int | None) -> dict[str, Any]:
     """Everything a row reports about the live model as it is now (and the model deployed from it); latencies are
     measured interleaved with the state at position `start` (None: the current state, for the baseline)."""
     from ..analysis.profile import profile
+    from ..report import target_sparsity
 
-    model = bench.model
-    ev = bench.evaluate(data)
-    prof = profile(bench, batch_size=1, repeats=1, per_layer=False)
+    model = state.model
+    ev = state.evaluate(data)
+    prof = profile(state, batch_size=1, repeats=1, per_layer=False)
     x1 = x[:1] if isinstance(x, Tensor) else x
-    report = bench.report(evaluate=False)
     deployed, how = model, "masked"
     if backend in ("shrink", "auto"):
-        deployed, how = _deploy(bench, backend, x)
+        deployed, how = _deploy(state, backend, x)
     out = {
         "metric_name": ev["metric_name"],
         "metric": float(ev["metric"]),
         "accuracy": ev.get("accuracy"),
-        "achieved": float(report.sparsity),
+        "achieved": float(target_sparsity(model, state.targets)),
         "params": _nonzero_params(model),
         "params_deployed": sum(p.numel() for p in deployed.parameters()),
         "flops": int(prof.total_flops_effective),
@@ -88,27 +88,27 @@ def _measure(bench, data, x, backend, repeats, start: int | None) -> dict[str, A
         "deployed": how,
     }
     if backend is not None:
-        end = bench.store.position
-        t = _latencies(bench, end if start is None else start, end, deployed, x, repeats)
+        end = state.store.position
+        t = _latencies(state, end if start is None else start, end, deployed, x, repeats)
         out["start_latency_ms"], out["masked_latency_ms"] = t["start"], t["masked"]
         out["latency_ms"] = t.get("deployed", t["masked"])
         out["speedup"] = t["speedup"]
     return out
 
 
-def _deploy(bench, backend: str, x: Any) -> tuple[nn.Module, str]:
+def _deploy(state, backend: str, x: Any) -> tuple[nn.Module, str]:
     """The model one would ship: `compile`'s output when it builds something other than the masked model."""
     from ..sparse import compile
     from ..sparse.shrink import prunable_channels
 
     if backend == "shrink":
-        groups = bench.groups
-        params = dict(bench.model.named_parameters(remove_duplicate=False))  # tied tensors under every name
-        if groups is None or not prunable_channels(groups, params, bench.store.masks()):
-            return bench.model, "masked"  # nothing to remove physically: the masked model is what runs
-    fast, rep = compile(bench, backend=backend, batch_size=x.shape[0] if isinstance(x, Tensor) else 64)
+        groups = state.groups
+        params = dict(state.model.named_parameters(remove_duplicate=False))  # tied tensors under every name
+        if groups is None or not prunable_channels(groups, params, state.store.masks()):
+            return state.model, "masked"  # nothing to remove physically: the masked model is what runs
+    fast, rep = compile(state, backend=backend, batch_size=x.shape[0] if isinstance(x, Tensor) else 64)
     if backend == "auto" and not rep.removed_channels and all(c == "dense" for c in rep.chosen.values()):
-        return bench.model, "masked"  # compile kept the dense copy: time the model itself, not a copy of it
+        return state.model, "masked"  # compile kept the dense copy: time the model itself, not a copy of it
     used = "shrink" if rep.removed_channels else ""
     layer = sorted({c for c in rep.chosen.values() if c != "dense"})
     return fast, "+".join(filter(None, [used, *layer])) or backend

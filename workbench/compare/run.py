@@ -104,9 +104,11 @@ def compare(
 ) -> CompareResult:
     """Run every strategy at every sparsity from the same starting point; see the module docstring.
 
-    `model_or_bench`: an `nn.Module` (a Workbench is attached to it for the run) or a `Workbench` (its current state
-    is the starting point). `data`: evaluation batches (a DemoData uses its ``val``); with a bench, None means the
-    bench's data. `on_error`: ``"raise"`` (after restoring the model) or ``"record"`` (the row keeps the message).
+    `model_or_bench`: an `nn.Module` (a Workbench is attached to it for the run), a `Workbench` or its `State`
+    (``bench.state``; its current state is the starting point, its history is where the steps are tried and dropped).
+    A strategy callable gets what was passed (the Workbench or the State; the new Workbench for a module).
+    `data`: evaluation batches (a DemoData uses its ``val``); with a bench, None means the bench's data.
+    `on_error`: ``"raise"`` (after restoring the model) or ``"record"`` (the row keeps the message).
     `finetune`: epochs (or keyword arguments of `Workbench.finetune`) to train each pruned model with its masks
     enforced before it is measured; needs training data (a DemoData, or a bench made with ``train=``).
     `progress(done, total)` is called after each row.
@@ -126,33 +128,37 @@ def compare(
     items = _normalize(strategies)
     ratios = _sparsities(sparsities)
     if isinstance(model_or_bench, nn.Module):
-        bench = Workbench(model_or_bench, data, metric, seed=seed)
+        given = Workbench(model_or_bench, data, metric, seed=seed)
         data = None
     else:
-        as_state(model_or_bench, error=StrategyError, what="compare takes an nn.Module or a Workbench")
-        if not isinstance(model_or_bench, Workbench):
+        given = model_or_bench
+        if as_state(given, error=StrategyError, what="compare takes an nn.Module or a Workbench").log is None:
             raise StrategyError(
-                "compare applies and drops steps in a bench's history: pass the Workbench (or the nn.Module), "
-                f"not a {type(model_or_bench).__name__}"
+                "compare applies and drops steps in a bench's history: pass the Workbench, its .state (or the "
+                f"nn.Module), not a {type(given).__name__} without a bench"
             )
-        bench = model_or_bench
         if hasattr(data, "val") and hasattr(data, "train"):
             data = data.val
-    if finetune is not None and bench.train is None:
+    state = as_state(given)
+    if finetune is not None and state.train is None:
         raise StrategyError("finetune needs training data: pass a DemoData, or a Workbench made with train=...")
-    with bench.store.transaction():
-        return _compare(bench, data, items, ratios, backend, batch_size, repeats, finetune, on_error, progress, seed)
+    with state.store.transaction():
+        return _compare(state, given, data, items, ratios, backend, batch_size, repeats, finetune, on_error,
+                        progress, seed)  # fmt: skip
 
 
-def _compare(bench, data, items, ratios, backend, batch_size, repeats, finetune, on_error, progress, seed):
-    x = _inputs(bench, batch_size)
-    store = bench.store
+def _compare(state, given, data, items, ratios, backend, batch_size, repeats, finetune, on_error, progress, seed):
+    """The rows, on `state` (strategy callables get `given`: what `compare` was passed)."""
+    from ..training.finetune import finetune as finetune_
+
+    x = _inputs(state, batch_size)
+    store, log = state.store, state.log
     ctx = StrategyContext({}, seed)
     rows: list[dict[str, Any]] = []
     total = len(items) * len(ratios)
-    with bench.trial():  # the model, the history and the last scan/allocation come back as they were
+    with log.trial():  # the model, the history and the last scan/allocation come back as they were
         start = store.position
-        base = _measure(bench, data, x, backend, repeats, None)
+        base = _measure(state, data, x, backend, repeats, None)
         metric_name = base.pop("metric_name")
         base.update(strategy="start", sparsity=0.0, seconds=0.0, error=None, delta=0.0, retention=1.0)
         for label, strategy in items:
@@ -162,13 +168,13 @@ def _compare(bench, data, items, ratios, backend, batch_size, repeats, finetune,
                 t0 = time.perf_counter()
                 try:
                     if fixed or s > 0:
-                        plan = _plan_for(strategy, bench, s, ctx)
+                        plan = _plan_for(strategy, given, s, ctx)
                         if plan is not None:
-                            bench.apply(plan, label=f"compare: {label}", evaluate=False)
+                            state.apply(plan, label=f"compare: {label}", evaluate=False)
                         if finetune is not None:
-                            bench.finetune(**{"progress": False, **finetune})
+                            finetune_(state, **{"progress": False, **finetune})
                     row["seconds"] = time.perf_counter() - t0
-                    row.update(_measure(bench, data, x, backend, repeats, start))
+                    row.update(_measure(state, data, x, backend, repeats, start))
                     del row["metric_name"]
                     row["delta"] = row["metric"] - base["metric"]
                     row["retention"] = row["metric"] / base["metric"] if base["metric"] else None
@@ -188,10 +194,10 @@ def _compare(bench, data, items, ratios, backend, batch_size, repeats, finetune,
         rows=tuple(rows),
         baseline=base,
         metric_name=metric_name,
-        higher_is_better=higher_is_better(bench.metric),
+        higher_is_better=higher_is_better(state.metric),
         strategies=tuple(label for label, _ in items),
         sparsities=tuple(ratios),
         batch_size=batch_size,
         backend=backend,
-        info={"model": bench.name, "device": str(model_device(bench.model)), "threads": torch.get_num_threads()},
+        info={"model": state.name, "device": str(model_device(state.model)), "threads": torch.get_num_threads()},
     )

@@ -1,15 +1,15 @@
-"""Layer-wise pruning on a `Workbench`: one history step, undone bitwise (SparseGPT's updated weights included).
+"""Layer-wise pruning on a bench's `State`: one history step, undone bitwise (SparseGPT's updated weights included).
 
 The run (`workbench.llm.prune.prune_`) holds the bench's store in a transaction (its lock: nothing else moves the
 model meanwhile). Before each weight is written, what undo needs is kept: for a method that only zeroes (magnitude,
 Wanda) the values it zeroes; for one that updates kept weights (SparseGPT) the whole weight. When the run ends, the
-pruned model is recorded as it is as one step (`Workbench.apply_masks(before=...)`, `MaskStore.record_`: the weights
+pruned model is recorded as it is as one step (`State.record(before=...)`, `MaskStore.record_`: the weights
 are not written again; a SparseGPT step like a training step, with a `WeightSwap` holding the weights from before),
 so `undo`, `redo`, `goto` and `reset` restore it bit for bit. Any error or Ctrl-C in the middle, or while recording,
 writes the kept values back: the model is exactly as before.
 
 ``undo=False`` keeps nothing, for models whose copy does not fit in memory: the pruned model becomes the bench's new
-starting point, as with `Workbench.adopt` (the history is cleared, nothing before can be undone; the pruned weights
+starting point, as with `Workbench.adopt` (`History.adopt`: the history is cleared, nothing before can be undone; the pruned weights
 are masked, so fine-tuning keeps them at zero). An error in the middle then leaves the blocks pruned so far pruned
 (and adopted: a warning says so).
 """
@@ -28,6 +28,7 @@ from .._interrupt import deferred_interrupt
 from ..errors import DataError, WorkbenchError, WorkbenchWarning
 from ..masks.fastops import compress, scatter_
 from ..plan import LayerPlan, Plan
+from ..state import as_state
 from .prune import PruneResult, prune_
 
 __all__ = ["prune_llm"]
@@ -52,12 +53,10 @@ def prune_llm(
     label: str | None = None,
     progress: Any = False,
 ):
-    """See `Workbench.prune_llm`."""
-    data = bench.calib if calib is None else calib
-    if data is None:
-        raise DataError("prune_llm needs calibration batches: pass calib= (or give the Workbench data/calib)")
-    store = bench.store
-    t0 = time.perf_counter()
+    """See `Workbench.prune_llm`: the same on `bench`, a Workbench or its `State`; returns the step's entry (the new
+    entry 0 with ``undo=False``) and keeps the run's `PruneResult` as the history's ``last_llm``."""
+    state = as_state(bench)
+    log, store = state.require_log("prune_llm's step"), state.store
     kept: dict[str, tuple[Tensor, Tensor | None]] = {}  # name -> (mask, zeroed values) or (whole weight, None)
     written: dict[str, Tensor] = {}
 
@@ -66,52 +65,58 @@ def prune_llm(
         if undo and name not in kept:
             kept[name] = (p.detach().clone(), None) if updates else (mask, compress(p.detach(), mask))
 
-    with store.transaction():
-        if undo and evaluate:
-            bench._dense_metrics()  # the dense metrics, before the run prunes the model
-        try:
-            masks, result = prune_(
-                bench.model,
-                data,
-                sparsity,
-                method,
-                pattern,
-                owl=owl,
-                owl_lambda=owl_lambda,
-                owl_m=owl_m,
-                nsamples=nsamples,
-                blocks=blocks,
-                damp=damp,
-                blocksize=blocksize,
-                adapter=bench.adapter,
-                current=store.current,
-                on_write=on_write,
-                progress=progress,
-            )
-            bench.last_llm = result
-            if undo:
-                before, swap = _before(kept, masks)
-                plan = _plan(result, masks)
-                entry = bench.apply_masks(masks, label=label or result.label(), plan=plan, weights=swap,
-                                          evaluate=evaluate, before=before, started=t0)  # fmt: skip
-        except BaseException:
-            if undo:
-                _restore(bench.model, kept)
-            elif written:
-                bench.adopt(masks=written)
-                warnings.warn(
-                    f"prune_llm(undo=False) stopped after pruning {len(written)} layer(s): they stay pruned (undo=False "
-                    "keeps no copy to restore) and the bench took this state as its new start",
-                    WorkbenchWarning,
-                    stacklevel=3,
+    with store.lock:
+        log.check_edits()
+        data = state.calib if calib is None else calib
+        if data is None:
+            raise DataError("prune_llm needs calibration batches: pass calib= (or give the Workbench data/calib)")
+        t0 = time.perf_counter()
+        with store.transaction():
+            if undo and evaluate:
+                log.dense_metrics(state)  # the dense metrics, before the run prunes the model
+            try:
+                masks, result = prune_(
+                    state.model,
+                    data,
+                    sparsity,
+                    method,
+                    pattern,
+                    owl=owl,
+                    owl_lambda=owl_lambda,
+                    owl_m=owl_m,
+                    nsamples=nsamples,
+                    blocks=blocks,
+                    damp=damp,
+                    blocksize=blocksize,
+                    adapter=state.adapter,
+                    current=store.current,
+                    on_write=on_write,
+                    progress=progress,
                 )
-            raise
-        if not undo:
-            del kept
-            bench.adopt(masks=masks)
-            if evaluate and bench.data is not None:
-                bench._dense_metrics()
-            return bench.current
+                log.last_llm = result
+                if undo:
+                    before, swap = _before(kept, masks)
+                    plan = _plan(result, masks)
+                    entry = state.record(masks, label=label or result.label(), plan=plan, weights=swap,
+                                         evaluate=evaluate, before=before, started=t0)  # fmt: skip
+            except BaseException:
+                if undo:
+                    _restore(state.model, kept)
+                elif written:
+                    log.adopt(state, written)
+                    warnings.warn(
+                        f"prune_llm(undo=False) stopped after pruning {len(written)} layer(s): they stay pruned "
+                        "(undo=False keeps no copy to restore) and the bench took this state as its new start",
+                        WorkbenchWarning,
+                        stacklevel=3,
+                    )
+                raise
+            if not undo:
+                del kept
+                log.adopt(state, masks)
+                if evaluate and state.data is not None:
+                    log.dense_metrics(state)
+                return log.current
     return entry
 
 

@@ -93,7 +93,7 @@ class _Ctx:
     def masked(self, module: nn.Module, masks: dict[str, torch.Tensor]) -> State:
         """The state `workbench.sparse.compile` reads for `module` (the live model or a clone of it) with `masks`
         (full names) applied: the live model's groups, data and example inputs, no history."""
-        return replace(self.state, model=module, store=FixedMasks(masks), history_of=None, record_of=None)
+        return replace(self.state, model=module, store=FixedMasks(masks), log=None)
 
     def clone(self, masks: dict[str, torch.Tensor]) -> nn.Module:
         """A structural clone of the live model sharing every tensor but the masked ones (the model is not written)."""

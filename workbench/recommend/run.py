@@ -134,10 +134,14 @@ def recommend(
 
 
 def apply_row(bench, row: Row, *, progress: Any = False):
-    """Apply a recommended row to the live model: ``bench.apply(row.plan)``, then fine-tune `row.finetune_epochs`
-    epochs if the row was measured with fine-tuning (the same seed). Returns the last history entry."""
-    entry = bench.apply(row.plan, label=f"recommended: {row.strategy} {row.ratio:.0%}")
+    """Apply a recommended row to the live model of `bench` (a Workbench or its `State`): ``bench.apply(row.plan)``,
+    then fine-tune `row.finetune_epochs` epochs if the row was measured with fine-tuning (the same seed). Returns the
+    last history entry."""
+    from ..training.finetune import finetune
+
+    state = as_state(bench)
+    entry = state.apply(row.plan, label=f"recommended: {row.strategy} {row.ratio:.0%}")
     if row.finetune_epochs:
-        bench.finetune(row.finetune_epochs, progress=progress, seed=bench.seed)
-        entry = bench.current
+        finetune(state, row.finetune_epochs, progress=progress, seed=state.seed)
+        entry = state.current
     return entry

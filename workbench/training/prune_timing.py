@@ -1,7 +1,7 @@
 """When to prune: before, during or after training, at equal final sparsity and an equal budget of epochs.
 
-`compare_timing` runs each arm on the live model from the bench's current state (meant to be untrained), measures
-it, and goes back to the start with the bench's exact undo before the next arm, so every arm starts from the same
+`compare_timing` runs each arm on the live model from the bench's current state (meant to be untrained; a Workbench
+or its `State`), measures it, and goes back to the start with the bench's exact undo before the next arm, so every arm starts from the same
 weights bit for bit and the bench ends where it started (the last arm's steps stay in the history, undone).
 
 Arms (each trains `epochs` epochs in total):
@@ -36,6 +36,7 @@ import numpy as np
 from .._deprecate import renamed
 from .._text import table_lines
 from ..plan import Plan
+from ..state import as_state
 from ._loop import TrainingError, check, pool
 from .at_init import synflow_prune
 from .finetune import finetune, training_data
@@ -109,18 +110,18 @@ class TimingResult:
 class _Arm:
     """Curves of one arm assembled from the procedures it runs, with epochs offset across them."""
 
-    def __init__(self, bench, names):
-        self.bench, self.names = bench, names
+    def __init__(self, state, names):
+        self.state, self.names = state, names
         self.epoch: list[float] = [0.0]
-        self.metric: list[float] = [_metric(bench)]
-        self.sparsity: list[float] = [_sparsity(bench, names)]
+        self.metric: list[float] = [_metric(state)]
+        self.sparsity: list[float] = [_sparsity(state, names)]
         self.done = 0.0
         self.pruned_metric: float | None = None
 
     def point(self) -> None:  # a pruning step at the current epoch
         self.epoch.append(self.done)
-        self.metric.append(_metric(self.bench))
-        self.sparsity.append(_sparsity(self.bench, self.names))
+        self.metric.append(_metric(self.state))
+        self.sparsity.append(_sparsity(self.state, self.names))
 
     def add(self, r) -> None:
         self.epoch += [self.done + e for e in r.epoch.tolist()]
@@ -132,13 +133,13 @@ class _Arm:
         return {k: np.asarray(getattr(self, k), dtype=np.float64) for k in ("epoch", "metric", "sparsity")}
 
 
-def _metric(bench) -> float:
-    return float(bench.evaluate()["metric"]) if bench.data is not None else math.nan
+def _metric(state) -> float:
+    return float(state.evaluate()["metric"]) if state.data is not None else math.nan
 
 
-def _sparsity(bench, names) -> float:
-    total = sum(bench.model.get_parameter(n).numel() for n in names)
-    return sum(int((bench.model.get_parameter(n) == 0).sum()) for n in names) / max(total, 1)
+def _sparsity(state, names) -> float:
+    total = sum(state.model.get_parameter(n).numel() for n in names)
+    return sum(int((state.model.get_parameter(n) == 0).sum()) for n in names) / max(total, 1)
 
 
 @renamed(sparsity="ratio")
@@ -156,8 +157,8 @@ def compare_timing(
     progress: Any = False,
     **train: Any,
 ) -> TimingResult:
-    """Prune to `ratio` (global, unstructured) before, during and after training, each arm training `epochs`
-    epochs in total; see the module docstring for the arms. `dense_epochs` (default: half of `epochs`) is the
+    """Prune `bench`'s model (a Workbench or its `State`) to `ratio` (global, unstructured) before, during and after
+    training, each arm training `epochs` epochs in total; see the module docstring for the arms. `dense_epochs` (default: half of `epochs`) is the
     dense training of the post-training arms; `rounds` the iterative arm's rounds; `steps` the AGP pruning steps.
     `train` takes ``lr``, ``optimizer``, ``weight_decay``, ``schedule`` (see `finetune`). Returns a `TimingResult`
     with a table (`str(result)`) and curves (`plot_timing`).
@@ -169,45 +170,46 @@ def compare_timing(
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise TrainingError(f"methods must be chosen from {METHODS}, got {list(methods)!r}")
-    training_data(bench, None)
-    names = pool(bench)
-    start = bench.store.position
+    state = as_state(bench)
+    training_data(state, None)
+    names = pool(state)
+    start = state.store.position
     kw = {"seed": seed, "progress": progress, **train}
     rows, curves = [], {}
     rest = epochs - dense_epochs
     for method in methods:
         t0 = time.perf_counter()
-        arm = _Arm(bench, names)
+        arm = _Arm(state, names)
         try:
             if method == "dense":
                 what = f"train {epochs} ep"
-                arm.add(finetune(bench, epochs, **kw))
+                arm.add(finetune(state, epochs, **kw))
             elif method == "pre":
                 what = f"{at_init} at init, train {epochs} ep"
                 if at_init == "synflow":
-                    synflow_prune(bench, ratio, progress=False)
+                    synflow_prune(state, ratio, progress=False)
                 else:
-                    bench.apply(Plan.global_(ratio, criterion=at_init))
+                    state.apply(Plan.global_(ratio, criterion=at_init))
                 arm.point()
                 arm.pruned_metric = arm.metric[-1]
-                arm.add(finetune(bench, epochs, **kw))
+                arm.add(finetune(state, epochs, **kw))
             elif method == "during":
                 what = f"AGP {steps} steps over {epochs} ep"
-                arm.add(gradual(bench, ratio, steps=steps, epochs=epochs, **kw))
+                arm.add(gradual(state, ratio, steps=steps, epochs=epochs, **kw))
             elif method == "post":
                 what = f"train {dense_epochs} ep, one-shot, fine-tune {rest} ep"
                 if dense_epochs:
-                    arm.add(finetune(bench, dense_epochs, **kw))
-                bench.apply(Plan.global_(ratio))
+                    arm.add(finetune(state, dense_epochs, **kw))
+                state.apply(Plan.global_(ratio))
                 arm.point()
                 arm.pruned_metric = arm.metric[-1]
-                arm.add(finetune(bench, rest, **kw))
+                arm.add(finetune(state, rest, **kw))
             else:  # post-iterative
                 per = max(1, rest // rounds)
                 what = f"train {dense_epochs} ep, {rounds} rounds x {per} ep"
                 if dense_epochs:
-                    arm.add(finetune(bench, dense_epochs, **kw))
-                r = iterative(bench, ratio, rounds=rounds, finetune_epochs=per, **kw)
+                    arm.add(finetune(state, dense_epochs, **kw))
+                r = iterative(state, ratio, rounds=rounds, finetune_epochs=per, **kw)
                 arm.add(r)
                 arm.pruned_metric = r.info["events"][0]["pruned_metric"]
             rows.append(
@@ -216,15 +218,15 @@ def compare_timing(
                     "what": what,
                     "pruned_metric": arm.pruned_metric,
                     "metric": arm.metric[-1],
-                    "sparsity": _sparsity(bench, names),
+                    "sparsity": _sparsity(state, names),
                     "epochs": arm.done,
                     "seconds": time.perf_counter() - t0,
                 }
             )
             curves[method] = arm.curves()
         finally:
-            bench.goto(start)
-    metric_name = bench.metric if isinstance(bench.metric, str) else getattr(bench.metric, "__name__", "metric")
+            state.store.goto_(start)
+    metric_name = state.metric if isinstance(state.metric, str) else getattr(state.metric, "__name__", "metric")
     info = {"at_init": at_init, "dense_epochs": dense_epochs, "rounds": rounds, "steps": steps, **train}
     return TimingResult(tuple(rows), curves, ratio, epochs, metric_name, info)
 
