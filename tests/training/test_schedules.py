@@ -139,60 +139,6 @@ def test_a_stopped_schedule_is_recorded_consistently():
     assert_bitwise(model, dense)
 
 
-def test_synflow_prune_iterates_keeps_every_layer_and_stops_cleanly():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 4), torch.nn.ReLU(), torch.nn.Linear(4, 64)
-    )
-    bench = wb.Workbench(model, [(torch.randn(2, 64), torch.zeros(2, dtype=torch.long))])
-    dense = snapshot(model)
-
-    def stop(done, total):
-        if done == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        wb.training.synflow_prune(bench, 0.99, rounds=10, progress=stop)
-    assert_bitwise(model, dense) and bench.store.position == 0
-    from workbench.criteria.synflow import synflow_scores
-    from workbench.masks.topk import lowest_k
-
-    scores = synflow_scores(model, torch.ones(1, 64, dtype=torch.float64))
-    names = [f"{i}.weight" for i in (0, 2, 4)]
-    total = sum(scores[n].numel() for n in names)
-    one_round = dict(zip(names, lowest_k([lambda n=n: scores[n] for n in names], n_to_prune(0.99, total))))
-    entry = wb.training.synflow_prune(bench, 0.99, rounds=30, progress=False)
-    total = sum(m.weight.numel() for m in model if isinstance(m, torch.nn.Linear))
-    assert entry.removed == n_to_prune(0.99, total) and entry.kind == "synflow"
-    # no layer collapse: the 4-unit bottleneck keeps weights on both sides
-    assert all(int((m.weight != 0).sum()) > 0 for m in model if isinstance(m, torch.nn.Linear))
-    assert any(not torch.equal(one_round[n], bench.masks[n]) for n in one_round)  # iterating changes the masks
-
-
-def test_admm_reaches_the_constraint_with_a_shrinking_residual_and_undoes_bitwise():
-    model, bench = mlp_bench()
-    dense = snapshot(model)
-    r = wb.training.admm(bench, wb.Plan.uniform(0.75), epochs=6, rho=5.0, finetune_epochs=1, lr=5e-2, progress=False)
-    for layer in (model[0], model[2]):
-        assert int((layer.weight == 0).sum()) == n_to_prune(0.75, layer.weight.numel())
-    res = r.info["residual"]
-    assert len(res) == 6 and res[-1] < 0.25 * res[0]  # W is pulled onto the sparse set (this run: 0.17 of it)
-    assert len(r.epoch) == 7 and bench.history[-1].kind == "admm"
-    bench.undo()
-    assert_bitwise(model, dense)
-    weak = wb.training.admm(
-        bench, wb.Plan.uniform(0.75), epochs=6, rho=1e-3, finetune_epochs=0, lr=5e-2, progress=False
-    )
-    assert weak.info["residual"][-1] > res[-1]  # a weak penalty barely pulls (this run: 1.36 vs 0.056)
-    bench.undo()
-    for rho in (0, -1e-3, float("nan"), "1e-3"):
-        with pytest.raises(wb.training.TrainingError, match="rho must be a number > 0"):
-            wb.training.admm(bench, rho=rho)
-    with pytest.raises(wb.training.TrainingError, match="granularity='weight'"):
-        wb.training.admm(bench, wb.Plan.uniform(0.5, granularity="neuron"))
-    assert_bitwise(model, dense)
-
-
 @pytest.mark.parametrize(
     "fn, old",
     [
