@@ -25,7 +25,8 @@ def test_synflow_prune_iterates_keeps_every_layer_and_stops_cleanly():
 
     with pytest.raises(KeyboardInterrupt):
         wb.training.synflow_prune(bench, 0.99, rounds=10, progress=stop)
-    assert_bitwise(model, dense) and bench.store.position == 0
+    assert_bitwise(model, dense)
+    assert bench.store.position == 0
     from workbench.criteria.synflow import synflow_scores
     from workbench.masks.topk import lowest_k
 

@@ -1,4 +1,4 @@
-"""gradual (AGP), iterative vs one-shot, lottery with rewinding, iterative SynFlow: schedules, exact sparsity,
+"""gradual (AGP), iterative vs one-shot, lottery with rewinding: schedules, exact sparsity,
 zeros stay zero, one history step with exact undo, determinism, stopping."""
 
 import pytest
