@@ -16,7 +16,7 @@ import torch
 from conftest import assert_bitwise, assert_plain, snapshot
 
 import workbench as wb
-from workbench.masks import store as store_mod
+from workbench.masks import _writes
 from workbench.training import _state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,7 +31,7 @@ class Faults:
         self.calls = 0
         self.fail_at: int | None = None
         self.error: type[BaseException] = RuntimeError
-        for mod, name in ((store_mod, "zero_"), (store_mod, "scatter_"), (_state, "copy_")):
+        for mod, name in ((_writes, "zero_"), (_writes, "scatter_"), (_state, "copy_")):  # where the store writes
             monkeypatch.setattr(mod, name, self._wrap(getattr(mod, name)))
 
     def _wrap(self, fn):

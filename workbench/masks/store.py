@@ -5,6 +5,10 @@ no `torch.nn.utils.prune` — it deepcopies, pickles, saves, compiles and runs a
 remembers which elements it zeroed (a bit-packed mask, 1/8 byte per element of a touched tensor) and
 their old values (only the removed ones), so undo writes back exactly the bits that were there.
 
+The store keeps the steps and moves between them as transactions; its helpers each do one part: `_packed` the
+record of a step, `_writes` what a step writes to the tensors, `_edits` telling edits behind its back from its own,
+`_restart` new starting points after such edits.
+
 >>> import torch
 >>> lin = torch.nn.Linear(4, 2)
 >>> before = lin.weight.detach().clone()
@@ -29,9 +33,11 @@ from torch import Tensor, nn
 from .._interrupt import deferred_interrupt, settle
 from ..errors import WorkbenchError
 from ._edits import changes, check_written, edit_error, tracked
-from ._packed import Step, _Delta, _fingerprint, _pack
-from ._packed import _unpack as _unpack  # re-exported: `from workbench.masks.store import _unpack` keeps working
-from .fastops import compress, count_nonzero, scatter_, zero_
+from ._packed import Step, _fingerprint
+from ._packed import _pack as _pack  # re-exported, as _unpack: `from workbench.masks.store import _pack, _unpack`
+from ._packed import _unpack as _unpack
+from ._writes import prune_again, prune_new, taken_as_written, write_back
+from .fastops import zero_
 
 __all__ = ["MaskStore", "Step", "enforce"]
 
@@ -180,21 +186,8 @@ class MaskStore:
         info = dict(info or {})
         params = {name: self._fitting(name, mask) for name, mask in masks.items()}
         with self._writing(check=self._position > 0) as journal:
-            deltas: dict[str, _Delta] = {}
             current = dict(self._current)
-            for name, mask in masks.items():
-                p = params[name].detach()
-                new = mask.to(p.device)
-                cur = current.get(name)
-                if cur is not None:
-                    new = new & ~cur
-                if not count_nonzero(new):
-                    continue
-                delta = _Delta(_pack(new), compress(p, new), p.shape)
-                journal.append(partial(scatter_, p, new, delta.values))
-                zero_(p, new)
-                deltas[name] = delta
-                current[name] = new if cur is None else cur | new
+            deltas = prune_new(params, masks, current, journal)
             swap = info.get("weights")
             if swap is not None:
                 swap.swap_(self.model)
@@ -218,16 +211,7 @@ class MaskStore:
                 swap.swap_(self.model)
                 journal.append(partial(swap.swap_, self.model))
             current = dict(self._current)
-            for name, d in step.deltas.items():
-                p = self._param(name).detach()
-                mask = d.mask().to(p.device)
-                journal.append(partial(zero_, p, mask))  # the pruned elements were +0.0 (zero_ writes +0.0)
-                scatter_(p, mask, d.values.to(p.device))
-                cur = current[name] & ~mask
-                if count_nonzero(cur):
-                    current[name] = cur
-                else:
-                    del current[name]
+            write_back(self._param, step.deltas, current, journal)
             self._position -= 1
             self._current = current
         return step
@@ -240,14 +224,7 @@ class MaskStore:
                 raise WorkbenchError("nothing to redo: no undone step follows the current one")
             step = self._steps[self._position]
             current = dict(self._current)
-            for name, d in step.deltas.items():
-                p = self._param(name).detach()
-                mask = d.mask().to(p.device)
-                values = d.values.to(p.device)
-                journal.append(partial(scatter_, p, mask, values))
-                zero_(p, mask)
-                cur = current.get(name)
-                current[name] = mask if cur is None else cur | mask
+            prune_again(self._param, step.deltas, current, journal)
             swap = step.info.get("weights")
             if swap is not None:  # a training step: its trained weights come back after the zeros
                 swap.swap_(self.model)
@@ -355,20 +332,8 @@ class MaskStore:
             for name, mask in masks.items():
                 check_written(name, self._fitting(name, mask).detach(), mask, before.get(name))
             with self.transaction(check=self._position > 0), deferred_interrupt():
-                deltas: dict[str, _Delta] = {}
                 current = dict(self._current)
-                for name, mask in masks.items():
-                    p = self._param(name).detach()
-                    new = mask.to(p.device)
-                    cur = current.get(name)
-                    values = before[name].to(p.device)
-                    if cur is not None:
-                        values, new = values[~cur[new]], new & ~cur  # what the applied steps hold is theirs
-                    if not count_nonzero(new):
-                        continue
-                    deltas[name] = _Delta(_pack(new), values.to(p.dtype), p.shape)
-                    current[name] = new if cur is None else cur | new
-                step = Step(deltas, dict(info or {}))
+                step = Step(taken_as_written(self._param, masks, before, current), dict(info or {}))
                 del self._steps[self._position :]
                 self._steps.append(step)
                 self._position += 1
