@@ -1,4 +1,5 @@
-"""Shared by the tests of workbench/analysis/: the demo CNN with a redo branch, and a check that a state is kept."""
+"""Shared by the tests of workbench/analysis/: the demo CNN with a redo branch, a check that a state is kept, the
+ratios of the small scans and an exact scan in loss units."""
 
 import pytest
 from conftest import assert_bitwise, assert_plain, snapshot
@@ -29,3 +30,10 @@ def assert_same_state(bench, before):
     assert (bench.store.position, len(bench.store.steps), len(bench.history)) == (pos, steps, hist)
     assert_bitwise(bench.model, snap)
     assert_plain(bench.model)
+
+
+RATIOS = (0.2, 0.5, 0.8)
+
+
+def _exact_loss(bench, ratios, **kw):
+    return bench.sensitivity(ratios, metric="loss", progress=False, **kw)

@@ -1,0 +1,56 @@
+"""analysis/_replay.py: the replay engine runs Hugging Face models and models torch.fx cannot trace, equals full
+clones, leaves the model bitwise and plain, and refuses to run over its memory bound."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_bitwise, assert_plain, snapshot
+
+import workbench as wb
+
+from .conftest import RATIOS
+
+
+class _Branchy(torch.nn.Module):
+    """Data-dependent control flow (fx cannot trace it) and keyword inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = torch.nn.Linear(6, 12), torch.nn.Linear(12, 12), torch.nn.Linear(12, 3)
+
+    def forward(self, x, scale=None):
+        h = torch.relu(self.a(x))
+        if h.sum() > 0:  # a branch on a value
+            h = torch.relu(self.b(h)) + h
+        return self.c(h * (1.0 if scale is None else scale))
+
+
+def test_replay_engine_runs_hf_models_and_untraceable_ones_and_equals_full_clones():
+    import transformers as T
+
+    torch.manual_seed(0)
+    cfg = T.BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=32, num_labels=3)  # fmt: skip
+    bert = T.BertForSequenceClassification(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    text = [{"input_ids": (ids := torch.randint(0, 100, (4, 12), generator=g)), "attention_mask": torch.ones_like(ids),
+             "labels": torch.randint(0, 3, (4,), generator=g)} for _ in range(2)]  # fmt: skip
+    branchy = _Branchy().eval()
+    kw = [({"x": torch.randn(8, 6, generator=g), "scale": torch.full((8, 1), 0.5)}, torch.randint(0, 3, (8,), generator=g))
+          for _ in range(2)]  # fmt: skip
+    for model, data in ((bert, text), (branchy, kw)):
+        bench = wb.Workbench(model, data, metric="loss")
+        snap = snapshot(model)
+        a = bench.sensitivity(RATIOS, engine="replay", progress=False)
+        b = bench.sensitivity(RATIOS, engine="full", progress=False)
+        c = bench.sensitivity(RATIOS, progress=False)  # "auto": replay where it measured faster, else full
+        assert a.engine.startswith("replay") and "clones" in b.engine
+        np.testing.assert_allclose(c.values, b.values, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(a.values, b.values, atol=1e-6, rtol=0)
+        assert_bitwise(model, snap)
+        assert_plain(model)
+    # over its memory bound the runner refuses (the scan then runs full forwards)
+    from workbench.analysis._replay import ReplayRunner
+
+    with pytest.raises(MemoryError, match="exceed"):
+        ReplayRunner(bert, text, [("bert.encoder.layer.1.output.dense",)], max_bytes=16)
