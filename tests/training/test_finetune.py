@@ -5,7 +5,6 @@ import torch
 from conftest import assert_bitwise, assert_plain, snapshot
 
 import workbench as wb
-from workbench.training._state import state_at
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest and steadiest
 
@@ -101,24 +100,6 @@ def test_the_store_alone_and_effect_transactions_move_through_a_finetune_exactly
     cmp = bench.compare_states(a=0, b=-1)  # dense vs fine-tuned: a real difference, and nothing moved
     assert cmp is not None
     assert_bitwise(model, tuned)
-
-
-def test_every_history_state_can_be_rebuilt_without_moving_the_model():
-    model, data, train = small_cnn()
-    bench = wb.Workbench(model, data, train=train)
-    states = [snapshot(model)]
-    bench.apply(wb.Plan.global_(0.5))
-    states.append(snapshot(model))
-    bench.finetune(epochs=1, progress=False)
-    states.append(snapshot(model))
-    bench.apply(wb.Plan.uniform(0.5, granularity="filter", criterion="l1"))
-    states.append(snapshot(model))
-    bench.goto(1)
-    now = snapshot(model)
-    for i, expect in enumerate(states):
-        got = state_at(bench, i)
-        assert all(torch.equal(got[k], v) for k, v in expect.items() if k in got), i
-    assert_bitwise(model, now)
 
 
 def test_deterministic_with_a_seed_and_the_global_rng_is_left_alone():
