@@ -231,21 +231,58 @@ def _loop_scheduler(delay: float, fn: Callable[[], None]) -> None:
 
 class Panel:
     """A part of the dashboard: holds widgets and a reference to the bench; `widget()` returns its box.
-    `refresh()` is called after every change of the model (apply, undo, redo, reset, goto)."""
+    `refresh()` is called after every change of the model (apply, undo, redo, reset, goto).
+
+    Work asked for while another task runs (a recomputation after Apply, a re-run with new constraints) is deferred
+    with `run_or_defer`: a panel that overrides `rerun` has it called once the running task ends, inside that task's
+    worker (still marked running), so two tasks never touch the model at the same time. Its errors go to the log,
+    named by `task` (default: the title)."""
 
     title = "panel"
+    task = ""  # the name the log gives a deferred run (`rerun`); the title when empty
 
     def __init__(self, dashboard):
         self.dashboard = dashboard
         self.bench = dashboard.bench
         self.log = dashboard.log
         self.busy = dashboard.busy
+        self._pending = False  # work was asked for while another task ran: `rerun` once it ends
+        if type(self).rerun is not Panel.rerun:
+            self.busy.on_idle.append(self._after_task)
 
     def widget(self) -> W.Widget:
         raise NotImplementedError
 
     def refresh(self) -> None:
         pass
+
+    def run_or_defer(self, run: Callable[[], None]) -> None:
+        """`run()` now if no task is running; else `rerun()` once the running task ends (see the class docstring)."""
+        if self.busy.running:
+            self._pending = True
+        else:
+            run()
+
+    def rerun(self) -> str | None:
+        """The deferred work, run synchronously as the running task ends; returns what to log (None: nothing)."""
+        return None
+
+    def _after_task(self) -> None:
+        """Called by the busy runner as each task ends: the deferred `rerun`, if one is pending; a Stop or an error
+        lands in the log, never in a dead widget."""
+        if not self._pending:
+            return
+        self._pending = False
+        name = self.task or self.title
+        try:
+            message = self.rerun()
+        except KeyboardInterrupt:
+            self.log(f"{name}: stopped", "warn")
+        except Exception as e:
+            self.log(f"{name}: {type(e).__name__}: {e}", "error")
+        else:
+            if message:
+                self.log(message)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -163,8 +163,6 @@ class EntropyPanel(Panel):
         self.image = image_widget()
         self.units = image_widget()
         self.result = None
-        self._pending = False
-        self.busy.on_idle.append(self._after_other_task)
 
     def widget(self) -> W.Widget:
         return W.VBox([W.HBox([self.button, self.layer]), self.image, self.units])
@@ -194,23 +192,13 @@ class EntropyPanel(Panel):
         self.units.value = render_png(lambda ax: plot_unit_entropy(self.result, self.layer.value, ax=ax), size=(7, 2.5))
 
     def refresh(self) -> None:
-        if self.result is None:  # activations change with the weights: recompute what is shown
-            return
-        if self.busy.running:  # inside another task's completion (Apply, Undo): run right after it, same worker
-            self._pending = True
-        else:
-            self.compute()
+        if self.result is not None:  # activations change with the weights: recompute what is shown
+            self.run_or_defer(self.compute)  # inside another task's completion (Apply, Undo): right after it
 
-    def _after_other_task(self) -> None:
-        if not self._pending:
-            return
-        self._pending = False
-        try:
-            self.result = self.bench.entropy()
-            self.refresh_plots()
-            self.log("entropy: recomputed after the change")
-        except Exception as e:  # shown in the log, never a dead widget
-            self.log(f"Entropy: {type(e).__name__}: {e}", "error")
+    def rerun(self) -> str:
+        self.result = self.bench.entropy()
+        self.refresh_plots()
+        return "entropy: recomputed after the change"
 
 
 class ConnectivityPanel(Panel):

@@ -59,8 +59,6 @@ class EffectsPanel(Panel):
         self.summary = W.HTML()
         self.summary.add_class(f"wb-{self.what}-summary")
         self.result = None
-        self._pending = False
-        self.busy.on_idle.append(self._after_other_task)
 
     def controls(self) -> list[W.Widget]:
         return []
@@ -100,32 +98,20 @@ class EffectsPanel(Panel):
 
     def refresh(self) -> None:
         """After the model changed (only called while this tab is on screen)."""
-        if self.result is None or not self.auto.value:
-            return
-        if self.busy.running:  # inside another task's completion: run right after it, in the same worker
-            self._pending = True
-        else:
-            self.compute()
+        if self.result is not None and self.auto.value:
+            self.run_or_defer(self.compute)  # inside another task's completion: right after it, in the same worker
 
-    def _after_other_task(self) -> None:
-        if not self._pending:
-            return
-        self._pending = False
+    def rerun(self) -> str | None:
         pair = self.pair()
         if pair is None:
             self.summary.value = "<i>Back at the dense model: nothing to compare.</i>"
             for img in self.images():
                 img.layout.display = "none"
-            return
+            return None
         self.busy.label.value = f"{self.title.lower()}..."
         t0 = time.perf_counter()
-        try:
-            self._done(self.work(pair))
-            self.log(f"{self.title.lower()}: recomputed after the change in {time.perf_counter() - t0:.2f} s")
-        except KeyboardInterrupt:
-            self.log(f"{self.title}: stopped", "warn")
-        except Exception as e:  # shown in the log, never a dead widget
-            self.log(f"{self.title}: {type(e).__name__}: {e}", "error")
+        self._done(self.work(pair))
+        return f"{self.title.lower()}: recomputed after the change in {time.perf_counter() - t0:.2f} s"
 
 
 class InterpretabilityPanel(EffectsPanel):

@@ -35,6 +35,7 @@ class GuidePanel(Panel):
     keyword arguments for `recommend` (e.g. ``{"strategies": [...], "repeats": 3}``)."""
 
     title = "Guide"
+    task = "recommend"
 
     def __init__(self, dashboard):
         super().__init__(dashboard)
@@ -70,11 +71,9 @@ class GuidePanel(Panel):
         self.options: dict[str, Any] = {}
         self._position: int | None = None  # the history position the result was measured at
         self._updating = False
-        self._pending = False
         self._configure_budget()
         for w in (self.goal, self.budget, self.device, self.timing):
             w.observe(self._changed, names="value")
-        self.busy.on_idle.append(self._after_task)
 
     # constraints -----------------------------------------------------------------------------------------------
     def _accuracy_metric(self) -> bool:
@@ -113,11 +112,8 @@ class GuidePanel(Panel):
             self.debounce(self.run)
 
     # work ----------------------------------------------------------------------------------------------------
-    def run(self) -> None:
-        if self.busy.running:
-            self._pending = True  # re-run with the new constraints once the current task ends
-            return
-        self.busy.run("recommend", self._work, self._show)
+    def run(self) -> None:  # while another task runs: re-run with the new constraints once it ends
+        self.run_or_defer(lambda: self.busy.run("recommend", self._work, self._show))
 
     def _work(self) -> Recommendation:
         return recommend(
@@ -130,19 +126,9 @@ class GuidePanel(Panel):
             **self.options,
         )
 
-    def _after_task(self) -> None:
-        """Runs inside the busy runner as its task ends (still marked running): the pending re-run happens here,
-        in the same worker, so two tasks never touch the model at once."""
-        if not self._pending:
-            return
-        self._pending = False
-        try:
-            self._show(self._work())
-            self.log("recommend: re-run with the new constraints")
-        except KeyboardInterrupt:
-            self.log("recommend: stopped", "warn")
-        except Exception as e:  # shown in the log, never a dead widget
-            self.log(f"recommend: {type(e).__name__}: {e}", "error")
+    def rerun(self) -> str:
+        self._show(self._work())
+        return "recommend: re-run with the new constraints"
 
     def apply(self) -> None:
         if self.result is None or not self.result.rows or self.apply_button.disabled:

@@ -1,0 +1,68 @@
+"""The panel base (workbench/ui/_base.py): work asked for while another task runs is deferred once and run inside
+that task's worker as it ends, with its message, a Stop or an error in the log."""
+
+import types
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+from workbench.ui._base import Busy, Log, Panel
+
+
+class Counting(Panel):
+    title = "Counting"
+
+    def __init__(self, dashboard, outcome=None):
+        super().__init__(dashboard)
+        self.outcome, self.runs, self.inside = outcome, [], []
+
+    def now(self) -> None:
+        self.runs.append("now")
+
+    def rerun(self) -> str:
+        self.inside.append(self.busy.running)
+        if self.outcome is not None:
+            raise self.outcome("boom")
+        self.runs.append("deferred")
+        return "counting: recomputed"
+
+
+def _dashboard():
+    log = Log()
+    return types.SimpleNamespace(bench=None, log=log, busy=Busy(log, threaded=False))
+
+
+def test_idle_runs_now_busy_runs_once_inside_the_task_as_it_ends():
+    d = _dashboard()
+    p = Counting(d)
+    p.run_or_defer(p.now)
+    assert p.runs == ["now"] and not p._pending
+
+    def task():
+        p.run_or_defer(p.now)  # asked twice while the task runs: one deferred run
+        p.run_or_defer(p.now)
+        assert p._pending
+
+    d.busy.run("other", task)
+    assert p.runs == ["now", "deferred"] and p.inside == [True] and not p._pending
+    assert d.log.lines[-2][1].startswith("other: done") and d.log.last == "counting: recomputed"  # as it ended
+    d.busy.run("again", lambda: None)  # nothing pending: nothing runs
+    assert p.runs == ["now", "deferred"]
+
+
+@pytest.mark.parametrize(("error", "level", "text"), [
+    (RuntimeError, "error", "Counting: RuntimeError: boom"),
+    (KeyboardInterrupt, "warn", "Counting: stopped"),
+])  # fmt: skip
+def test_a_failing_deferred_run_lands_in_the_log(error, level, text):
+    d = _dashboard()
+    p = Counting(d, outcome=error)
+    d.busy.run("other", lambda: p.run_or_defer(p.now))
+    assert (level, text) in d.log.lines and not d.busy.running and not p._pending
+
+
+def test_a_panel_without_deferred_work_adds_nothing_to_the_runner():
+    d = _dashboard()
+    Panel(d)
+    assert d.busy.on_idle == [] and len(Counting(d).busy.on_idle) == 1
