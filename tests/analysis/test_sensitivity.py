@@ -3,7 +3,6 @@ patterns), its engines agree, it measures from the current state, stops cleanly,
 data. The engines, the estimate, refine and the rows have their own test files beside this one."""
 
 import copy
-import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -13,7 +12,7 @@ from conftest import assert_bitwise, assert_plain, snapshot
 from zoo import make
 
 import workbench as wb
-from workbench.analysis.sensitivity import AnalysisError, SensitivityResult, rows_for
+from workbench.analysis.sensitivity import SensitivityResult, rows_for
 from workbench.errors import DataError, GranularityError, TargetError, WorkbenchError
 from workbench.masks import n_to_prune
 
@@ -94,38 +93,6 @@ def test_scan_on_an_already_pruned_model_measures_from_the_current_state():
     assert s.baseline == pytest.approx(bench.evaluate()["loss"])
     assert np.all(s.values[:, :2] == 0)  # at or below the current sparsity nothing more goes
     assert np.any(s.values[:, 2] != 0)
-    assert_bitwise(model, snap)
-
-
-def test_interrupting_returns_the_partial_result_and_the_model_is_unchanged():
-    model, data = make("rescat")
-    bench = wb.Workbench(model, data)
-    snap = snapshot(model)
-
-    def stop(done, total):
-        if done == 5:
-            raise KeyboardInterrupt
-
-    with pytest.warns(UserWarning, match="interrupted"):
-        s = bench.sensitivity(RATIOS, progress=stop, executor=ThreadPoolExecutor(1))
-    assert not s.complete and np.isnan(s.values).any() and (~np.isnan(s.values)).sum() >= 5
-    assert_bitwise(model, snap)
-    assert_plain(model)
-
-
-def test_metric_returning_nan_names_the_point_and_keeps_the_partial_result():
-    model, data = make("rescat")
-    calls = []
-
-    def flaky(m, d):
-        calls.append(1)
-        return math.nan if len(calls) > 3 else 0.5
-
-    bench = wb.Workbench(model, data, metric=flaky)
-    snap = snapshot(model)
-    with pytest.raises(AnalysisError, match=r"returned nan for layer '.+' at ratio") as e:
-        bench.sensitivity(RATIOS, executor=ThreadPoolExecutor(1), progress=False)
-    assert isinstance(e.value.partial, SensitivityResult)
     assert_bitwise(model, snap)
 
 
