@@ -37,11 +37,6 @@ def test_each_method_gives_its_closed_form_on_a_linear_model(name, want, options
     torch.testing.assert_close(got, want(x, w), rtol=1e-4, atol=1e-5)
 
 
-SHAP_DRAWS_FROM_NUMPY = pytest.mark.xfail(
-    strict=True,
-    reason="bug: captum's GradientShap draws its interpolation coefficients from numpy's global RNG, which "
-    "_gradient_shap neither seeds nor forks: two calls with the same seed differ (and numpy's RNG advances)",
-)
 METHODS = ["integrated_gradients", "saliency", "input_x_gradient", "occlusion"]
 
 
@@ -63,7 +58,7 @@ def test_every_method_is_shaped_like_the_input(name, shape):
     assert a.shape == x.shape and torch.isfinite(a).all()
 
 
-@pytest.mark.parametrize("name", [*METHODS, pytest.param("gradient_shap", marks=SHAP_DRAWS_FROM_NUMPY)])
+@pytest.mark.parametrize("name", [*METHODS, "gradient_shap"])
 @SHAPES
 def test_every_method_is_reproducible_from_its_seed_and_leaves_the_global_rngs_alone(name, shape):
     model, x, target, baseline = _image_and_sequence_calls(shape)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -81,11 +82,16 @@ def _gradient_shap(forward, x, target, baseline, seed, n_samples: int = 16, stde
     lo, hi = float(baseline.detach().min()), float(x.detach().max())
     refs = torch.rand((4, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype) * (hi - lo) + lo
     refs = torch.cat([baseline.expand(1, *x.shape[1:]), refs])
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(seed)  # captum draws its noise and baselines from the global generator
-        return GradientShap(forward).attribute(
-            x, baselines=refs, n_samples=n_samples, stdevs=stdevs, target=target, **kw
-        )
+    state = np.random.get_state()  # captum draws its interpolation coefficients from numpy's global generator
+    try:
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            torch.manual_seed(seed)  # and its noise and baselines from torch's
+            np.random.seed(seed % 2**32)
+            return GradientShap(forward).attribute(
+                x, baselines=refs, n_samples=n_samples, stdevs=stdevs, target=target, **kw
+            )
+    finally:
+        np.random.set_state(state)
 
 
 @register_attribution("occlusion")
