@@ -9,23 +9,25 @@ import torch
 from workbench.masks import n_to_prune
 
 
-@pytest.mark.parametrize("signed", [False, True])
-def test_prefix_ranking_selects_what_a_stable_argsort_selects(signed, monkeypatch):
+@pytest.mark.parametrize("scores", ["magnitudes", "signed", "magnitudes and -0.0"])
+def test_prefix_ranking_selects_what_a_stable_argsort_selects(scores, monkeypatch):
     from workbench.analysis import _ranking
 
     monkeypatch.setattr(_ranking, "SORT_BELOW", 100)  # the bucketed path, on a small row
+    signed = scores == "signed"
     g = torch.Generator().manual_seed(0)
     a = torch.randn(60, 70, generator=g)
     a = a if signed else a.abs()
     a[:5] = 0.0  # a block of ties
     a[10, :30] = -math.inf if signed else 0.0  # already pruned weights score -inf
     a[20:22] = 0.5  # more ties, in the middle
-    if signed:
+    if scores != "magnitudes":
         a[30, :7] = -0.0  # equal to 0.0 for the sort
     b = torch.randn(900, generator=g).round()  # a second tensor of the row, many ties
     b = b if signed else b.abs()
     r = _ranking.PrefixRanking(["a", "b"], [a, b])
-    assert r._ids is not None
+    # no sign bit anywhere: buckets are the upper int16 of the floats' bits; -0.0 has one, so the int32 key
+    assert r._ids is not None and r._ids.dtype == (torch.int16 if scores == "magnitudes" else torch.int32)
     flat = torch.cat([a.reshape(-1), b])
     order = torch.argsort(flat, stable=True)
     vals = torch.randn(flat.numel(), dtype=torch.float64, generator=g)
