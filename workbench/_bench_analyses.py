@@ -139,7 +139,7 @@ class Analyses:
         topk: float = 0.1,
         embedding: str | None = None,
         seed: int = 0,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[int, int], None] | bool | None = None,
         **options: Any,
     ):
         """Attributions (captum) of `samples` samples in history entries `before` and `after` (default: the state
@@ -177,7 +177,7 @@ class Analyses:
         steps: int = 10,
         step_size: float | None = None,
         seed: int = 0,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[int, int], None] | bool | None = None,
     ):
         """Accuracy under attack vs eps, in history entries `before` and `after` (default: the state before the
         current step and now; default attacks: FGSM, PGD and Gaussian noise at eps 0 to 0.2 on continuous inputs,
@@ -212,7 +212,7 @@ class Analyses:
         plans: Sequence[Any] | None = None,
         base: int = 0,
         max_exemplars: int = 32,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[int, int], None] | bool | None = None,
     ):
         """Per-class accuracy, confusion, flipped samples and train/val gap in history entries `before` and
         `after`, and with `plans` (Plans or sparsities, applied on top of entry `base`) overall vs worst-class

@@ -157,3 +157,14 @@ def test_an_attribution_that_fails_or_is_stopped_midway_leaves_the_model_as_it_w
         from workbench.analysis import attributions as mod
 
         mod._METHODS.pop("flaky-test")
+
+
+@pytest.mark.parametrize("progress", [None, False, True])
+def test_progress_takes_what_sensitivity_takes(cnn, progress):
+    """False, None or True (a tqdm bar) as for sensitivity (False and True raised "'bool' object is not callable"),
+    or a callback that hears 0..total; none of them changes the result."""
+    calls = []
+    ref = cnn.attributions("saliency", samples=2, progress=lambda done, total: calls.append((done, total)))
+    att = cnn.attributions("saliency", samples=2, progress=progress)
+    assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]  # the targets, then each of the two states
+    assert np.array_equal(att.attr_before, ref.attr_before) and np.array_equal(att.attr_after, ref.attr_after)

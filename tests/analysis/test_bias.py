@@ -93,3 +93,14 @@ def test_compare_states_any_two_entries(cnn):
     assert 0 <= c.agreement <= 1 and "same prediction" in str(c)
     assert cnn.compare_states(1, 1).agreement == 1.0
     assert_same_state(cnn, before)
+
+
+@pytest.mark.parametrize("progress", [None, False, True])
+def test_progress_takes_what_sensitivity_takes(cnn, progress):
+    """False, None or True (a tqdm bar) as for sensitivity (False and True raised "'bool' object is not callable"),
+    or a callback that hears 0..total; none of them changes the result."""
+    calls = []
+    ref = cnn.bias(plans=(0.5,), progress=lambda done, total: calls.append((done, total)))
+    b = cnn.bias(plans=(0.5,), progress=progress)
+    assert calls == [(i, 5) for i in range(6)]  # val and train in two states, then one plan
+    assert np.array_equal(b.confusion_after, ref.confusion_after) and b.curve_worst.tolist() == ref.curve_worst.tolist()

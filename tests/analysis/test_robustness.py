@@ -138,3 +138,16 @@ def test_robustness_on_every_demo_model(demo_models, name):
         assert_plain(model)
     finally:
         bench.reset()
+
+
+@pytest.mark.parametrize("progress", [None, False, True])
+def test_progress_takes_what_sensitivity_takes(cnn_rob, progress):
+    """False, None or True (a tqdm bar) as for sensitivity (False and True raised "'bool' object is not callable"),
+    or a callback that hears 0..total; none of them changes the result."""
+    bench, _ = cnn_rob
+    calls = []
+    kw = dict(attacks=("fgsm",), eps=(0.0, 0.1), samples=32)
+    ref = bench.robustness(**kw, progress=lambda done, total: calls.append((done, total)))
+    rob = bench.robustness(**kw, progress=progress)
+    assert calls == [(i, 2) for i in range(3)]  # one batch of 32, one attack at one eps > 0, in two states
+    assert np.array_equal(rob.accuracy, ref.accuracy) and np.array_equal(rob.flip_rate, ref.flip_rate)

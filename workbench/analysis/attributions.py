@@ -41,6 +41,7 @@ from .attribution_methods import (  # noqa: F401  (importable from here as befor
     available_attributions,
     register_attribution,
 )
+from .sensitivity import _bar
 from .states import (
     at,
     default_pair,
@@ -235,7 +236,7 @@ def attributions(
     topk: float = 0.1,
     embedding: str | None = None,
     seed: int = 0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | bool | None = None,
     **options: Any,
 ) -> AttributionResult:
     """Attributions of the first `samples` samples of `data` (default: the evaluation data) in history states
@@ -271,14 +272,14 @@ def attributions(
 
     states = [b, a]
     total, done = len(states) + 1, 0
+    bar = _bar(progress, total, f"attributions ({method})")  # True: a tqdm bar; a callback; False/None: nothing
 
     def tick() -> None:
         nonlocal done
         done += 1
-        if progress is not None:
-            progress(done, total)
+        bar(1, close=done == total)
 
-    if progress is not None:
+    if callable(progress):
         progress(0, total)
     maps: dict[int, np.ndarray] = {}
     preds: dict[int, np.ndarray] = {}

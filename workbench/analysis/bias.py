@@ -33,6 +33,7 @@ from ..evaluate import batches, eval_mode
 from ..report import target_sparsity
 from ..state import as_state
 from ._graph import clone_with, masked_params
+from .sensitivity import _bar
 from .states import at, default_pair, label_of, logits, resolve
 
 __all__ = ["BiasResult", "StateComparison", "bias", "compare_states"]
@@ -188,7 +189,7 @@ def bias(
     plans: Sequence[Any] | None = None,
     base: int = 0,
     max_exemplars: int = 32,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | bool | None = None,
 ) -> BiasResult:
     """Per-class accuracy, confusion, flipped samples and train/val gap in history states `before` and `after`
     (default: the state before the current step and now) on `data` (default: the evaluation data) and `train`
@@ -209,13 +210,13 @@ def bias(
     train = state.train if train is None else train
     model = state.model
     total, done = 2 * (2 if train is not None else 1) + len(chosen_plans), [0]
+    bar = _bar(progress, total, "bias")  # True: a tqdm bar; a callback; False/None: nothing
 
     def tick() -> None:
         done[0] += 1
-        if progress is not None:
-            progress(done[0], total)
+        bar(1, close=done[0] == total)
 
-    if progress is not None:
+    if callable(progress):
         progress(0, total)
     preds: dict[int, np.ndarray] = {}
     train_acc: dict[int, float] = {}

@@ -47,6 +47,7 @@ from .attacks import (  # noqa: F401  (importable from here as before)
     available_attacks,
     register_attack,
 )
+from .sensitivity import _bar
 from .states import (
     at,
     data_range,
@@ -231,7 +232,7 @@ def robustness(
     steps: int = 10,
     step_size: float | None = None,
     seed: int = 0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | bool | None = None,
 ) -> RobustnessResult:
     """Accuracy under each attack at each eps, in history states `before` and `after` (default: the state before
     the current step and now), on `data` (default: the evaluation data; its first `samples` samples if given).
@@ -273,13 +274,13 @@ def robustness(
     s = _settings(model, data, x_range, steps, step_size, seed)
     units_per_state = _n_batches(data, samples) * len(chosen) * int((eps_arr > 0).sum())
     total, done = 2 * units_per_state, [0]
+    bar = _bar(progress, total, "robustness")  # True: a tqdm bar; a callback; False/None: nothing
 
     def tick() -> None:
         done[0] += 1
-        if progress is not None:
-            progress(done[0], total)
+        bar(1, close=done[0] == total)
 
-    if progress is not None:
+    if callable(progress):
         progress(0, total)
     acc = np.zeros((2, len(chosen), len(eps_arr)))
     flip = np.zeros_like(acc)
