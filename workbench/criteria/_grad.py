@@ -8,8 +8,10 @@ any graph, and the live modules never hold the leaves, not even during a call. T
 mode (BatchNorm uses its running statistics and does not update them; dropout is off); the live flags stay as they
 are.
 
-The loss is cross-entropy for integer labels and 2-D logits, else the squared error summed over a sample's
-outputs; statistics are means over samples, so they do not depend on the batch size.
+The loss is the adapter's (`Adapter.loss`, its task's `Task.loss_sum` in `workbench.adapter.tasks`): cross-entropy
+for classification and the token tasks, and for regression the squared error averaged over a sample's outputs (the
+mean, not the sum), summed over samples. Statistics divide by the count the loss gives (samples, or counted tokens
+for the token tasks), so they do not depend on the batch size.
 """
 
 from __future__ import annotations
