@@ -155,7 +155,8 @@ def _check_tour(nb: nbformat.NotebookNode, s: dict) -> None:
     # shipped weights: PGD 0.234 vs FGSM 0.313 on the pruned model at eps 0.1 (5 of 64 digits), clean 0.891
     assert "the average hides who pays" in text and "PGD is the stronger attack" in text
     assert s["effects_eps0_equals_evaluate"] is True and s["effects_per_class_consistent"] is True
-    assert s["effects_restored_bitwise"] is True and -1 <= s["effects_spearman_mean"] <= 1
+    assert s["effects_restored_bitwise"] is True
+    assert s["effects_spearman_mean"] > 0.5  # global 70% keeps the pixel ranking alike (shipped weights: rho 0.77)
     pgd, fgsm, clean = s["effects_pgd_fgsm_clean"]
     assert pgd <= fgsm <= clean
     assert image_count(nb) == 9, (

@@ -75,7 +75,10 @@ def test_attributions_on_every_demo_model(demo_models, name):
         att = bench.attributions("integrated_gradients", samples=3, n_steps=8)
         assert att.kind == "image" and att.attr_after.shape == (3, 1, 8, 8)
         assert np.isfinite(att.attr_before).all() and np.abs(att.attr_before).sum() > 0
-        assert np.all((-1 <= att.spearman) & (att.spearman <= 1))
+        again = similarity(att.attr_before.reshape(3, -1), att.attr_after.reshape(3, -1), att.topk_share)
+        assert np.array_equal(att.spearman, again["spearman"])  # the result's rho is that of the maps it holds
+        # half of each layer's smallest weights: the pixel ranking stays alike (shipped weights: rho 0.42 to 0.96)
+        assert (att.spearman > 0).all(), att.spearman
         assert_bitwise(model, snap)
         assert_plain(model)
     finally:
