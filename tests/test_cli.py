@@ -1,4 +1,5 @@
-"""`python -m workbench`: the demo story runs in a fresh interpreter, fast, and shows what it claims."""
+"""`python -m workbench`: the demo story runs in a fresh interpreter and shows what it claims (how long it takes is
+benchmarks/cli.py's to report)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,11 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(*args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess, float]:
+def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
-    start = time.perf_counter()
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "workbench", *args],
         cwd=ROOT,
         env=env,
@@ -27,17 +26,15 @@ def _run(*args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
-    return proc, time.perf_counter() - start
 
 
 @pytest.fixture(scope="module")
 def demo_output() -> str:
     import workbench as wb
 
-    wb.demo.load("digits-cnn")  # the shipped weights load (sha256-checked) before the demo is timed
-    proc, seconds = _run("demo")
+    wb.demo.load("digits-cnn")  # the shipped weights load (sha256-checked) before the demo runs
+    proc = _run("demo")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert seconds < 60, f"python -m workbench demo took {seconds:.1f} s"
     return proc.stdout
 
 
@@ -74,21 +71,21 @@ def test_demo_restores_bitwise(demo_output: str):
 
 
 def test_help():
-    proc, _ = _run("--help", timeout=60)
+    proc = _run("--help", timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "demo" in proc.stdout and "usage:" in proc.stdout
-    proc, _ = _run("demo", "--help", timeout=60)
+    proc = _run("demo", "--help", timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--model" in proc.stdout and "--seed" in proc.stdout
 
 
 def test_no_subcommand_prints_help():
-    proc, _ = _run(timeout=60)
+    proc = _run(timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout and "demo" in proc.stdout
 
 
 def test_unknown_model_is_a_clear_error():
-    proc, _ = _run("demo", "--model", "digits-cnnn", timeout=60)
+    proc = _run("demo", "--model", "digits-cnnn", timeout=60)
     assert proc.returncode == 2
     assert "digits-cnn" in proc.stderr and "Available" in proc.stderr

@@ -14,10 +14,11 @@ def test_time_bound_stops_an_endless_loop():
     with pytest.raises(TraceTimeout), time_bound(0.5):
         while True:
             pass
+    # the bound is the behaviour under test: the stop comes at the bound, not whenever (10x margin for a busy machine)
     assert time.perf_counter() - t0 < 5
-    with time_bound(5):  # a block that ends first: nothing is raised later
+    with time_bound(0.2):  # a block that ends first: nothing is raised later, not even after its bound has passed
         pass
-    time.sleep(0.1)
+    time.sleep(0.5)
 
 
 def test_a_stop_landing_in_a_weakref_callback_is_not_reported_as_ignored(monkeypatch):

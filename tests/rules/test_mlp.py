@@ -8,8 +8,6 @@ neuron and the output projection's column. Models are built from configs in memo
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -23,9 +21,12 @@ def test_rule_groups_zero_exactly_one_unit(name):
     torch.manual_seed(0)
     model = MODELS[name].eval()
     ids = _ids()
-    t0 = time.perf_counter()
     analysis = analyze_groups(model, {"input_ids": ids})
-    assert time.perf_counter() - t0 < 60  # grouped-query attention used to hang Torch-Pruning's graph here
+    # grouped-query attention used to hang Torch-Pruning's graph here: every trace finished, none was stopped by
+    # analyze_groups' time bound (which would leave the module-tree rules standing alone, heads included)
+    assert not any("did not finish" in e for e in (analysis.error, analysis.branch_error, analysis.hidden_error)), (
+        analysis.error or analysis.branch_error or analysis.hidden_error
+    )
     units = {g.unit for g in analysis.groups.values() if g.supported}
     assert "head" in units and "channel" in units, analysis.error
     shapes = {n: p.shape for n, p in model.named_parameters()}
