@@ -53,7 +53,7 @@ from torch import nn
 
 import workbench as wb
 from benchmarks import print_table
-from workbench.analysis.sensitivity import SensitivityResult, rows_for
+from workbench.analysis.sensitivity import TRUST_CELLS, SensitivityResult, rows_for
 from workbench.masks import n_to_prune
 
 THREADS = int(os.environ.get("WB_BENCH_THREADS", "2"))  # 1 on a machine shared with others
@@ -233,6 +233,45 @@ def _check(case: Case, res: dict[str, SensitivityResult]) -> dict[str, float]:
     return out
 
 
+def _suffix_share(bench: wb.Workbench, rows, data, repeats: int = 3) -> float:
+    """Mean over `rows` of the share of one forward pass over `data` that runs from the row's first module call to
+    the end (wall clock, median of `repeats` passes; forward pre-hooks on the rows' first members, removed after).
+    An exact scan must run at least that part per point, so ``1 / share`` bounds what skipping the part before the
+    pruned layer can buy against a loop of full forwards, for models whose later layers all depend on the pruned one
+    (chains, residual stacks, transformer blocks)."""
+    first = {row.members[0] for row in rows}
+    mods = {name: bench.model.get_submodule(name) for name in first}
+    shares: list[list[float]] = [[] for _ in rows]
+    seen: dict[str, float] = {}  # module name -> time of its first call in the current batch
+
+    def hook(name: str):
+        def pre(_module, _args) -> None:  # returns None: the inputs go on unchanged
+            seen.setdefault(name, time.perf_counter())
+
+        return pre
+
+    for _ in range(repeats):
+        hooks = [m.register_forward_pre_hook(hook(name)) for name, m in mods.items()]
+        try:
+            prefix = dict.fromkeys(first, 0.0)
+            total = 0.0
+            with torch.no_grad():
+                for x, _ in bench.adapter.batches(data, bench.model):
+                    seen.clear()
+                    t0 = time.perf_counter()
+                    bench.adapter.call(x, bench.model)
+                    t1 = time.perf_counter()
+                    total += t1 - t0
+                    for name in first:
+                        prefix[name] += seen.get(name, t1) - t0
+        finally:
+            for h in hooks:
+                h.remove()
+        for i, row in enumerate(rows):
+            shares[i].append(1.0 - prefix[row.members[0]] / total)
+    return float(np.mean([statistics.median(v) for v in shares]))
+
+
 def _run(case: Case) -> tuple[dict[str, float], dict[str, float]]:
     """Warm up, then `repeats` interleaved timed rounds (the order rotates each round); the first round's
     results are checked before the others run. Returns the median seconds per side and the Spearman values."""
@@ -255,6 +294,7 @@ def _run(case: Case) -> tuple[dict[str, float], dict[str, float]]:
                 RATIOS, granularity=case.granularity, criterion=CRITERION, mode="refine", progress=False
             )
             rho = _check(case, results)
+    rho["suffix"] = _suffix_share(bench, rows_for(bench, case.granularity, CRITERION), case.data.calib)
     return {k: statistics.median(v) for k, v in samples.items()}, rho
 
 
@@ -418,15 +458,27 @@ def _bert_base():
     return model, data
 
 
+def _fwd_bwd(model: nn.Module, data) -> float:
+    """Seconds of one forward+backward pass over `data` (keyword batches with labels: the model's own loss)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    t0 = time.perf_counter()
+    for batch in data:
+        torch.autograd.grad(model(**batch).loss, params)
+    return time.perf_counter() - t0
+
+
 def _zoo_table() -> None:
     """Exact scan vs the Distiller loop on real-size models, on ZOO_ROWS rows spread over the depth (the loop
-    would take hours over every row on 2 cores; per point both sides do the same work on any row)."""
+    would take hours over every row on 2 cores; per point both sides do the same work on any row); then, on the
+    same rows, the estimate and refine-20% against that exact map, and the estimate's cost (every row, trust check
+    included) against one forward+backward."""
     print(
         f"exact scan vs Distiller loop on real-size models: {ZOO_ROWS} weight rows spread over the depth x "
         f"{len(RATIOS)} ratios, criterion {CRITERION}, metric loss; one run each after a warm-up"
     )
-    head = ("model", "sizes", "engine", "loop s", "exact s", "ratio", "check")
-    table = [head]
+    head = ("model", "sizes", "engine", "loop s", "exact s", "ratio", "bound", "check")
+    table, maps = [head], [("model", "estimate 1st", "trust", f"refine {REFINE_BUDGET:.0%}", "cells measured",
+                            "fwd+bwd s", "estimate s", "cost")]  # fmt: skip
     for name, build in (("ResNet-50 (HF config)", _resnet50), ("BERT-base-sized", _bert_base)):
         model, data = build()
         bench = wb.Workbench(model, data, metric="loss")
@@ -444,9 +496,34 @@ def _zoo_table() -> None:
         n = sum(len(next(iter(b.values()))) for b in data)
         sizes = f"{_params(model) / 1e6:.1f}M params, {n} samples, {len(every)} rows in all"
         engine = ours.engine.split(" (")[0]
-        table.append((name, sizes, engine, f"{t_loop:.1f}", f"{t_ours:.1f}", f"{t_loop / t_ours:.1f}x", "same curves"))
+        bound = 1 / _suffix_share(bench, rows, data)
+        table.append((name, sizes, engine, f"{t_loop:.1f}", f"{t_ours:.1f}", f"{t_loop / t_ours:.1f}x",
+                      f"{bound:.1f}x", "same curves"))  # fmt: skip
+        # the estimate and refine-20% on the same rows, against the exact map just checked
+        exact = ours.values.ravel()
+        est = bench.sensitivity(RATIOS, mode="estimate", criterion=CRITERION, layers=pick, progress=False)
+        part = bench.sensitivity(
+            RATIOS, mode="refine", budget=REFINE_BUDGET, criterion=CRITERION, layers=pick, progress=False
+        )
+        rho = [float(spearmanr(r.values.ravel(), exact).statistic) for r in (est, part)]
+        _fwd_bwd(model, data)  # warm-up
+        t_fb = _fwd_bwd(model, data)
+        t0 = time.perf_counter()
+        bench.sensitivity(RATIOS, mode="estimate", criterion=CRITERION, progress=False)  # every row, trust included
+        t_est = time.perf_counter() - t0
+        cells = part.values.size
+        maps.append((name, f"{rho[0]:.3f}", f"{est.trust:.2f}", f"{rho[1]:.3f}",
+                     f"{int(part.exact.sum())} of {cells} ({part.exact.sum() / cells:.0%})",
+                     f"{t_fb:.1f}", f"{t_est:.1f}", f"{t_est / t_fb:.1f}x"))  # fmt: skip
         print(f"{name}: {t_loop + t_ours:.0f} s", file=sys.stderr)
     print_table(table)
+    print()
+    print(
+        f"estimate and refine {REFINE_BUDGET:.0%} vs the exact loss map above (the same {ZOO_ROWS} rows): Spearman "
+        f"over all cells; estimate cost: the estimate of every row with its {TRUST_CELLS}-cell trust check, against "
+        f"one forward+backward over the same data (goal <= {ESTIMATE_COST_GOAL:g}x)"
+    )
+    print_table(maps)
 
 
 def _busy_seconds() -> float:
@@ -555,6 +632,15 @@ def main() -> int:
     ):
         got = [(f"{c.name} {c.granularity}", s[base] / s[key]) for c, s, _ in runs]
         print(f"goal {label} >= {goal:g}x: {verdict(got, goal, '{:.1f}x')}")
+        if key == "ours":  # what skipping the layers before the pruned one can buy at most
+            print(
+                "  bound: an exact point runs at least the forward pass from the pruned layer on; that part is "
+                + "; ".join(
+                    f"{c.name} {c.granularity} {r['suffix']:.0%} of a forward on average (at most "
+                    f"{1 / r['suffix']:.1f}x the loop), measured {s['distiller'] / s['ours']:.1f}x"
+                    for c, s, r in runs
+                )
+            )
     for label, key in (("1st order", "estimate"), ("2nd order", "estimate-2nd")):
         got = [(f"{c.name} {c.granularity}", rho[key]) for c, _, rho in runs]
         print(
