@@ -242,28 +242,3 @@ def test_import_workbench_needs_no_display_libraries():
         "bad = [k for k in sys.modules if k.split('.')[0] in ('matplotlib', 'ipywidgets')]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-@pytest.mark.parametrize(
-    "method, module, fn",
-    [
-        ("sensitivity", "sensitivity", "sensitivity"),
-        ("entropy", "entropy", "entropy"),
-        ("profile", "profile", "profile"),
-        ("attributions", "attributions", "attributions"),
-        ("robustness", "robustness", "robustness"),
-        ("bias", "bias", "bias"),
-        ("compare_states", "bias", "compare_states"),
-    ],
-)
-def test_facade_methods_spell_out_the_parameters_of_what_they_call(method, module, fn):
-    """help(bench.robustness) shows what the analysis takes: the façade's parameters (after self) are the analysis
-    function's (after bench), with the same kinds and defaults."""
-    import importlib
-    import inspect
-
-    def params(f):
-        return [(k, v.kind, v.default) for k, v in list(inspect.signature(f).parameters.items())[1:]]
-
-    target = getattr(importlib.import_module(f"workbench.analysis.{module}"), fn)
-    assert params(getattr(wb.Workbench, method)) == params(target)

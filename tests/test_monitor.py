@@ -1,6 +1,6 @@
-"""monitor: agreement, accuracy and confidence drift of a pruned model vs its reference per batch, alerts, history
-export, bad input; with the easing feedback on every demo model. The easing analysis: tests/analysis/test_easing.py;
-the live plot: tests/viz/test_monitor.py."""
+"""monitor: agreement, accuracy and confidence drift of a pruned model vs its reference per batch, alerts, bad
+input; with the easing feedback on every demo model. The easing analysis: tests/analysis/test_easing.py; the live
+plot: tests/viz/test_monitor.py; the history export: tests/test__bench_history.py."""
 
 import json
 
@@ -130,21 +130,3 @@ def test_every_demo_model(name):
     assert_bitwise(model, before)
     # shipped weights: the best layer recovers +0.117 (resnet) to +0.817 (lstm) of agreement
     assert 1 <= len(sug.top) <= 2 and sug.rows[0]["recovered"] > 0
-
-
-def test_history_table_and_export(tmp_path):
-    model, data, _ = load()
-    bench = wb.Workbench(model, data)
-    bench.apply(wb.Plan.global_(0.5))
-    bench.apply(wb.Plan.uniform(0.3, granularity="filter", criterion="l1"), label="filters")
-    bench.undo()
-    table = bench.history_table()
-    assert [r["index"] for r in table] == [0, 1, 2]
-    assert [r["active"] for r in table] == [True, True, False] and [r["current"] for r in table] == [False, True, False]
-    assert table[0]["label"] == "dense" and table[0]["accuracy"] == pytest.approx(bench.history[0].metrics["accuracy"])
-    assert table[2]["label"] == "filters" and table[2]["plan"]["default"]["granularity"] == "filter"
-    assert table[1]["sparsity"] == pytest.approx(0.5, abs=0.01) and table[1]["metric_name"] == "accuracy"
-    assert table[1]["layers"]["features.0"]["ratio"] == 0.5
-    path = bench.export_history(tmp_path / "history.json")
-    doc = json.loads(path.read_text())
-    assert doc["position"] == 1 and doc["model"] == bench.name and doc["history"] == table
