@@ -6,7 +6,6 @@ import torch
 from conftest import assert_bitwise, assert_plain, snapshot
 
 import workbench as wb
-from workbench.ui.plan_editor import block_of, kind_of
 
 pytest.importorskip("ipywidgets")
 T = pytest.importorskip("transformers")
@@ -30,13 +29,6 @@ def llama():
     model = T.LlamaForCausalLM(cfg).eval()
     ids = torch.randint(0, 64, (4, 12), generator=torch.Generator().manual_seed(0))
     return model, [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}]
-
-
-def test_block_and_kind_names():
-    assert block_of("model.layers.11.mlp.down_proj") == "model.layers.11"
-    assert kind_of("model.layers.11.mlp.down_proj") == "mlp.down_proj"
-    assert block_of("lm_head") == "" and kind_of("lm_head") == "lm_head"
-    assert block_of("encoder.layer.3.attention.self.query") == "encoder.layer.3"
 
 
 def test_a_transformer_dashboard_groups_its_sliders_and_applies(llama):
