@@ -100,16 +100,30 @@ def test_refine_measures_the_cells_near_the_current_ratios_first():
     assert next(iter(got - {(i, 8) for i in range(n)}))[1] == 4
 
 
-def test_fill_map_recovers_rows_that_grow_geometrically_from_two_exact_cells_each():
+def test_fill_map_recovers_rows_that_grow_geometrically_from_their_exact_cells():
     """By construction: each row's true change is a_i * q**j (q differs per row), the estimate grows linearly and
-    ranks the low ratios wrongly; with each row's largest and middle ratio measured, the prediction is the truth."""
+    ranks the low ratios wrongly; with each row's smallest, middle and largest ratio measured, the prediction is the
+    truth. With only the middle and largest measured, the cells below follow the median slope of all rows; above a
+    row's last exact cell, the flatter of that slope and the row's own last segment."""
     j = np.arange(9)
-    truth = np.array([a * q**j for q, a in [(1.9, 1e-4), (1.5, 1e-2), (2.2, 1e-6), (1.2, 1e-1)]])
+    qs = [1.9, 1.5, 2.2, 1.2]
+    truth = np.array([a * q**j for q, a in zip(qs, [1e-4, 1e-2, 1e-6, 1e-1])])
     estimate = np.outer([1.0, 3.0, 0.5, 2.0], j + 1.0)[:, ::-1].copy()  # decreasing: every shape is wrong
     exact = np.zeros(truth.shape, dtype=bool)
-    exact[:, [4, 8]] = True
+    exact[:, [0, 4, 8]] = True
     got = fill_map(estimate, np.where(exact, truth, np.nan), exact)
     np.testing.assert_allclose(got, truth, rtol=1e-9)
+    exact[:, 0] = False
+    got = fill_map(estimate, np.where(exact, truth, np.nan), exact)
+    median = np.median(np.log(qs))
+    np.testing.assert_allclose(got[:, 4:], truth[:, 4:], rtol=1e-9)
+    np.testing.assert_allclose(got[:, :4], truth[:, [4]] * np.exp(median * (j[:4] - 4)), rtol=1e-9)
+    exact[2] = [False, False, True, False, False, True, False, False, False]  # q=2.2, steeper than the median
+    got = fill_map(estimate, np.where(exact, truth, np.nan), exact)
+    np.testing.assert_allclose(got[2, 2:6], truth[2, 2:6], rtol=1e-9)
+    np.testing.assert_allclose(got[2, 6:], truth[2, 5] * np.exp(median * (j[6:] - 5)), rtol=1e-9)
+    exact[:] = False
+    exact[:, [4, 8]] = True
     # a row with one exact cell takes the others' median log-slope; a row with none, the scaled estimate
     exact[0] = [False] * 8 + [True]
     exact[1] = False

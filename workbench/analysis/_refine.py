@@ -9,10 +9,11 @@ pass (`PointEvaluator.points`) and handed out one by one.
 
 The cells not measured yet are predicted from the measured ones (`fill_map`): loss changes of pruning one layer grow
 roughly geometrically with the ratio, while first-order estimates grow about linearly and rank low ratios by noise,
-so a row's exact cells are interpolated log-linearly in the ratio (and extended by its end segments' slopes), a change
-at or below the noise level (the largest negative change measured) counting as that level; a row with one exact cell
-takes the median log-slope of the rows with two or more; a row with none keeps the estimate, scaled to the exact
-cells (least squares). Extrapolated changes are capped at ten times the largest one measured. On the demo models
+so a row's exact cells are interpolated log-linearly in the ratio, a change at or below the noise level (the largest
+negative change measured) counting as that level, and extended below its first exact cell by the median log-slope of
+the rows with two or more, above its last by that slope or its own last segment's, whichever is flatter (one
+segment's slope is noisy, and the curves level off at large ratios); a row with one exact cell takes the median slope;
+a row with none keeps the estimate, scaled to the exact cells (least squares). Extrapolated changes are capped at ten times the largest one measured. On the demo models
 this ranks the whole map better after 20% of the cells than the estimate with exact cells pasted in
 (`benchmarks/sensitivity.py`). Run to the end, the map is the exact scan's (``metric="loss"``); stopped
 early, it is exact where `exact` says and predicted elsewhere (`estimate` keeps the raw estimate).
@@ -124,10 +125,16 @@ def fill_map(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray) -> np.
     cols = np.arange(values.shape[1])
     for i, js in enumerate(anchors):
         todo = ~exact[i]
-        if len(js) >= 2:  # log-linear through the exact cells, extended by the end segments' slopes
+        if len(js) >= 2:  # log-linear between the exact cells; beyond them, the pooled slope (see below)
             lo = np.clip(np.searchsorted(js, cols) - 1, 0, len(js) - 2)
             a, b = js[lo], js[lo + 1]
             row = logv[i, a] + (logv[i, b] - logv[i, a]) * (cols - a) / (b - a)
+            # a row's end segment is one noisy local slope: below its first exact cell the median slope of all rows
+            # extends it; above its last, that slope or the row's own, whichever is flatter (curves saturate)
+            last = (logv[i, js[-1]] - logv[i, js[-2]]) / (js[-1] - js[-2])
+            left, right = cols < js[0], cols > js[-1]
+            row[left] = logv[i, js[0]] + slope * (cols[left] - js[0])
+            row[right] = logv[i, js[-1]] + min(last, slope) * (cols[right] - js[-1])
             out[i, todo] = np.exp(np.minimum(row[todo], cap))
         elif len(js) == 1 and slope is not None:
             out[i, todo] = np.exp(np.minimum(logv[i, js[0]] + slope * (cols[todo] - js[0]), cap))
