@@ -1,4 +1,5 @@
-"""Every notebook in notebooks/ runs top to bottom on this interpreter, fast, and says what it should.
+"""Every notebook in notebooks/ runs top to bottom on this interpreter and says what it should (how long each
+takes is reported by benchmarks/notebooks.py).
 
 The kernel is this interpreter (`sys.executable`, i.e. `.venv/bin/python` under `make test`): a `python3`
 kernelspec pointing at it is written into a temporary Jupyter path, so a user-level or system-wide `python3`
@@ -20,7 +21,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-MAX_SECONDS = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,7 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     summary_path = tmp_path / "summary.json"
     monkeypatch.setenv("WORKBENCH_NB_SUMMARY", str(summary_path))
     nb, seconds = _run(path)
-    print(f"{path.name}: {seconds:.1f} s")
-    assert seconds < MAX_SECONDS, f"{path.name} took {seconds:.1f} s (limit {MAX_SECONDS:.0f} s); {_where(nb, seconds)}"
+    print(f"{path.name}: {seconds:.1f} s; {_where(nb, seconds)}")  # timing claims: benchmarks/notebooks.py
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, errors
     assert summary_path.exists(), f"{path.name} did not write its summary to $WORKBENCH_NB_SUMMARY"
