@@ -54,3 +54,35 @@ def test_replay_engine_runs_hf_models_and_untraceable_ones_and_equals_full_clone
 
     with pytest.raises(MemoryError, match="exceed"):
         ReplayRunner(bert, text, [("bert.encoder.layer.1.output.dense",)], max_bytes=16)
+
+
+def test_a_replayed_point_leaves_no_module_for_the_garbage_collector():
+    """Each point's clone is freed by reference counting (its replayed calls' overrides dropped): a cycle per point
+    would leave thousands of objects per point to full collections, which stop every thread (the dashboard's too)."""
+    import gc
+
+    from workbench.analysis._points import PointEvaluator
+    from workbench.analysis._rows import rows_for
+    from workbench.evaluate import eval_mode
+
+    torch.manual_seed(0)
+    model = _Branchy().eval()
+    g = torch.Generator().manual_seed(0)
+    data = [({"x": torch.randn(8, 6, generator=g)}, torch.randint(0, 3, (8,), generator=g)) for _ in range(2)]
+    bench = wb.Workbench(model, data, metric="loss")
+    rows = rows_for(bench, "weight", "l1")
+    with eval_mode(model):
+        ev = PointEvaluator(bench, rows, RATIOS, data, "loss", "replay")
+        ev.point(2, 0)
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for i in range(len(rows)):
+                ev.point(i, len(RATIOS) - 1)
+            gc.collect()
+            left = [o for o in gc.garbage if isinstance(o, torch.nn.Module)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert ev.engine.startswith("replay")
+    assert left == [], f"{len(left)} modules left to the garbage collector"

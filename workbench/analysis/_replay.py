@@ -112,11 +112,15 @@ class ReplayRunner:
                 return _orig(*args, **kwargs)
 
             mod.forward = forward
-        with torch.inference_mode():
-            for b, (x, y) in enumerate(self.batches):
-                batch[0] = b
-                counts.clear()
-                yield self.adapter.call(x, clone), x, y
+        try:
+            with torch.inference_mode():
+                for b, (x, y) in enumerate(self.batches):
+                    batch[0] = b
+                    counts.clear()
+                    yield self.adapter.call(x, clone), x, y
+        finally:  # each override holds its module's own forward (a cycle): dropped, the clone is freed at once
+            for name in {n for n, _ in replay}:  # rather than by a full garbage collection, which stalls every thread
+                del clone.get_submodule(name).forward
 
 
 def _ancestors(call: Call, parent: Mapping[Call, Call | None]):
