@@ -59,8 +59,10 @@ def test_suffix_outputs_equal_a_full_forward_of_the_masked_model(arch, ratio, se
     mask = torch.rand(model.get_parameter(name).shape, generator=g) < ratio
     params = masked_params(model, {name: mask})
     for (a, _, ya), (b, _, yb) in zip(runner.outputs(params), full_outputs(model, params, data), strict=True):
+        assert not torch.is_inference_mode_enabled()  # the generators never hold inference mode across a yield
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         assert torch.equal(ya, yb)
+    assert not torch.is_inference_mode_enabled()  # consumed in step, they left it off (one was left on before)
     assert_bitwise(model, snap)
     assert_plain(model)
 

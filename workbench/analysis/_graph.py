@@ -138,13 +138,14 @@ class SuffixRunner:
     def outputs(self, params: Mapping[str, Tensor]) -> Iterable[tuple[Any, Any, Tensor | None]]:
         """(output, inputs, labels) per cached batch with `params` replacing the live tensors."""
         modules, attrs, order = self.plan(params)
-        with torch.inference_mode():
-            for env, x, y in self.cache:
+        for env, x, y in self.cache:
+            with torch.inference_mode():  # entered and left per batch: never held across a yield (see full_outputs)
                 interp = _Interpreter(self.gm, modules, attrs)
                 interp.env = dict(env)
                 for n in order:
                     interp.env[n] = interp.run_node(n)
-                yield fx.node.map_arg(self.output.args[0], lambda n: interp.env[n]), x, y  # noqa: B023
+                out = fx.node.map_arg(self.output.args[0], lambda n: interp.env[n])  # noqa: B023
+            yield out, x, y
 
 
 def full_outputs(
@@ -153,6 +154,10 @@ def full_outputs(
     """(output, inputs, labels) per batch of a structural clone of `model` with `params` replaced (no tracing)."""
     adapter = adapter or Adapter(model)
     clone = clone_with(model, params).eval()
-    with torch.inference_mode():
-        for x, y in adapter.batches(data, model):
-            yield adapter.call(x, clone), x, y
+    for x, y in adapter.batches(data, model):
+        # inference mode per batch, left before the yield: a generator suspended inside it would run its caller in
+        # inference mode, and two such generators consumed in step restore each other's saved mode in the wrong
+        # order, leaving it on for the rest of the thread
+        with torch.inference_mode():
+            out = adapter.call(x, clone)
+        yield out, x, y

@@ -113,11 +113,12 @@ class ReplayRunner:
 
             mod.forward = forward
         try:
-            with torch.inference_mode():
-                for b, (x, y) in enumerate(self.batches):
-                    batch[0] = b
-                    counts.clear()
-                    yield self.adapter.call(x, clone), x, y
+            for b, (x, y) in enumerate(self.batches):
+                batch[0] = b
+                counts.clear()
+                with torch.inference_mode():  # never held across a yield (see _graph.full_outputs)
+                    out = self.adapter.call(x, clone)
+                yield out, x, y
         finally:  # each override holds its module's own forward (a cycle): dropped, the clone is freed at once
             for name in {n for n, _ in replay}:  # rather than by a full garbage collection, which stalls every thread
                 del clone.get_submodule(name).forward
