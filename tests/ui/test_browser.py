@@ -2,7 +2,8 @@
 
 Runs the tour notebook (from a temporary copy, so autosave cannot write outputs into the repo), waits for the
 dashboard, moves a ratio slider with the keyboard, applies, checks the metric changed and the heatmap is
-there, undoes and checks the metric came back. Screenshots land in tests/artifacts/ on success and failure.
+there, undoes and checks the metric came back. A one-cell notebook with a 121-layer model runs a refine
+sensitivity scan from the dashboard and stops it midway. Screenshots land in tests/artifacts/ on success and failure.
 """
 
 from __future__ import annotations
@@ -108,9 +109,10 @@ def _browser(p):
     )
 
 
-def _run_all(page, lab: str, notebook: str) -> None:
-    """Open `notebook` in JupyterLab, wait for its kernel and run all its cells."""
-    page.goto(f"{lab}/lab/tree/{notebook}")
+def _run_all(page, lab: str, notebook: str, workspace: str = "") -> None:
+    """Open `notebook` in JupyterLab, wait for its kernel and run all its cells. In a `workspace` of its own, the
+    notebook is the only tab (not the notebooks earlier tests left open, whose cells and kernels answer too)."""
+    page.goto(f"{lab}/lab/workspaces/{workspace}/tree/{notebook}" if workspace else f"{lab}/lab/tree/{notebook}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
     select = page.locator(".jp-Dialog button.jp-mod-accept")  # a kernel picker, if JupyterLab asks
     try:
@@ -264,6 +266,173 @@ def test_transformer_dashboard_in_chromium(lab):
             )
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "transformer-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+# A model "at this size" (issue 17, part 4): 60 residual blocks of two linear layers and a head, 121 targets, so a
+# refine scan has 1089 cells and lasts long enough (dozens of estimates' worth of passes) to be stopped midway.
+_REFINE_NOTEBOOK = """\
+import torch
+from torch import nn
+
+import workbench as wb
+
+torch.set_num_threads(1)  # the test machine is shared: intra-op threads would fight the other processes
+torch.manual_seed(0)
+
+
+class Block(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(width, width), nn.Linear(width, width)
+
+    def forward(self, x):
+        return x + self.fc2(torch.relu(self.fc1(x)))
+
+
+class Deep(nn.Module):
+    def __init__(self, n=60, width=64):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(width) for _ in range(n))
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return self.head(x)
+
+
+model = Deep().eval()
+x = torch.randn(512, 64)
+with torch.no_grad():
+    y = model(x).argmax(1)  # labels from the model itself, like a trained one's: pruning can only hurt
+bench = wb.Workbench(model, [(x[i : i + 128], y[i : i + 128]) for i in range(0, 512, 128)])
+bench.show()
+"""
+
+# the exact-cell count in the sensitivity caption ("...; 173/1089 cells exact (marked •)"), once it exceeds `prev`
+_EXACT_ABOVE = """(prev) => {
+    const e = document.querySelector('.wb-dashboard .wb-sensitivity-source');
+    const m = e && e.innerText.match(/(\\d+)\\/(\\d+) cells exact/);
+    return m && +m[1] > prev ? [+m[1], +m[2], e.innerText] : null;
+}"""
+
+
+# from now on, every exact-cell count the caption takes on the page, in order
+_RECORD_COUNTS = """() => {
+    const e = document.querySelector('.wb-dashboard .wb-sensitivity-source');
+    window.wbCounts = [];
+    new MutationObserver(() => {
+        const m = e.innerText.match(/(\\d+)\\/\\d+ cells exact/);
+        if (m && window.wbCounts.at(-1) !== +m[1]) window.wbCounts.push(+m[1]);
+    }).observe(e, {subtree: true, childList: true, characterData: true});
+}"""
+
+# how many cells of the sensitivity table are marked exact (their text starts with •)
+_MARKED = """() => [...document.querySelectorAll('.wb-dashboard .wb-cell')]
+    .filter(b => b.innerText.trim().startsWith('•')).length"""
+
+
+def _upload_notebook(lab: str, name: str, source: str) -> None:
+    """Write a one-cell notebook into the lab's notebook directory (the server's contents API)."""
+    import json
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    body = json.dumps({"type": "notebook", "format": "json", "content": nb}).encode()
+    req = urllib.request.Request(
+        f"{lab}/api/contents/{name}", data=body, method="PUT", headers={"Content-Type": "application/json"}
+    )
+    urllib.request.urlopen(req, timeout=30).read()
+
+
+def test_sensitivity_refine_fills_in_and_stop_keeps_it_in_chromium(lab):
+    """Issue 17, part 4, as a user does it on a model with 121 targets: the Sensitivity tab, mode "refine", Scan;
+    the map starts from the estimate (its trust figure in the caption) and the caption, read from the page, counts
+    more exact cells as they land; a slider still answers meanwhile; Stop ends the scan midway and the map keeps
+    the exact cells it had, each marked • in the table too. Screenshots: refine-*.png in tests/artifacts/."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    _upload_notebook(lab, "refine_at_size.ipynb", _REFINE_NOTEBOOK)
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            _run_all(page, lab, "refine_at_size.ipynb", workspace="refine")
+            page.wait_for_selector(".wb-dashboard .wb-sensitivity-source", state="attached", timeout=180_000)
+            page.click(".wb-dashboard .lm-TabBar-tab:has-text('Sensitivity')", timeout=10_000)
+            page.click(".wb-dashboard .widget-toggle-buttons button:has-text('refine')", timeout=10_000)
+            page.evaluate(_RECORD_COUNTS)
+            page.locator(".wb-dashboard button:has-text('Scan')").first.click(timeout=10_000)
+
+            n0, total, first = page.wait_for_function(_EXACT_ABOVE, arg=-1, timeout=120_000).json_value()
+            assert "refine scan" in first and "estimate trust" in first and total == 121 * 9, first
+            n1, _, _ = page.wait_for_function(_EXACT_ABOVE, arg=n0, timeout=60_000).json_value()
+
+            # the kernel still answers a slider while the scan runs: the preview follows it
+            page.click(".wb-dashboard .lm-TabBar-tab:has-text('by kind')", timeout=10_000)
+            preview = page.inner_text(".wb-dashboard .wb-preview")
+            handle = page.locator(".wb-dashboard .wb-kind-ratio .noUi-handle").first
+            handle.focus()
+            for _ in range(6):
+                page.keyboard.press("ArrowRight")
+            page.wait_for_function(
+                "(before) => document.querySelector('.wb-dashboard .wb-preview').innerText !== before",
+                arg=preview,
+                timeout=30_000,
+            )
+
+            n2, _, _ = page.wait_for_function(_EXACT_ABOVE, arg=n1, timeout=60_000).json_value()
+            page.locator(".wb-dashboard .wb-sensitivity-source").scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "refine-running.png"), full_page=False)
+            page.locator(".wb-dashboard button:has-text('Stop'):visible").click(timeout=10_000)
+            page.wait_for_selector(".wb-dashboard .wb-apply:not([disabled])", timeout=60_000)  # the scan ended
+
+            caption = page.inner_text(".wb-dashboard .wb-sensitivity-source")
+            kept = page.evaluate(_EXACT_ABOVE, -1)
+            assert kept is not None, caption
+            n, _, _ = kept
+            assert n2 <= n < total, caption  # Stop kept every cell it had measured, and the scan had not ended
+            # every count the page showed, in order: it only grew, and Stop left the last one (a browser that falls
+            # behind applies queued updates at once, so not every redraw's count is painted)
+            counts = page.evaluate("window.wbCounts")
+            assert {n0, n1, n2} <= set(counts) and counts == sorted(set(counts)) and counts[-1] == n, counts
+            # the table marks the same cells • (it is drawn once the scan ends: 1089 buttons, which a busy browser
+            # may take a while to draw after the caption)
+            try:
+                page.wait_for_function(f"(n) => ({_MARKED})() === n", arg=n, timeout=90_000)
+            except Exception:
+                marked, cells = page.evaluate(_MARKED), page.locator(".wb-dashboard .wb-cell").count()
+                raise AssertionError(
+                    f"{marked} of {cells} cells marked • in the table, the caption says {caption!r}; the log says: "
+                    + page.inner_text(".wb-dashboard .wb-log")
+                ) from None
+            squashed = page.evaluate(  # rows of the table lower than their buttons (which then overlap)
+                "() => [...new Set([...document.querySelectorAll('.wb-dashboard .wb-cell')].map(b => b.parentElement))]"
+                ".filter(r => r.offsetHeight < r.querySelector('.wb-cell').offsetHeight).length"
+            )
+            assert squashed == 0, f"{squashed} rows of the table are lower than their buttons"
+            cut = page.evaluate(  # cells whose text does not fit ("•+0.0…")
+                "() => [...document.querySelectorAll('.wb-dashboard .wb-cell')]"
+                ".filter(b => b.scrollWidth > b.clientWidth).map(b => b.innerText).slice(0, 5)"
+            )
+            assert not cut, f"cells cut short in the table: {cut}"
+            page.locator(".wb-dashboard .wb-sensitivity-source").scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "refine-stopped.png"), full_page=False)
+            page.set_viewport_size({"width": 1400, "height": 3400})  # the whole heatmap (121 rows) on screen
+            heatmap = page.locator(".wb-dashboard .wb-sensitivity-source ~ .wb-plot")
+            heatmap.scroll_into_view_if_needed()
+            heatmap.screenshot(path=str(ARTIFACTS / "refine-stopped-heatmap.png"))
+            table = page.locator(".wb-dashboard .wb-cell").first.locator("xpath=../..")  # its rows, scrolled
+            table.scroll_into_view_if_needed()
+            table.screenshot(path=str(ARTIFACTS / "refine-stopped-table.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "refine-failure.png"), full_page=True)
             raise
         finally:
             browser.close()

@@ -93,27 +93,31 @@ class SensitivityPanel(Panel):
             return
         from ..viz import plot_sensitivity
 
-        self.source.value = (
+        caption = (
             f"{sens.mode} scan, {sens.granularity}/{sens.criterion}: {sens.engine or 'measured'}, {sens.seconds:.1f} s"
         )
         if sens.mode in ("estimate", "refine") and getattr(sens, "trust", None) is not None:
-            self.source.value += f"; estimate trust {sens.trust:.2f} ({len(sens.checks)} cells checked exactly"
+            caption += f"; estimate trust {sens.trust:.2f} ({len(sens.checks)} cells checked exactly"
             if sens.scale is not None and np.isfinite(sens.scale):
-                self.source.value += f", predicted values {sens.scale:.2g}x the measured"
-            self.source.value += ")"
+                caption += f", predicted values {sens.scale:.2g}x the measured"
+            caption += ")"
         if sens.mode == "refine" and sens.exact is not None:
-            self.source.value += f"; {int(sens.exact.sum())}/{sens.exact.size} cells exact (marked •)"
+            caption += f"; {int(sens.exact.sum())}/{sens.exact.size} cells exact (marked •)"
 
         self.image.layout.display = ""
         self.image.value = render_png(
             lambda ax: plot_sensitivity(sens, ax=ax), size=(7.0, max(2.5, 0.22 * len(sens.layers) + 1.2))
         )
-        self.grid.children = self._cells(sens)
+        if sens is not self.live:  # a scan filling in redraws the heatmap only: the table follows when it ends
+            self.grid.children = self._cells(sens)
+        self.source.value = caption  # once, last: the browser never shows a count the map does not show yet
 
     def _cells(self, sens):
         """A clickable table of the scan: layers x ratios, each cell coloured by its value. A map with the same
         layers and ratios as the one shown updates the existing buttons (only changed cells send anything to the
-        browser), so a refine scan on a model with hundreds of layers redraws cheaply."""
+        browser: two messages, its text and its colour); a new table sends everything as its widgets open (Jupyter's
+        server drops a kernel's updates beyond 1000 a second, not the openings). A refine scan does not update the
+        table while it fills in (see `refresh`)."""
         import matplotlib as mpl
 
         vals = sens.values
@@ -121,32 +125,45 @@ class SensitivityPanel(Panel):
         norm = mpl.colors.TwoSlopeNorm(vcenter=0.0, vmin=-lim or -1, vmax=lim or 1)
         cmap = mpl.colormaps["RdBu" if sens.higher_is_better else "RdBu_r"]
         marked = sens.exact if sens.mode == "refine" and sens.exact is not None else None
+
+        def cell(i: int, j: int) -> tuple[str, str]:  # the text and colour of a cell
+            v = vals[i, j]
+            dot = "•" if marked is not None and marked[i, j] else ""
+            if np.isnan(v):
+                return "—", "#cccccc"
+            return f"{dot}{v:+.3f}", mpl.colors.to_hex(cmap(norm(v)))
+
         key = (tuple(sens.layers), tuple(float(r) for r in sens.ratios))
         if key != self._cells_key:
             self._buttons = []
             rows = []
-            for layer in sens.layers:
+            for i, layer in enumerate(sens.layers):
                 buttons = []
-                for r in sens.ratios:
-                    b = W.Button(layout=W.Layout(width="62px"), tooltip=f"{layer} at {r:.0%}")
-                    b.style.font_size = "10px"
-                    b.add_class("wb-cell")
+                for j, r in enumerate(sens.ratios):
+                    text, color = cell(i, j)
+                    b = W.Button(
+                        description=text,
+                        style={"button_color": color, "font_size": "10px"},
+                        layout=W.Layout(width="62px", padding="0"),  # room for "•+0.123" (a button pads 12px)
+                        tooltip=f"{layer} at {r:.0%}",
+                        _dom_classes=("wb-cell",),
+                    )
                     b.on_click(lambda _, layer=layer, r=float(r): self.dashboard.editor.set_ratio(layer, r))
                     buttons.append(b)
                 self._buttons.append(buttons)
-                rows.append(W.HBox([W.Label(layer, layout=W.Layout(width="180px")), *buttons]))
+                # flex "0 0 auto": rows keep their height and the box scrolls (flex boxes shrink them to fit)
+                label = W.Label(layer, layout=W.Layout(width="180px"))
+                rows.append(W.HBox([label, *buttons], layout=W.Layout(flex="0 0 auto")))
             header = W.HBox(
                 [W.Label("", layout=W.Layout(width="180px"))]
                 + [W.Label(f"{r:.0%}", layout=W.Layout(width="62px")) for r in sens.ratios]
             )
             self._table = (header, W.VBox(rows, layout=W.Layout(max_height="260px", overflow="auto")))
             self._cells_key = key
+            return self._table
         for i, buttons in enumerate(self._buttons):
             for j, b in enumerate(buttons):
-                v = vals[i, j]
-                dot = "•" if marked is not None and marked[i, j] else ""
-                b.description = "—" if np.isnan(v) else f"{dot}{v:+.3f}"
-                b.style.button_color = "#cccccc" if np.isnan(v) else mpl.colors.to_hex(cmap(norm(v)))
+                b.description, b.style.button_color = cell(i, j)
         return self._table
 
 
