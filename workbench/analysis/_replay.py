@@ -98,7 +98,8 @@ class ReplayRunner:
         clone = clone_with(self.model, params).eval()
         counts: dict[str, int] = {}
         batch = [0]
-        for name in {n for n, _ in replay}:
+        replayed = {n for n, _ in replay}  # modules whose calls are replayed: overridden below, restored at the end
+        for name in replayed:
             mod = clone.get_submodule(name)
             calls = {i for n, i in replay if n == name}
 
@@ -120,7 +121,7 @@ class ReplayRunner:
                     out = self.adapter.call(x, clone)
                 yield out, x, y
         finally:  # each override holds its module's own forward (a cycle): dropped, the clone is freed at once
-            for name in {n for n, _ in replay}:  # rather than by a full garbage collection, which stalls every thread
+            for name in replayed:  # rather than by a full garbage collection, which stalls every thread
                 del clone.get_submodule(name).forward
 
 
