@@ -11,7 +11,8 @@ from conftest import assert_bitwise, assert_plain, snapshot
 from zoo import make
 
 import workbench as wb
-from workbench.analysis._refine import fill_map
+from workbench.analysis._refine import corrected, fill_choice, fill_map, log_linear, refine_order
+from workbench.analysis._estimate import pick_cells
 from workbench.analysis.sensitivity import SensitivityResult
 from workbench.errors import WorkbenchError
 
@@ -36,7 +37,8 @@ def test_refine_run_to_the_end_is_the_exact_scan_and_fills_in_cell_by_cell():
     for m in maps:  # every intermediate map: exact where marked, predicted from the exact cells elsewhere
         np.testing.assert_allclose(m.values[m.exact], exact.values[m.exact], atol=1e-6, rtol=0)
         np.testing.assert_array_equal(m.estimate, est.values)
-        np.testing.assert_array_equal(m.values, fill_map(est.values, m.values, m.exact))
+        np.testing.assert_array_equal(m.values, fill_map(est.values, m.values, m.exact, ratios))
+        assert m.fill == fill_choice(est.values, m.values, m.exact, ratios)
         assert np.isfinite(m.values).all()
     back = SensitivityResult.from_dict(maps[3].to_dict())  # plain data, the starting estimate included
     np.testing.assert_array_equal(back.estimate, maps[3].estimate)
@@ -100,7 +102,7 @@ def test_refine_measures_the_cells_near_the_current_ratios_first():
     assert next(iter(got - {(i, 8) for i in range(n)}))[1] == 4
 
 
-def test_fill_map_recovers_rows_that_grow_geometrically_from_their_exact_cells():
+def test_log_linear_fill_recovers_rows_that_grow_geometrically_from_their_exact_cells():
     """By construction: each row's true change is a_i * q**j (q differs per row), the estimate grows linearly and
     ranks the low ratios wrongly; with each row's smallest, middle and largest ratio measured, the prediction is the
     truth. With only the middle and largest measured, the cells below follow the median slope of all rows; above a
@@ -111,15 +113,17 @@ def test_fill_map_recovers_rows_that_grow_geometrically_from_their_exact_cells()
     estimate = np.outer([1.0, 3.0, 0.5, 2.0], j + 1.0)[:, ::-1].copy()  # decreasing: every shape is wrong
     exact = np.zeros(truth.shape, dtype=bool)
     exact[:, [0, 4, 8]] = True
-    got = fill_map(estimate, np.where(exact, truth, np.nan), exact)
+    got = log_linear(estimate, np.where(exact, truth, np.nan), exact)
     np.testing.assert_allclose(got, truth, rtol=1e-9)
+    assert fill_choice(estimate, np.where(exact, truth, np.nan), exact) == "log-linear"
+    np.testing.assert_array_equal(fill_map(estimate, np.where(exact, truth, np.nan), exact), got)
     exact[:, 0] = False
-    got = fill_map(estimate, np.where(exact, truth, np.nan), exact)
+    got = log_linear(estimate, np.where(exact, truth, np.nan), exact)
     median = np.median(np.log(qs))
     np.testing.assert_allclose(got[:, 4:], truth[:, 4:], rtol=1e-9)
     np.testing.assert_allclose(got[:, :4], truth[:, [4]] * np.exp(median * (j[:4] - 4)), rtol=1e-9)
     exact[2] = [False, False, True, False, False, True, False, False, False]  # q=2.2, steeper than the median
-    got = fill_map(estimate, np.where(exact, truth, np.nan), exact)
+    got = log_linear(estimate, np.where(exact, truth, np.nan), exact)
     np.testing.assert_allclose(got[2, 2:6], truth[2, 2:6], rtol=1e-9)
     np.testing.assert_allclose(got[2, 6:], truth[2, 5] * np.exp(median * (j[6:] - 5)), rtol=1e-9)
     exact[:] = False
@@ -127,7 +131,7 @@ def test_fill_map_recovers_rows_that_grow_geometrically_from_their_exact_cells()
     # a row with one exact cell takes the others' median log-slope; a row with none, the scaled estimate
     exact[0] = [False] * 8 + [True]
     exact[1] = False
-    got = fill_map(estimate, np.where(exact, truth, np.nan), exact)
+    got = log_linear(estimate, np.where(exact, truth, np.nan), exact)
     slope = np.median(np.log([2.2, 1.2]))  # rows 2 and 3 have two exact cells
     np.testing.assert_allclose(got[0], truth[0, 8] * np.exp(slope * (j - 8)), rtol=1e-9)
     e, x = estimate[exact], truth[exact]
@@ -135,15 +139,46 @@ def test_fill_map_recovers_rows_that_grow_geometrically_from_their_exact_cells()
     # a change at or below the noise level (the largest negative change measured) counts as that level; the
     # measured cells keep their values
     vals = np.array([[np.nan, -0.02, np.nan, 0.5], [np.nan, np.nan, np.nan, -0.01]])
-    got = fill_map(np.ones((2, 4)), vals, ~np.isnan(vals))
+    got = log_linear(np.ones((2, 4)), vals, ~np.isnan(vals))
     np.testing.assert_allclose(got[0], [0.004, -0.02, 0.1, 0.5], rtol=1e-9)
     np.testing.assert_allclose(got[1], [0.02 / 125, 0.02 / 25, 0.02 / 5, -0.01], rtol=1e-9)
-    assert np.isfinite(fill_map(np.zeros((2, 3)), np.zeros((2, 3)), np.ones((2, 3), dtype=bool))).all()
+    assert np.isfinite(log_linear(np.zeros((2, 3)), np.zeros((2, 3)), np.ones((2, 3), dtype=bool))).all()
     # a steep segment extrapolated far stays finite: at most ten times the largest measured change
     steep = np.full((1, 40), np.nan)
     steep[0, :2] = [1e-30, 1.0]
-    got = fill_map(np.ones((1, 40)), steep, ~np.isnan(steep))
+    got = log_linear(np.ones((1, 40)), steep, ~np.isnan(steep))
     assert np.isfinite(got).all() and got.max() == pytest.approx(10.0)
+
+def test_fill_map_keeps_an_estimate_that_predicts_changes_of_either_sign():
+    """By construction, as on a model with random weights: loss changes of either sign that the estimate predicts to
+    within a second-order term (truth = estimate * (1 + r**2 / 3)). After the trust cells and 20% of the map in
+    refine order, a log-linear fill ranks the map far worse than the raw estimate (signed changes have no geometric
+    shape); fill_map chooses the corrected estimate, which ranks it as the estimate does (> 0.99)."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    ratios = np.linspace(0.1, 0.9, 9)
+    estimate = rng.normal(size=(12, 9)).cumsum(axis=1) * 1e-3
+    truth = estimate * (1 + ratios**2 / 3)
+    exact = np.zeros(truth.shape, dtype=bool)
+    for i, j in pick_cells(12, 9, 8):
+        exact[i, j] = True
+    for i, j in refine_order(estimate, exact, ratios, None)[: math.ceil(0.2 * truth.size) - 8]:
+        exact[i, j] = True
+    values = np.where(exact, truth, np.nan)
+    rho = {
+        name: spearmanr(got.ravel(), truth.ravel()).statistic
+        for name, got in (
+            ("estimate", estimate),
+            ("log-linear", log_linear(estimate, values, exact, ratios)),
+            ("corrected", corrected(estimate, values, exact, ratios)),
+        )
+    }
+    assert rho["log-linear"] < 0.5 < rho["estimate"]
+    assert fill_choice(estimate, values, exact, ratios) == "corrected"
+    got = fill_map(estimate, values, exact, ratios)
+    np.testing.assert_array_equal(got[exact], truth[exact])
+    assert spearmanr(got.ravel(), truth.ravel()).statistic > 0.99
 
 
 def test_refine_measures_loss_and_says_so_for_another_metric():

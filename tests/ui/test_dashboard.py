@@ -131,6 +131,8 @@ def test_sensitivity_refine_fills_in_near_the_sliders_and_stop_keeps_what_landed
     part = bench.last_sensitivity
     assert part.mode == "refine" and not part.complete and 0 < int(part.exact.sum()) < part.exact.size
     assert f"{int(part.exact.sum())}/{part.exact.size} cells exact" in s.source.value
+    assert part.fill in ("log-linear", "corrected")  # the caption says how the other cells were predicted
+    assert {"log-linear": "interpolated log-linearly", "corrected": "estimate corrected"}[part.fill] in s.source.value
     assert s.grid.children[1].children[i].children[1] is cell
     assert cell.description == ("•" if part.exact[i, 0] else "") + f"{part.values[i, 0]:+.3f}"
     assert_bitwise(model, before)

@@ -58,8 +58,9 @@ class SensitivityResult:
     trusted (1.0 for exact scans; for estimates their rank agreement with exact values on a few sampled cells, see
     `workbench.analysis._estimate`), None if not measured; `scale`: mean |estimated| / mean |exact| on those
     cells (1: the right magnitude). `checks`: the sampled cells as ``(row, column, estimated, exact)``.
-    `estimate`: in refine mode, the estimate the scan started from (its other cells are predicted from the exact
-    ones, see `workbench.analysis._refine.fill_map`)."""
+    `estimate`: in refine mode, the estimate the scan started from; `fill`: how the cells not measured yet were
+    predicted from the exact ones, ``"log-linear"`` or ``"corrected"`` (the estimate corrected by them; see
+    `workbench.analysis._refine.fill_map`)."""
 
     layers: tuple[str, ...]
     members: tuple[tuple[str, ...], ...]
@@ -79,6 +80,7 @@ class SensitivityResult:
     checks: tuple[tuple[int, int, float, float], ...] = ()
     scale: float | None = None
     estimate: np.ndarray | None = None
+    fill: str | None = None
 
     @property
     def units(self) -> str:
@@ -117,6 +119,7 @@ class SensitivityResult:
             "checks": [list(c) for c in self.checks],
             "scale": None if self.scale is None or math.isnan(self.scale) else self.scale,
             "estimate": None if self.estimate is None else self.estimate.tolist(),
+            "fill": self.fill,
         }
 
     @classmethod

@@ -12,6 +12,8 @@ from ..criteria import available as criteria_available
 from ..masks.granularity import available_granularities
 from ._base import Panel, image_widget, render_png
 
+FILL_WORDS = {"log-linear": "interpolated log-linearly", "corrected": "the estimate corrected by them"}
+
 __all__ = ["ConnectivityPanel", "EntropyPanel", "ProfilePanel", "SensitivityPanel"]
 
 
@@ -103,6 +105,8 @@ class SensitivityPanel(Panel):
             caption += ")"
         if sens.mode == "refine" and sens.exact is not None:
             caption += f"; {int(sens.exact.sum())}/{sens.exact.size} cells exact (marked •)"
+            if getattr(sens, "fill", None) and not sens.exact.all():
+                caption += f", the others {FILL_WORDS.get(sens.fill, sens.fill)}"
 
         self.image.layout.display = ""
         self.image.value = render_png(
