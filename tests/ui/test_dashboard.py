@@ -44,6 +44,8 @@ def test_slider_preview_apply_undo_redo_reset_and_history(cnn):
     snap = snapshot(model)
     bench = wb.Workbench(model, data)
     d = dash(bench)
+    dense = bench.evaluate()["metric"]  # the dense entry shows the metric the header shows, from the start
+    assert f"metric {dense:.4f}" in d.actions.history.options[0][0] and f"{dense:.4f}" in d.header.metric.value
     row = d.editor.rows["features.3"]
     row.slider.value = 0.5
     p = d.editor.last_preview
@@ -100,13 +102,20 @@ def test_sensitivity_refine_fills_in_near_the_sliders_and_stop_keeps_what_landed
     s = d.tabs["sensitivity"]
     s.redraw_every = 0.0  # redraw after every cell (the default throttles to 2 redraws a second)
     d.editor.rows["features.3"].slider.value = 0.5
+    s.mode.value = "estimate"
+    s.scan_button.click()  # a table of the estimate, to be hidden while the refine scan below fills in
+    assert s.grid.layout.display != "none" and s.grid.children
     frames = []
     real = s.refresh
-    s.refresh = lambda sens=None: (frames.append((sens, s.source.value)), real(sens))[1]
+    s.refresh = lambda sens=None: (frames.append((sens, s.grid.layout.display)), real(sens))[1]
     s.mode.value = "refine"
     s.scan_button.click()
     sens = bench.last_sensitivity
     assert sens.mode == "refine" and sens.exact.all() and 0.0 <= sens.trust <= 1.0
+    # the previous scan's table is hidden while the heatmap fills in, and back (this scan's) when it ends
+    assert all(shown == "none" for f, shown in frames if f is not None)
+    assert s.grid.layout.display != "none" and "click a cell" in s.note.value
+    assert bench.last_sensitivity is sens and d.log.last.startswith("refine sensitivity scan: done")
     live = [f for f, _ in frames if f is not None]
     assert len(live) >= 3 and int(live[0].exact.sum()) < int(live[-1].exact.sum())  # the heatmap filled in
     i = sens.row("features.3")
@@ -131,6 +140,8 @@ def test_sensitivity_refine_fills_in_near_the_sliders_and_stop_keeps_what_landed
     part = bench.last_sensitivity
     assert part.mode == "refine" and not part.complete and 0 < int(part.exact.sum()) < part.exact.size
     assert f"{int(part.exact.sum())}/{part.exact.size} cells exact" in s.source.value
+    assert "stopped" in d.log.last and "kept what it computed" in d.log.last  # not "done"
+    assert s.grid.layout.display != "none"
     assert part.fill in ("log-linear", "corrected")  # the caption says how the other cells were predicted
     assert {"log-linear": "interpolated log-linearly", "corrected": "estimate corrected"}[part.fill] in s.source.value
     assert s.grid.children[1].children[i].children[1] is cell

@@ -135,7 +135,10 @@ class Busy:
                 result = work()
                 if done is not None:
                     done(result)
-                self.log(f"{what}: done in {time.perf_counter() - t0:.2f} s")
+                if self._stop.is_set():  # the work caught the Stop itself and returned what it had (a refine scan)
+                    self.log(f"{what}: stopped after {time.perf_counter() - t0:.2f} s; kept what it computed", "warn")
+                else:
+                    self.log(f"{what}: done in {time.perf_counter() - t0:.2f} s")
             except KeyboardInterrupt:
                 self.log(f"{what}: stopped", "warn")
             except Exception as e:  # an error is shown, never a frozen dashboard

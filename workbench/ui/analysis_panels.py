@@ -12,6 +12,7 @@ from ..criteria import available as criteria_available
 from ..masks.granularity import available_granularities
 from ._base import Panel, image_widget, render_png
 
+CLICK_NOTE = "click a cell to set that layer's slider to the cell's ratio"
 FILL_WORDS = {"log-linear": "interpolated log-linearly", "corrected": "the estimate corrected by them"}
 
 __all__ = ["ConnectivityPanel", "EntropyPanel", "ProfilePanel", "SensitivityPanel"]
@@ -44,19 +45,26 @@ class SensitivityPanel(Panel):
         self.source = W.HTML()  # what the heatmap shows: which scan, by which engine, how long it took
         self.source.add_class("wb-sensitivity-source")
         self.grid = W.VBox()
+        self.note = W.HTML(CLICK_NOTE)
+        self.busy.on_idle.append(lambda: self._table_shown(True))
         self.refresh()
 
     def widget(self) -> W.Widget:
-        note = W.HTML("click a cell to set that layer's slider to the cell's ratio")
         return W.VBox(
             [
                 W.HBox([self.granularity, self.criterion, self.mode, self.scan_button]),
                 self.source,
                 self.image,
-                note,
+                self.note,
                 self.grid,
             ]
         )
+
+    def _table_shown(self, shown: bool) -> None:
+        """A refine scan hides the table of the previous map while the heatmap fills in (the table follows when
+        the scan ends, stopped or not: see `refresh`); shown again once it ends, also on an error."""
+        self.grid.layout.display = "" if shown else "none"
+        self.note.value = CLICK_NOTE if shown else "the table of values follows when the scan ends (or is stopped)"
 
     def scan(self) -> None:
         g, c, mode = self.granularity.value, self.criterion.value, self.mode.value
@@ -66,6 +74,7 @@ class SensitivityPanel(Panel):
             extra = {"second_order": True} if mode != "exact" else {"executor": self.dashboard.executor}
             if mode == "refine":  # cells near the sliders' ratios first; the heatmap fills in as they land
                 self._drawn = 0.0
+                self._table_shown(False)
                 extra.update(around=self.dashboard.editor.plan(), on_update=self._landed)
             return self.bench.sensitivity(ratios, g, c, mode=mode, progress=self.busy.tick, **extra)
 

@@ -41,6 +41,10 @@ class Header(Panel):
     def refresh(self) -> None:
         b = self.bench
         now = b.current.metrics
+        if now is None and b.data is not None and b.store.position == 0:  # the dense model: evaluated once, kept
+            state = b.state  # as the history's entry 0 (its list then shows the metric too)
+            state.log.check_edits()
+            now = state.log.dense_metrics(state)
         dense = b.history[0].metrics
         name = b.metric if isinstance(b.metric, str) else getattr(b.metric, "__name__", "metric")
         if now is None and b.data is not None:
@@ -122,7 +126,7 @@ class ActionsPanel(Panel):
     def refresh(self) -> None:
         opts = []
         for e in self.bench.history:
-            metric = "—" if e.metric is None else f"{e.metric:.4f}"
+            metric = "not evaluated" if e.metric is None else f"{e.metric:.4f}"
             mark = "▶ " if e.index == self.bench.store.position else ("  " if e.active else "↷ ")
             opts.append((f"{mark}{e.index}  {e.label[:48]:<48}  metric {metric}  sparsity {e.sparsity:.1%}", e.index))
         self._updating = True
