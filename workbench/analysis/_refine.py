@@ -20,14 +20,16 @@ differ in what their estimate gets right:
   squares). Extrapolated changes are capped at ten times the largest one measured.
 - `corrected`, for models away from a minimum (random or freshly initialised weights, fine-tuning from a new head):
   there the changes are small and of either sign, a first-order estimate predicts them closely, and a geometric
-  fill has nothing to hold on to. The estimate is kept and, per row, corrected by its error at the row's exact
-  cells (interpolated in the squared ratio, 0 at ratio 0, where second-order terms grow).
+  fill has nothing to hold on to. The estimate is kept and, per row, corrected near the row's exact cells by its
+  error there (fading over `REACH` grid steps: the error of a first-order estimate grows with the ratio, but one
+  cell's error is partly noise that should not move the whole row).
 
 `fill_choice` picks between them on the measured cells themselves: each of up to `HELD_OUT` exact cells is left out
 in turn and predicted from the others both ways; the prediction that ranks those cells closer to their places among
-the other measured values fills the map, and the result says which (`SensitivityResult.fill`). On the demo models (trained) this is the
-log-linear fill; on the 32 random-weight models of the test zoo almost always the corrected estimate, where a
-geometric fill alone ranked the map at 0.2 on average after 20% of the cells (`benchmarks/sensitivity.py`). Run to
+the other measured values fills the map, and the result says which (`SensitivityResult.fill`). After 20% of the cells it picks the
+log-linear fill on the trained demo models (but for head pruning of the demo transformer) and the corrected
+estimate on every random-weight model of the test zoo, where a geometric fill alone ranked the map at 0.2 on
+average, below the estimate it started from (`benchmarks/sensitivity.py --zoo`). Run to
 the end, the map is the exact scan's (``metric="loss"``); stopped early, it is exact where `exact` says and
 predicted elsewhere (`estimate` keeps the raw estimate).
 """
@@ -48,6 +50,7 @@ __all__ = ["corrected", "current_ratios", "fill_choice", "fill_map", "log_linear
 NEAR = 1  # grid steps from a row's current ratio that count as "near"
 LOOKAHEAD = 16  # cells ahead in the order searched for more cells of the same row to batch
 HELD_OUT = 24  # exact cells left out in turn to choose between the two predictions of the others
+REACH = 3  # grid steps over which an exact cell corrects the estimate of its row's other cells
 
 
 def current_ratios(bench, rows, around: Any) -> np.ndarray | None:
@@ -132,7 +135,7 @@ def fill_map(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, ratios
 
     >>> est = np.array([[0.1, -0.2, 0.3, -0.4, 0.5], [-0.1, 0.2, 0.1, 0.3, -0.2]])
     >>> fill_choice(est, 1.1 * est, exact), fill_map(est, 1.1 * est, exact).round(3).tolist()
-    ('corrected', [[0.11, -0.182, 0.33, -0.361, 0.55], [-0.11, 0.22, 0.11, 0.297, -0.22]])
+    ('corrected', [[0.11, -0.18, 0.33, -0.36, 0.55], [-0.11, 0.22, 0.103, 0.293, -0.22]])
     """
     return FILLS[fill_choice(estimate, values, exact, ratios)](estimate, values, exact, ratios)
 
@@ -163,24 +166,25 @@ def fill_choice(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, rat
 def corrected(
     estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, ratios: np.ndarray | None = None, rows=None
 ) -> np.ndarray:
-    """The estimate plus, per row, its error at the row's exact cells interpolated linearly in the squared ratio
-    (0 at ratio 0; held beyond the last exact cell); rows without an exact cell keep the estimate. Returns the rows
-    `rows` (default all), exact cells replaced by `values`.
+    """The estimate plus, per row, its error at the row's exact cells carried to the cells within `REACH` grid steps
+    (weights falling linearly with the distance; an average where several exact cells reach a cell); farther cells
+    and rows without an exact cell keep the estimate. Returns the rows `rows` (default all), exact cells replaced
+    by `values`. `ratios` is unused (the grid steps are the axis).
 
-    >>> est = np.array([[1.0, 2.0, 3.0, 4.0], [-1.0, -2.0, -3.0, -4.0]])
-    >>> got = np.array([[0.0, 0.0, 0.0, 8.0], [0.0, 0.0, 0.0, 0.0]])
-    >>> corrected(est, got, np.array([[False, False, False, True], [False] * 4])).tolist()
-    [[1.25, 3.0, 5.25, 8.0], [-1.0, -2.0, -3.0, -4.0]]
+    >>> est = np.array([[1.0, 2.0, 3.0, 4.0, 5.0], [-1.0, -2.0, -3.0, -4.0, -5.0]])
+    >>> got = np.array([[0.0, 0.0, 0.0, 0.0, 8.0], [0.0] * 5])
+    >>> corrected(est, got, np.array([[False] * 4 + [True], [False] * 5])).round(3).tolist()
+    [[1.0, 2.0, 4.0, 6.0, 8.0], [-1.0, -2.0, -3.0, -4.0, -5.0]]
     """
     rows = range(estimate.shape[0]) if rows is None else rows
-    x = _ratios(ratios, estimate.shape[1]) ** 2
+    cols = np.arange(estimate.shape[1])
     out = np.empty((len(rows), estimate.shape[1]))
     for k, i in enumerate(rows):
         js = np.flatnonzero(exact[i])
         out[k] = estimate[i]
         if len(js):
-            error = values[i, js] - estimate[i, js]
-            out[k] += np.interp(x, np.concatenate([[0.0], x[js]]), np.concatenate([[0.0], error]))
+            reach = np.maximum(0.0, 1.0 - np.abs(cols[:, None] - js[None, :]) / REACH)  # column x exact cell
+            out[k] += reach @ (values[i, js] - estimate[i, js]) / np.maximum(1.0, reach.sum(1))
             out[k, js] = values[i, js]
     return out
 
