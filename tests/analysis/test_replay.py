@@ -86,3 +86,46 @@ def test_a_replayed_point_leaves_no_module_for_the_garbage_collector():
             gc.garbage.clear()
     assert ev.engine.startswith("replay")
     assert left == [], f"{len(left)} modules left to the garbage collector"
+
+
+def _small_bert():
+    import transformers as T
+
+    torch.manual_seed(0)
+    cfg = T.BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                       intermediate_size=32, num_labels=3)  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    text = [{"input_ids": (ids := torch.randint(0, 100, (4, 12), generator=g)), "attention_mask": torch.ones_like(ids),
+             "labels": torch.randint(0, 3, (4,), generator=g)} for _ in range(2)]  # fmt: skip
+    return T.BertForSequenceClassification(cfg).eval(), text
+
+
+def test_rows_are_checked_when_first_used_and_a_row_whose_replay_differs_replays_nothing():
+    """The runner checks a sample of rows up front (for its speed-up) and every other row when a point first uses
+    it (an estimate's trust check touches 8 rows of hundreds); a row whose replay does not give the dense outputs
+    replays nothing, so its points are full forwards (here: the dense outputs it checks against made wrong)."""
+    from workbench.analysis._replay import SPEED_SAMPLE, ReplayRunner
+    from workbench.analysis._rows import rows_for
+
+    model, data = _small_bert()
+    bench = wb.Workbench(model, data, metric="loss")
+    rows = rows_for(bench, "weight", "l1")
+    runner = ReplayRunner(model, data, [r.members for r in rows])
+    starts = sorted({runner._first_start(r.members) for r in rows} - {-1})
+    assert len(starts) > SPEED_SAMPLE + 2 and runner.checked < set(starts) and len(runner.checked) == SPEED_SAMPLE
+    late = max(set(starts) - runner.checked)
+    runner._want = runner._want + 1.0  # what the next row checked will be compared with: no replay matches it
+    row = next(r for r in rows if runner._first_start(r.members) == late)
+    params = {m + ".weight": torch.zeros_like(model.get_parameter(m + ".weight")) for m in row.members}
+    with torch.inference_mode():
+        got = [out.logits.clone() for out, _, _ in runner.outputs(params)]
+        want = [model(**{k: v for k, v in b.items() if k != "labels"}).logits for b in data]
+    assert late in runner.checked and late in runner.bad and not runner._replayable(late)
+    for g_, w_ in zip(got, want):  # not the dense outputs: the zeroed weights took effect (a full forward ran)
+        assert not torch.allclose(g_, w_)
+    from workbench.analysis._graph import clone_with
+
+    with torch.inference_mode():
+        full = [clone_with(model, params).eval()(**{k: v for k, v in b.items() if k != "labels"}).logits for b in data]
+    for g_, f_ in zip(got, full):
+        torch.testing.assert_close(g_, f_, rtol=0, atol=1e-6)
