@@ -47,6 +47,7 @@ def test_replay_engine_runs_hf_models_and_untraceable_ones_and_equals_full_clone
         assert a.engine.startswith("replay") and "clones" in b.engine
         np.testing.assert_allclose(c.values, b.values, atol=1e-6, rtol=0)
         np.testing.assert_allclose(a.values, b.values, atol=1e-6, rtol=0)
+        assert a.baseline == pytest.approx(b.baseline, abs=1e-6)  # replayed from the latest row checked
         assert_bitwise(model, snap)
         assert_plain(model)
     # over its memory bound the runner refuses (the scan then runs full forwards)

@@ -130,6 +130,8 @@ class ReplayRunner:
 
     def outputs(self, params: Mapping[str, Tensor], start: int | None = None) -> Iterable[tuple[Any, Any, Any]]:
         owners = {name.rpartition(".")[0] for name in params}
+        if start is None and not params and self.checked - self.bad:  # the dense model (a baseline): replayed up to
+            start = max(self.checked - self.bad)  # the latest row checked to reproduce it
         start = self._first_start(owners) if start is None else start
         if start >= 0 and start not in self.checked:  # a row first used: its replay checked first (see __init__)
             if self._want is None:  # (every row's start was checked in __init__; any other start replays nothing)
