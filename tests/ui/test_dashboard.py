@@ -314,3 +314,36 @@ def test_dashboard_on_every_demo_model(demo_models, name):
     d.actions.undo_button.click()
     assert_bitwise(model, snap)
     d.widget()
+
+
+def test_a_large_table_is_updated_in_chunks_the_server_does_not_drop(cnn, monkeypatch):
+    """Jupyter's server drops a kernel's widget updates beyond 1000 a second: a map of the same shape as the one
+    shown updates only its changed cells (two messages each), UPDATE_CHUNK at a time, UPDATE_PAUSE seconds apart."""
+    from workbench.analysis.sensitivity import SensitivityResult
+    from workbench.ui import analysis_panels
+
+    model, data = cnn
+    d = dash(wb.Workbench(model, data))
+    s = d.tabs["sensitivity"]
+    layers = tuple(f"layer{i}" for i in range(70))
+    ratios = np.round(np.linspace(0.1, 0.9, 9), 2)
+
+    def result(values):
+        return SensitivityResult(layers=layers, members=tuple((n,) for n in layers), ratios=ratios, values=values,
+                                 baseline=0.5, metric_name="loss", higher_is_better=False, granularity="weight",
+                                 criterion="l1", mode="exact")  # fmt: skip
+
+    rng = np.random.default_rng(0)
+    s.refresh(result(rng.normal(size=(70, 9))))
+    pauses = []
+    monkeypatch.setattr(analysis_panels.time, "sleep", pauses.append)
+    new = rng.normal(size=(70, 9))
+    new[:10] = np.nan  # 90 cells show "—": changed too
+    s.refresh(result(new))
+    changed = 630
+    assert pauses == [analysis_panels.UPDATE_PAUSE] * (-(-changed // analysis_panels.UPDATE_CHUNK) - 1)
+    shown = [[b.description for b in row] for row in s._buttons]
+    assert shown[20][3] == f"{new[20, 3]:+.3f}" and shown[0][0] == "—"
+    pauses.clear()
+    s.refresh(result(new))  # nothing changed: nothing sent, no pause
+    assert pauses == []

@@ -12,6 +12,7 @@ from ..criteria import available as criteria_available
 from ..masks.granularity import available_granularities
 from ._base import Panel, image_widget, render_png
 
+UPDATE_CHUNK, UPDATE_PAUSE = 200, 0.5  # table cells updated at once (two messages each), seconds between chunks
 CLICK_NOTE = "click a cell to set that layer's slider to the cell's ratio"
 FILL_WORDS = {"log-linear": "interpolated log-linearly", "corrected": "the estimate corrected by them"}
 
@@ -129,8 +130,9 @@ class SensitivityPanel(Panel):
         """A clickable table of the scan: layers x ratios, each cell coloured by its value. A map with the same
         layers and ratios as the one shown updates the existing buttons (only changed cells send anything to the
         browser: two messages, its text and its colour); a new table sends everything as its widgets open (Jupyter's
-        server drops a kernel's updates beyond 1000 a second, not the openings). A refine scan does not update the
-        table while it fills in (see `refresh`)."""
+        server drops a kernel's updates beyond 1000 a second, not the openings: changed cells go out `UPDATE_CHUNK` at a
+        time, `UPDATE_PAUSE` seconds apart). A refine scan does not update the table while it fills in (see
+        `refresh`)."""
         import matplotlib as mpl
 
         vals = sens.values
@@ -174,9 +176,17 @@ class SensitivityPanel(Panel):
             self._table = (header, W.VBox(rows, layout=W.Layout(max_height="260px", overflow="auto")))
             self._cells_key = key
             return self._table
+        changes = []
         for i, buttons in enumerate(self._buttons):
             for j, b in enumerate(buttons):
-                b.description, b.style.button_color = cell(i, j)
+                text, color = cell(i, j)
+                if b.description != text or b.style.button_color != color:
+                    changes.append((b, text, color))
+        for k in range(0, len(changes), UPDATE_CHUNK):  # at most ~800 messages a second: the server's limit is 1000
+            if k:
+                time.sleep(UPDATE_PAUSE)
+            for b, text, color in changes[k : k + UPDATE_CHUNK]:
+                b.description, b.style.button_color = text, color
         return self._table
 
 
