@@ -44,7 +44,8 @@ class Analyses:
         diagonal-Fisher term when `second_order`) and measures `trust_cells` cells exactly for its `trust` figure;
         ``"refine"`` starts from the estimate and measures cells nearest the ratios of `around` (default: the current
         state) first, until `budget` (a share of the cells), `time_limit`, `stop()` or Ctrl-C, calling
-        `on_update(result)` per cell. See `workbench.analysis.sensitivity`. The last result is `self.last_sensitivity`.
+        `on_update(result)` per cell; the cells not measured yet are predicted from those measured (`result.fill`
+        says how). See `workbench.analysis.sensitivity`. The last result is `self.last_sensitivity`.
         """
         from .analysis.sensitivity import sensitivity
 
