@@ -119,6 +119,7 @@ def _during_scan(
         if len(maps) > 10 and len(busy) >= events:  # ten maps redrawn after the estimate
             break
         time.sleep(pause)
+    t_stop = time.perf_counter()
     dash.busy.stop()
     if dash.busy.thread is not None:
         dash.busy.thread.join()
@@ -126,8 +127,12 @@ def _during_scan(
     # the slowest event during the scan, and the garbage collections that overlapped it (any thread's)
     a, b = spans[events + int(np.argmax(busy))]
     overlap = [(e - s) * 1e3 for s, e, g in pauses if s < b and e > a and g == 2]
+    during = [p for p in pauses if p[0] < t_stop]  # after Stop: the scan's end (objects unfrozen, see ui/_base.py)
+    s_, e_, g_ = max(during, key=lambda p: p[1] - p[0]) if during else (0.0, 0.0, 0)
+    after = max(((e - s) * 1e3 for s, e, _ in pauses if s >= t_stop), default=0.0)
     gc_note = (
-        f"longest collection {max((e - s) * 1e3 for s, e, _ in pauses):.0f} ms ({len(pauses)} in all); "
+        f"longest collection while it ran {(e_ - s_) * 1e3:.0f} ms (generation {g_}, {s_ - t0:.1f} s into the scan; "
+        f"{len(during)} in all, {sum(g == 2 for *_, g in during)} full), after Stop {after:.0f} ms; "
         f"the slowest event overlapped {len(overlap)} full (gen-2) collection(s)"
         + (f" of {sum(overlap):.0f} ms" if overlap else "")
         if pauses

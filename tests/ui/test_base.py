@@ -66,3 +66,35 @@ def test_a_panel_without_deferred_work_adds_nothing_to_the_runner():
     d = _dashboard()
     Panel(d)
     assert d.busy.on_idle == [] and len(Counting(d).busy.on_idle) == 1
+
+
+def test_a_task_runs_with_the_objects_before_it_left_out_of_garbage_collections():
+    """A full collection stops every thread (a slider's too): while a task runs, what existed before it is frozen
+    (gc.freeze) and collections scan only what it creates; unfrozen when it ends, also on an error; nested blocks
+    count; a freeze made by someone else is left alone."""
+    import gc
+
+    from workbench.ui._base import frozen_gc
+
+    d = _dashboard()
+    seen = []
+
+    def task():
+        seen.append(gc.get_freeze_count() > 0)
+        with frozen_gc():  # nested: the outer block's freeze holds
+            seen.append(gc.get_freeze_count() > 0)
+        seen.append(gc.get_freeze_count() > 0)
+        raise RuntimeError("boom")
+
+    assert gc.get_freeze_count() == 0
+    d.busy.run("task", task)
+    assert seen == [True, True, True] and gc.get_freeze_count() == 0  # unfrozen after the error
+    assert "boom" in d.log.last
+    gc.freeze()  # the user's own freeze: neither undone nor counted
+    try:
+        frozen = gc.get_freeze_count()
+        with frozen_gc():
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
