@@ -11,8 +11,8 @@ from conftest import assert_bitwise, assert_plain, snapshot
 from zoo import make
 
 import workbench as wb
-from workbench.analysis._refine import corrected, fill_choice, fill_map, log_linear, refine_order
 from workbench.analysis._estimate import pick_cells
+from workbench.analysis._refine import corrected, fill_choice, fill_map, log_linear, refine_order
 from workbench.analysis.sensitivity import SensitivityResult
 from workbench.errors import WorkbenchError
 
@@ -37,8 +37,8 @@ def test_refine_run_to_the_end_is_the_exact_scan_and_fills_in_cell_by_cell():
     for m in maps:  # every intermediate map: exact where marked, predicted from the exact cells elsewhere
         np.testing.assert_allclose(m.values[m.exact], exact.values[m.exact], atol=1e-6, rtol=0)
         np.testing.assert_array_equal(m.estimate, est.values)
-        np.testing.assert_array_equal(m.values, fill_map(est.values, m.values, m.exact, ratios))
-        assert m.fill == fill_choice(est.values, m.values, m.exact, ratios)
+        np.testing.assert_array_equal(m.values, fill_map(est.values, m.values, m.exact))
+        assert m.fill == fill_choice(est.values, m.values, m.exact)
         assert np.isfinite(m.values).all()
     back = SensitivityResult.from_dict(maps[3].to_dict())  # plain data, the starting estimate included
     np.testing.assert_array_equal(back.estimate, maps[3].estimate)
@@ -149,6 +149,7 @@ def test_log_linear_fill_recovers_rows_that_grow_geometrically_from_their_exact_
     got = log_linear(np.ones((1, 40)), steep, ~np.isnan(steep))
     assert np.isfinite(got).all() and got.max() == pytest.approx(10.0)
 
+
 def test_fill_map_keeps_an_estimate_that_predicts_changes_of_either_sign():
     """By construction, as on a model with random weights: loss changes of either sign that the estimate predicts to
     within a second-order term (truth = estimate * (1 + r**2 / 3)). After the trust cells and 20% of the map in
@@ -170,13 +171,13 @@ def test_fill_map_keeps_an_estimate_that_predicts_changes_of_either_sign():
         name: spearmanr(got.ravel(), truth.ravel()).statistic
         for name, got in (
             ("estimate", estimate),
-            ("log-linear", log_linear(estimate, values, exact, ratios)),
-            ("corrected", corrected(estimate, values, exact, ratios)),
+            ("log-linear", log_linear(estimate, values, exact)),
+            ("corrected", corrected(estimate, values, exact)),
         )
     }
     assert rho["log-linear"] < 0.5 < rho["estimate"]
-    assert fill_choice(estimate, values, exact, ratios) == "corrected"
-    got = fill_map(estimate, values, exact, ratios)
+    assert fill_choice(estimate, values, exact) == "corrected"
+    got = fill_map(estimate, values, exact)
     np.testing.assert_array_equal(got[exact], truth[exact])
     assert spearmanr(got.ravel(), truth.ravel()).statistic > 0.99
 

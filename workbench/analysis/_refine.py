@@ -26,12 +26,12 @@ differ in what their estimate gets right:
 
 `fill_choice` picks between them on the measured cells themselves: each of up to `HELD_OUT` exact cells is left out
 in turn and predicted from the others both ways; the prediction that ranks those cells closer to their places among
-the other measured values fills the map, and the result says which (`SensitivityResult.fill`). After 20% of the cells it picks the
-log-linear fill on the trained demo models (but for head pruning of the demo transformer) and the corrected
-estimate on every random-weight model of the test zoo, where a geometric fill alone ranked the map at 0.2 on
-average, below the estimate it started from (`benchmarks/sensitivity.py --zoo`). Run to
-the end, the map is the exact scan's (``metric="loss"``); stopped early, it is exact where `exact` says and
-predicted elsewhere (`estimate` keeps the raw estimate).
+the other measured values fills the map, and the result says which (`SensitivityResult.fill`). After 20% of the
+cells it picks the log-linear fill on the trained demo models (but for head pruning of the demo transformer) and the
+corrected estimate on every random-weight model of the test zoo, where a geometric fill alone ranked the map at 0.2
+on average, below the estimate it started from (`benchmarks/sensitivity.py --zoo`). Run to the end, the map is the
+exact scan's (``metric="loss"``); stopped early, it is exact where `exact` says and predicted elsewhere (`estimate`
+keeps the raw estimate).
 """
 
 from __future__ import annotations
@@ -118,10 +118,10 @@ def refine_order(values: np.ndarray, exact: np.ndarray, ratios: np.ndarray, cur:
     return [(i, j) for *_, i, j in cells]
 
 
-def fill_map(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, ratios: np.ndarray | None = None) -> np.ndarray:
+def fill_map(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray) -> np.ndarray:
     """`values` where `exact`, elsewhere the better of two predictions from the exact cells (see the module
-    docstring): `log_linear` or `corrected`, whichever places exact cells left out in turn closer to their ranks (`fill_choice`).
-    `ratios` (the columns' pruning ratios; default evenly spaced in (0, 1]) shape the corrected estimate.
+    docstring): `log_linear` or `corrected`, whichever places exact cells left out in turn closer to their ranks
+    (`fill_choice`).
 
     Rows that grow geometrically, an estimate that grows linearly: the log-linear fill recovers them.
 
@@ -137,10 +137,10 @@ def fill_map(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, ratios
     >>> fill_choice(est, 1.1 * est, exact), fill_map(est, 1.1 * est, exact).round(3).tolist()
     ('corrected', [[0.11, -0.18, 0.33, -0.36, 0.55], [-0.11, 0.22, 0.103, 0.293, -0.22]])
     """
-    return FILLS[fill_choice(estimate, values, exact, ratios)](estimate, values, exact, ratios)
+    return FILLS[fill_choice(estimate, values, exact)](estimate, values, exact)
 
 
-def fill_choice(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, ratios: np.ndarray | None = None) -> str:
+def fill_choice(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray) -> str:
     """``"log-linear"`` or ``"corrected"``: the prediction that places held-out exact cells closer to where they
     belong among the measured values. Each of up to `HELD_OUT` exact cells (spread over them) is left out in turn and
     predicted from the others both ways; a prediction's error is how far its rank among the other measured values is
@@ -158,18 +158,16 @@ def fill_choice(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, rat
         others = np.sort(values[without])
         where = np.searchsorted(others, values[i, j])
         for name, fill in FILLS.items():
-            guess = fill(estimate, values, without, ratios, rows=[i])[0, j]
+            guess = fill(estimate, values, without, rows=[i])[0, j]
             errors[name] += abs(int(np.searchsorted(others, guess)) - int(where))
     return "log-linear" if errors["log-linear"] < errors["corrected"] else "corrected"
 
 
-def corrected(
-    estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, ratios: np.ndarray | None = None, rows=None
-) -> np.ndarray:
+def corrected(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, rows=None) -> np.ndarray:
     """The estimate plus, per row, its error at the row's exact cells carried to the cells within `REACH` grid steps
     (weights falling linearly with the distance; an average where several exact cells reach a cell); farther cells
     and rows without an exact cell keep the estimate. Returns the rows `rows` (default all), exact cells replaced
-    by `values`. `ratios` is unused (the grid steps are the axis).
+    by `values`.
 
     >>> est = np.array([[1.0, 2.0, 3.0, 4.0, 5.0], [-1.0, -2.0, -3.0, -4.0, -5.0]])
     >>> got = np.array([[0.0, 0.0, 0.0, 0.0, 8.0], [0.0] * 5])
@@ -189,15 +187,9 @@ def corrected(
     return out
 
 
-def _ratios(ratios: np.ndarray | None, n: int) -> np.ndarray:
-    return np.arange(1, n + 1) / n if ratios is None else np.asarray(ratios, dtype=float)
-
-
-def log_linear(
-    estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, ratios: np.ndarray | None = None, rows=None
-) -> np.ndarray:
+def log_linear(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, rows=None) -> np.ndarray:
     """Each row's exact cells interpolated log-linearly along the row (see the module docstring); returns the rows
-    `rows` (default all), exact cells kept. `ratios` is unused (the grid steps are the axis).
+    `rows` (default all), exact cells kept.
 
     >>> est = np.array([[0.1, 0.2, 0.3], [0.1, 0.2, 0.3]])
     >>> got = np.array([[0.0, 0.4, 1.6], [0.0, 0.0, 0.8]])
@@ -289,9 +281,9 @@ def refine_steps(
         bar(int(exact.sum()))
 
         def result(done: bool):
-            fill = fill_choice(estimated, values, exact, ratios)
+            fill = fill_choice(estimated, values, exact)
             return _result(
-                rows, ratios, FILLS[fill](estimated, values, exact, ratios), ev.baseline, "loss", False,
+                rows, ratios, FILLS[fill](estimated, values, exact), ev.baseline, "loss", False,
                 granularity, criterion, "refine", t0, done, f"estimate ({label}) refined by {ev.engine}",
                 exact=exact.copy(), trust=trust, checks=tuple(checks), scale=scale, estimate=estimated.copy(),
                 fill=fill,
