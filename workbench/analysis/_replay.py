@@ -14,15 +14,16 @@ nothing for a row where it does not (each row when a point first uses it, so a t
 replay hundreds of rows; all rows at once when the dense outputs are too large to keep); it refuses when the stored
 outputs would exceed `max_bytes`. It assumes a parameter is read only inside calls of a module that holds it (tied
 weights are held by every module that names them, so the earliest counts); a forward that reads another module's
-parameter directly, before that module runs, would get the dense value from a replayed call. On the 26 Hugging Face architectures of the test zoo every replayed
-scan equals full forward passes exactly.
+parameter directly, before that module runs, would get the dense value from a replayed call. On the 26 Hugging Face
+architectures of the test zoo every replayed scan equals full forward passes exactly.
 """
 
 from __future__ import annotations
 
 import statistics
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -57,6 +58,8 @@ class ReplayRunner:
     ):
         self.model, self.adapter = model, adapter or Adapter(model)
         self.bad: set[int] = set()  # row starts whose replay did not reproduce the model: nothing replayed there
+        self.checked: set[int] = set()  # row starts whose replay was checked (bad or not)
+        self._lock = threading.Lock()
         with eval_mode(model):
             with torch.no_grad():  # (not inference mode: the order records tensors' version counters)
                 self.batches = list(self.adapter.batches(data, model))
@@ -86,7 +89,6 @@ class ReplayRunner:
                 sample = starts
                 if len(starts) > SPEED_SAMPLE:  # rows spread over the depth, for the speed-up
                     sample = [starts[round(k * (len(starts) - 1) / (SPEED_SAMPLE - 1))] for k in range(SPEED_SAMPLE)]
-                self.checked: set[int] = set()
                 replayed = []
                 for start in sample:
                     t0 = time.perf_counter()
@@ -97,7 +99,7 @@ class ReplayRunner:
                         if k == len(sample) // 2:  # replays timed again, full forwards amid and after them, the
                             full_forward()  # median of the full forwards taken
                         t0 = time.perf_counter()
-                        next(iter(self.outputs({}, start=start)))
+                        next(iter(self._run({}, start)))
                         replayed.append(time.perf_counter() - t0)
                     full_forward()
                 if not lazy:
@@ -110,12 +112,12 @@ class ReplayRunner:
 
     def _check(self, start: int, want: Tensor) -> None:
         """Replay the row starting at `start` on the first batch; if it does not give the dense outputs `want` (to
-        1e-6), nothing is replayed for that row."""
-        self.checked.add(start)
-        out, _, _ = next(iter(self.outputs({}, start=start)))
+        1e-6), nothing is replayed for that row. The row counts as checked once the verdict is in."""
+        out, _, _ = next(iter(self._run({}, start)))
         got = logits_of(out)
         if want.shape != got.shape or not torch.allclose(want, got, rtol=0, atol=1e-6):
             self.bad.add(start)
+        self.checked.add(start)
 
     def _first_start(self, modules: Iterable[str]) -> int:
         starts = [self.start[(m, 0)] for m in modules if (m, 0) in self.start]
@@ -133,13 +135,17 @@ class ReplayRunner:
         if start is None and not params and self.checked - self.bad:  # the dense model (a baseline): replayed up to
             start = max(self.checked - self.bad)  # the latest row checked to reproduce it
         start = self._first_start(owners) if start is None else start
-        if start >= 0 and start not in self.checked:  # a row first used: its replay checked first (see __init__)
-            if self._want is None:  # (every row's start was checked in __init__; any other start replays nothing)
-                self.checked.add(start)
-                self.bad.add(start)
-            else:
-                with torch.inference_mode():
-                    self._check(start, self._want)
+        if start >= 0 and start not in self.checked:  # a row first used: its replay is checked first (see __init__)
+            with self._lock:  # points run in threads: one checks, the others wait for its verdict
+                if start not in self.checked:
+                    if self._want is None:  # (every row's start was checked in __init__; another replays nothing)
+                        self.bad.add(start)
+                        self.checked.add(start)
+                    else:
+                        self._check(start, self._want)
+        return self._run(params, start)
+
+    def _run(self, params: Mapping[str, Tensor], start: int) -> Iterator[tuple[Any, Any, Any]]:
         replay = self._replayable(start) & self.keep if start >= 0 else set()
         clone = clone_with(self.model, params).eval()
         counts: dict[str, int] = {}
