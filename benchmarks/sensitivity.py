@@ -25,14 +25,15 @@ and rows sent once; points as tasks) against the same scan run locally, after ch
 on one 2-core machine it shows the cost of shipping work to processes, not a speed-up (a cluster of machines or
 GPUs is where it pays).
 
-The zoo run (``--zoo``, on its own) first compares the estimate and refine-20% with the exact map on every model of the
-test zoo (32 architectures, small configs, random weights); then the exact scan with the Distiller loop on real-size
-models with random weights: ResNet-50 (Hugging Face config, 256 images at 3x64x64) and a BERT-base-sized encoder (8 sequences
-of 128 tokens), on six rows spread over each model's depth. Both are Hugging Face models called with keyword
+The zoo run (``--zoo``, on its own) first compares the estimate and refine-20% with the exact map on every model of
+the test zoo (32 architectures, small configs, random weights); then the exact scan with the Distiller loop on
+real-size models with random weights: ResNet-50 (Hugging Face config, 256 images at 3x64x64) and a BERT-base-sized
+encoder (8 sequences of 128 tokens), on six rows spread over each model's depth. Both are Hugging Face models called with keyword
 inputs, so the exact scan runs the replay engine (recorded outputs of the module calls before the pruned layer).
 
 Run: ``.venv/bin/python -m benchmarks.sensitivity`` (about six minutes on 2 idle cores; ``--vgg`` for the second
-table alone, ``--zoo`` for the zoo, about twenty minutes). ``WB_BENCH_THREADS=1`` pins one thread (a machine shared with others).
+table alone, ``--zoo`` for the zoo, about twenty minutes). ``WB_BENCH_THREADS=1`` pins one thread (a machine shared
+with others).
 """
 
 from __future__ import annotations

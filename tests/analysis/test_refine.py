@@ -1,6 +1,7 @@
 """analysis/_refine.py: refine run to the end is the exact scan, filled in cell by cell; it stops on a budget, a time
-limit, a stop callback or Ctrl-C; measures the cells near the current ratios first; fill_map recovers geometric
-rows; refine_steps is a generator the caller can leave."""
+limit, a stop callback or Ctrl-C; measures the cells near the current ratios first; the log-linear fill recovers
+geometric rows and fill_map keeps an estimate that predicts changes of either sign; refine_steps is a generator the
+caller can leave."""
 
 import math
 import threading
