@@ -130,3 +130,33 @@ def test_rows_are_checked_when_first_used_and_a_row_whose_replay_differs_replays
         full = [clone_with(model, params).eval()(**{k: v for k, v in b.items() if k != "labels"}).logits for b in data]
     for g_, f_ in zip(got, full):
         torch.testing.assert_close(g_, f_, rtol=0, atol=1e-6)
+
+
+def test_over_its_memory_bound_the_runner_keeps_shallower_calls_and_still_equals_full_forwards():
+    """Keeping every row's outermost earlier calls (the blocks before it and the parts of its own block before it)
+    can exceed the bound on long inputs; the runner then drops the deepest calls first (a row re-runs the part of its
+    block before it) rather than refusing, and every row still gives the full forward's outputs."""
+    from workbench.analysis._graph import clone_with
+    from workbench.analysis._replay import ReplayRunner, _ancestors, _tensors
+    from workbench.analysis._rows import rows_for
+
+    model, data = _small_bert()
+    rows = [r.members for r in rows_for(wb.Workbench(model, data, metric="loss"), "weight", "l1")]
+    full = ReplayRunner(model, data, rows)
+    used = sum(t.nbytes for batch in full.cache for out in batch.values() for t in _tensors(out))
+    tight = ReplayRunner(model, data, rows, max_bytes=used // 2)
+
+    def deepest(r):
+        return max(sum(1 for _ in _ancestors(c, r.parent)) for c in r.keep)
+
+    assert tight.keep < full.keep and deepest(tight) < deepest(full)
+    for members in rows[::3]:
+        params = {m + ".weight": torch.zeros_like(model.get_parameter(m + ".weight")) for m in members}
+        with torch.inference_mode():
+            got = [out.logits.clone() for out, _, _ in tight.outputs(params)]
+            want = [clone_with(model, params).eval()(**{k: v for k, v in b.items() if k != "labels"}).logits
+                    for b in data]  # fmt: skip
+        for g_, w_ in zip(got, want):
+            torch.testing.assert_close(g_, w_, rtol=0, atol=1e-6)
+    with pytest.raises(MemoryError, match="exceed"):
+        ReplayRunner(model, data, rows, max_bytes=16)

@@ -12,7 +12,8 @@ Calls that change an input in place or return a view of one are never replayed (
 every row the runner checks on the first batch that its replay reproduces the dense outputs (to 1e-6) and replays
 nothing for a row where it does not (each row when a point first uses it, so a trust check of 8 cells does not
 replay hundreds of rows; all rows at once when the dense outputs are too large to keep); it refuses when the stored
-outputs would exceed `max_bytes`. It assumes a parameter is read only inside calls of a module that holds it (tied
+outputs would exceed `max_bytes` even when only the outermost calls are kept (over it, deeper calls are dropped
+first: `_plan_and_record`). It assumes a parameter is read only inside calls of a module that holds it (tied
 weights are held by every module that names them, so the earliest counts); a forward that reads another module's
 parameter directly, before that module runs, would get the dense value from a replayed call. On the 26 Hugging Face
 architectures of the test zoo every replayed scan equals full forward passes exactly.
@@ -65,14 +66,11 @@ class ReplayRunner:
                 self.batches = list(self.adapter.batches(data, model))
                 if not self.batches:
                     raise ValueError("no batches")
-                self.start, self.end, self.parent, self.unsafe = _call_order(model, self.adapter, self.batches[0][0])
+                order = _call_order(model, self.adapter, self.batches[0][0])
+                self.start, self.end, self.parent, self.unsafe, nbytes = order
             with torch.inference_mode():
                 starts = sorted({self._first_start(members) for members in rows} - {-1})
-                keep: set[Call] = set()
-                for start in starts:
-                    keep |= self._replayable(start)
-                self.keep = keep
-                self.cache = _record(model, self.adapter, self.batches, keep, max_bytes)
+                self.keep, self.cache = self._plan_and_record(starts, nbytes, max_bytes)
                 fulls: list[float] = []  # what the full engine pays per point and batch
 
                 def full_forward() -> Tensor:
@@ -109,6 +107,27 @@ class ReplayRunner:
                 self.speedup = statistics.median(fulls) * len(replayed) / sum(replayed) if sum(replayed) > 0 else 1.0
                 if self.checked and self.bad >= self.checked:
                     raise ValueError("replaying recorded module outputs does not reproduce the model's outputs")
+
+    def _plan_and_record(self, starts: Sequence[int], nbytes: Mapping[Call, int], max_bytes: int):
+        """The calls to record (every row's outermost calls that end before it starts) and their outputs on every
+        batch. Over `max_bytes`, calls nested deeper than a depth are left out, the deepest first (a transformer then
+        keeps its blocks' outputs and re-runs the part of the pruned layer's block before it); `MemoryError` when
+        even the outermost calls do not fit."""
+        depth = {c: sum(1 for _ in _ancestors(c, self.parent)) for c in self.start}
+        wanted: set[Call] = set()
+        for start in starts:
+            wanted |= self._replayable(start)
+        scale = len(self.batches)  # outputs measured on the first batch; the others alike
+        error: MemoryError | None = None
+        for limit in sorted({depth[c] for c in wanted}, reverse=True) or [0]:
+            keep = {c for c in wanted if depth[c] <= limit}
+            if scale * sum(nbytes.get(c, 0) for c in keep) > max_bytes:
+                continue
+            try:
+                return keep, _record(self.model, self.adapter, self.batches, keep, max_bytes)
+            except MemoryError as e:  # batches larger than the first: shallower still
+                error = e
+        raise error or MemoryError(f"recorded module outputs would exceed {max_bytes / 2**20:.0f} MiB")
 
     def _check(self, start: int, want: Tensor) -> None:
         """Replay the row starting at `start` on the first batch; if it does not give the dense outputs `want` (to
@@ -185,14 +204,16 @@ def _ancestors(call: Call, parent: Mapping[Call, Call | None]):
 
 
 def _call_order(model: nn.Module, adapter: Adapter, x: Any):
-    """Start and end positions of every module call of one forward pass, each call's enclosing call, and the calls
-    a replay cannot stand in for: those that change an input in place, or return a tensor sharing an input's
-    storage (a replayed copy would not see, or make, the later in-place changes the model relies on)."""
+    """Start and end positions of every module call of one forward pass, each call's enclosing call, the calls
+    a replay cannot stand in for (those that change an input in place, or return a tensor sharing an input's
+    storage: a replayed copy would not see, or make, the later in-place changes the model relies on), and the bytes
+    of each call's output tensors."""
     probe = clone_with(model, {}).eval()
     start: dict[Call, int] = {}
     end: dict[Call, int] = {}
     parent: dict[Call, Call | None] = {}
     unsafe: set[Call] = set()
+    nbytes: dict[Call, int] = {}
     seen: dict[Call, list[tuple[Tensor, int, int]]] = {}
     counts: dict[str, int] = {}
     stack: list[Call] = []
@@ -221,6 +242,7 @@ def _call_order(model: nn.Module, adapter: Adapter, x: Any):
             ):
                 unsafe.add(call)
             end[call] = tick[0]
+            nbytes[call] = sum(t.nbytes for t in _tensors(out))
             tick[0] += 1
 
         return hook
@@ -229,7 +251,7 @@ def _call_order(model: nn.Module, adapter: Adapter, x: Any):
         m.register_forward_pre_hook(pre(name), with_kwargs=True)
         m.register_forward_hook(post(name), with_kwargs=True)
     adapter.call(x, probe)
-    return start, end, parent, unsafe
+    return start, end, parent, unsafe, nbytes
 
 
 def _record(model, adapter, batches, keep: set[Call], max_bytes: int) -> list[dict[Call, Any]]:
