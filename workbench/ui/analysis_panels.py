@@ -130,8 +130,8 @@ class SensitivityPanel(Panel):
         """A clickable table of the scan: layers x ratios, each cell coloured by its value. A map with the same
         layers and ratios as the one shown updates the existing buttons (only changed cells send anything to the
         browser: two messages, its text and its colour); a new table sends everything as its widgets open (Jupyter's
-        server drops a kernel's updates beyond 1000 a second, not the openings: changed cells go out `UPDATE_CHUNK` at a
-        time, `UPDATE_PAUSE` seconds apart). A refine scan does not update the table while it fills in (see
+        server drops a kernel's updates beyond 1000 a second, not the openings: changed cells go out `UPDATE_CHUNK`
+        at a time, `UPDATE_PAUSE` seconds apart). A refine scan does not update the table while it fills in (see
         `refresh`)."""
         import matplotlib as mpl
 

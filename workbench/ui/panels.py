@@ -40,15 +40,13 @@ class Header(Panel):
 
     def refresh(self) -> None:
         b = self.bench
-        now = b.current.metrics
-        if now is None and b.data is not None and b.store.position == 0:  # the dense model: evaluated once, kept
-            state = b.state  # as the history's entry 0 (its list then shows the metric too)
-            state.log.check_edits()
-            now = state.log.dense_metrics(state)
-        dense = b.history[0].metrics
+        if b.data is not None and b.store.position == 0:  # weights edited since the dense metrics: evaluated again
+            b.state.log.check_edits()
+        # now: the current entry's metrics, else evaluated; on the dense model once, kept as the history's entry 0
+        # (its line then shows the metric too)
+        rep = b.report()
+        now, dense = rep.now, rep.dense
         name = b.metric if isinstance(b.metric, str) else getattr(b.metric, "__name__", "metric")
-        if now is None and b.data is not None:
-            now = b.evaluate()
         if now is not None and dense is not None:
             self.metric.value = (
                 f"&nbsp;&nbsp;<b>{name}</b> now <b class='wb-metric-now'>{now['metric']:.4f}</b> "
@@ -56,7 +54,6 @@ class Header(Panel):
             )
         elif now is not None:
             self.metric.value = f"&nbsp;&nbsp;<b>{name}</b> now <b class='wb-metric-now'>{now['metric']:.4f}</b>"
-        rep = b.report(evaluate=False)
         d = self.dashboard
         flops = d.flops_effective()
         self.text.value = (
