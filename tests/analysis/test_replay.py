@@ -114,6 +114,13 @@ def test_rows_are_checked_when_first_used_and_a_row_whose_replay_differs_replays
     runner = ReplayRunner(model, data, [r.members for r in rows])
     starts = sorted({runner._first_start(r.members) for r in rows} - {-1})
     assert len(starts) > SPEED_SAMPLE + 2 and runner.checked < set(starts) and len(runner.checked) == SPEED_SAMPLE
+    # a caller that names the rows it measures first (an estimate's trust cells) gets its speed sample among them:
+    # those rows' checks are then done
+    picked = [1, 4, 6, len(rows) - 1, 8, 10]
+    hinted = ReplayRunner(model, data, [r.members for r in rows], first=picked)
+    assert (
+        hinted.checked <= {hinted._first_start(rows[i].members) for i in picked} and len(hinted.checked) == SPEED_SAMPLE
+    )
     late = max(set(starts) - runner.checked)
     runner._want = runner._want + 1.0  # what the next row checked will be compared with: no replay matches it
     row = next(r for r in rows if runner._first_start(r.members) == late)
@@ -160,3 +167,57 @@ def test_over_its_memory_bound_the_runner_keeps_shallower_calls_and_still_equals
             torch.testing.assert_close(g_, w_, rtol=0, atol=1e-6)
     with pytest.raises(MemoryError, match="exceed"):
         ReplayRunner(model, data, rows, max_bytes=16)
+
+
+class _Counted(torch.nn.Module):
+    """Counts its forward calls (on every structural clone: the count is the class's)."""
+
+    calls = 0
+
+    def forward(self, x):
+        type(self).calls += 1
+        return x * 2.0
+
+
+class _InPlaceResidual(torch.nn.Module):
+    """`h = a(x); h += b(x)`: the output of the call `a` changes after it returned."""
+
+    def __init__(self):
+        super().__init__()
+        self.e, self.a, self.b, self.c = _Counted(), torch.nn.Linear(6, 6), torch.nn.Linear(6, 6), torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = self.e(x)
+        h = self.a(x)
+        h += self.b(x)
+        return self.c(h)
+
+
+def test_a_call_whose_output_changes_in_place_later_is_not_replayed_and_the_rest_of_the_row_still_is(monkeypatch):
+    """The order pass holds every call's output of the first batch (what the record stores, so that batch runs once
+    while the runner is built) and sees `a`'s output change after `a` returned: `a` is re-run (a stored copy would
+    hold a + b), `e` before it is still replayed, and the row of `b` reproduces the model (before, its check failed
+    and nothing was replayed there)."""
+    from workbench.analysis import _replay
+    from workbench.analysis._graph import clone_with
+
+    monkeypatch.setattr(_replay, "HOOKED_TIMING", 0.0)  # the order pass stands for a full forward, however short,
+    monkeypatch.setattr(_replay, "CLEAR_SPEEDUP", 0.0)  # and is not timed again (the count below is then exact)
+    torch.manual_seed(0)
+    model = _InPlaceResidual().eval()
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(3)]
+    _Counted.calls = 0
+    runner = _replay.ReplayRunner(model, data, [("a",), ("b",), ("c",)])
+    assert _Counted.calls == len(data)  # the order pass (first batch) and the record of the two others: no more
+    assert ("a", 0) in runner.unsafe and ("e", 0) in runner.keep
+    start_b = runner._first_start(["b"])
+    params = {"b.weight": torch.zeros(6, 6)}
+    _Counted.calls = 0
+    with torch.inference_mode():
+        got = [out.clone() for out, _, _ in runner.outputs(params)]
+        assert _Counted.calls == 0  # e replayed in the row's check and on every batch
+        want = [clone_with(model, params).eval()(x) for x, _ in data]
+    assert start_b in runner.checked and start_b not in runner.bad
+    for g_, w_ in zip(got, want):
+        torch.testing.assert_close(g_, w_, rtol=0, atol=1e-6)

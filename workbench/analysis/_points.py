@@ -36,9 +36,10 @@ ACTIVATION_BYTES = 1 << 30  # re-run activations of one batched pass (all batche
 
 
 class PointEvaluator:
-    """`(i, j) -> metric change` for rows `rows` at `ratios`. Use inside `eval_mode(model)`."""
+    """`(i, j) -> metric change` for rows `rows` at `ratios`. Use inside `eval_mode(model)`. `first`: the rows the
+    caller measures first (an estimate's trust cells), where the replay engine times itself."""
 
-    def __init__(self, bench, rows, ratios, data, metric: MetricLike, engine: str = "auto", client=None):
+    def __init__(self, bench, rows, ratios, data, metric: MetricLike, engine: str = "auto", client=None, first=()):
         from .sensitivity import AnalysisError, WorkbenchError
 
         self.model, self.adapter = bench.model, bench.adapter
@@ -53,7 +54,9 @@ class PointEvaluator:
                     raise WorkbenchError(f"the suffix engine cannot run this model: {e}") from e
         if self.runner is None and engine in ("auto", "replay") and isinstance(metric, str) and client is None:
             try:  # keyword inputs, control flow: replay the module calls that end before the pruned layer
-                self.runner = ReplayRunner(self.model, data, [r.members for r in rows], adapter=self.adapter)
+                self.runner = ReplayRunner(
+                    self.model, data, [r.members for r in rows], adapter=self.adapter, first=first
+                )
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # over its memory bound, or no replay reproduces the model

@@ -41,6 +41,7 @@ __all__ = ["ReplayRunner"]
 LAZY_CHECK_BYTES = 64 << 20  # dense outputs of the first batch kept to check each row's replay when first used
 SPEED_SAMPLE = 4  # rows whose replay is timed against a full forward (spread over the depth)
 CLEAR_SPEEDUP = 1.5  # above this on the first timing, replay is taken without timing both sides again
+HOOKED_TIMING = 0.25  # seconds: an order pass this long stands for a full forward (its hooks' share is small)
 
 Call = tuple[str, int]  # (module name, how many calls of that module came before)
 
@@ -56,6 +57,7 @@ class ReplayRunner:
         rows: Sequence[Sequence[str]],
         max_bytes: int = 1 << 30,
         adapter: Adapter | None = None,
+        first: Sequence[int] = (),
     ):
         self.model, self.adapter = model, adapter or Adapter(model)
         self.bad: set[int] = set()  # row starts whose replay did not reproduce the model: nothing replayed there
@@ -66,11 +68,14 @@ class ReplayRunner:
                 self.batches = list(self.adapter.batches(data, model))
                 if not self.batches:
                     raise ValueError("no batches")
-                order = _call_order(model, self.adapter, self.batches[0][0])
-                self.start, self.end, self.parent, self.unsafe, nbytes = order
+                t0 = time.perf_counter()
+                order = _call_order(model, self.adapter, self.batches[0][0], max_bytes)
+                hooked = time.perf_counter() - t0
+                self.start, self.end, self.parent, self.unsafe, nbytes, dense, held = order
             with torch.inference_mode():
                 starts = sorted({self._first_start(members) for members in rows} - {-1})
-                self.keep, self.cache = self._plan_and_record(starts, nbytes, max_bytes)
+                self.keep, self.cache = self._plan_and_record(starts, nbytes, max_bytes, held)
+                del held
                 fulls: list[float] = []  # what the full engine pays per point and batch
 
                 def full_forward() -> Tensor:
@@ -79,14 +84,24 @@ class ReplayRunner:
                     fulls.append(time.perf_counter() - t0)
                     return out
 
-                want = full_forward()
+                # the order pass gave the dense outputs; its time stands for a full forward's unless it was short
+                # (the hooks on every module call are then a visible share of it: a plain forward is timed, cheaply)
+                want = logits_of(dense)
+                del dense
+                if hooked >= HOOKED_TIMING:
+                    fulls.append(hooked)
+                else:
+                    full_forward()
                 # rows' replays are checked when first used if the dense outputs to check them against are small
                 # (an estimate's trust check uses 8 rows of hundreds); else all now, and the outputs are dropped
                 lazy = want.numel() * want.element_size() <= LAZY_CHECK_BYTES
                 self._want = want if lazy else None
-                sample = starts
-                if len(starts) > SPEED_SAMPLE:  # rows spread over the depth, for the speed-up
-                    sample = [starts[round(k * (len(starts) - 1) / (SPEED_SAMPLE - 1))] for k in range(SPEED_SAMPLE)]
+                # rows spread over the depth, for the speed-up: among those the caller uses first (an estimate's
+                # trust cells), whose checks are then done
+                pool = sorted({self._first_start(rows[i]) for i in first} - {-1}) or starts
+                sample = pool
+                if len(pool) > SPEED_SAMPLE:
+                    sample = [pool[round(k * (len(pool) - 1) / (SPEED_SAMPLE - 1))] for k in range(SPEED_SAMPLE)]
                 replayed = []
                 for start in sample:
                     t0 = time.perf_counter()
@@ -108,7 +123,9 @@ class ReplayRunner:
                 if self.checked and self.bad >= self.checked:
                     raise ValueError("replaying recorded module outputs does not reproduce the model's outputs")
 
-    def _plan_and_record(self, starts: Sequence[int], nbytes: Mapping[Call, int], max_bytes: int):
+    def _plan_and_record(
+        self, starts: Sequence[int], nbytes: Mapping[Call, int], max_bytes: int, held: Mapping[Call, Any] | None
+    ):
         """The calls to record (every row's outermost calls that end before it starts) and their outputs on every
         batch. Over `max_bytes`, calls nested deeper than a depth are left out, the deepest first (a transformer then
         keeps its blocks' outputs and re-runs the part of the pruned layer's block before it); `MemoryError` when
@@ -124,7 +141,7 @@ class ReplayRunner:
             if scale * sum(nbytes.get(c, 0) for c in keep) > max_bytes:
                 continue
             try:
-                return keep, _record(self.model, self.adapter, self.batches, keep, max_bytes)
+                return keep, _record(self.model, self.adapter, self.batches, keep, max_bytes, held)
             except MemoryError as e:  # batches larger than the first: shallower still
                 error = e
         raise error or MemoryError(f"recorded module outputs would exceed {max_bytes / 2**20:.0f} MiB")
@@ -203,12 +220,18 @@ def _ancestors(call: Call, parent: Mapping[Call, Call | None]):
         p = parent.get(p)
 
 
-def _call_order(model: nn.Module, adapter: Adapter, x: Any):
+def _call_order(model: nn.Module, adapter: Adapter, x: Any, hold_bytes: int = 0):
     """Start and end positions of every module call of one forward pass, each call's enclosing call, the calls
     a replay cannot stand in for (those that change an input in place, or return a tensor sharing an input's
-    storage: a replayed copy would not see, or make, the later in-place changes the model relies on), and the bytes
-    of each call's output tensors."""
+    storage: a replayed copy would not see, or make, the later in-place changes the model relies on), the bytes
+    of each call's output tensors, the model's output, and every call's output (what `_record` stores for the first
+    batch) or None when they exceed `hold_bytes`. While they are held, a call whose output something changes in
+    place after it returned (``h = block(x); h += x``) is unsafe too: its stored output would be the changed one."""
     probe = clone_with(model, {}).eval()
+    held: dict[Call, Any] | None = {} if hold_bytes > 0 else None
+    versions: dict[Call, list[tuple[Tensor, int]]] = {}
+    held_ids: set[int] = set()
+    held_total = [0]
     start: dict[Call, int] = {}
     end: dict[Call, int] = {}
     parent: dict[Call, Call | None] = {}
@@ -242,25 +265,49 @@ def _call_order(model: nn.Module, adapter: Adapter, x: Any):
             ):
                 unsafe.add(call)
             end[call] = tick[0]
-            nbytes[call] = sum(t.nbytes for t in _tensors(out))
+            outs = _tensors(out)
+            nbytes[call] = sum(t.nbytes for t in outs)
             tick[0] += 1
+            nonlocal held
+            if held is not None:
+                held_total[0] += sum(t.nbytes for t in outs if id(t) not in held_ids)
+                if held_total[0] > hold_bytes:  # too much to hold: `_record` runs the first batch again
+                    held = None
+                    versions.clear()
+                    held_ids.clear()
+                else:
+                    held[call] = out
+                    versions[call] = [(t, t._version) for t in outs]
+                    held_ids.update(id(t) for t in outs)
 
         return hook
 
     for name, m in probe.named_modules():
         m.register_forward_pre_hook(pre(name), with_kwargs=True)
         m.register_forward_hook(post(name), with_kwargs=True)
-    adapter.call(x, probe)
-    return start, end, parent, unsafe, nbytes
+    dense = adapter.call(x, probe)
+    for call, vs in versions.items():
+        if any(t._version != v for t, v in vs):
+            unsafe.add(call)
+    return start, end, parent, unsafe, nbytes, dense, held
 
 
-def _record(model, adapter, batches, keep: set[Call], max_bytes: int) -> list[dict[Call, Any]]:
-    """Per batch, the outputs of the `keep` calls."""
+def _record(
+    model, adapter, batches, keep: set[Call], max_bytes: int, first: Mapping[Call, Any] | None = None
+) -> list[dict[Call, Any]]:
+    """Per batch, the outputs of the `keep` calls; those of the first batch taken from `first` when given (the
+    order pass held them)."""
     probe = clone_with(model, {}).eval()
     names = {n for n, _ in keep}
     counts: dict[str, int] = {}
     cache: list[dict[Call, Any]] = []
     total = [0]
+    if first is not None:
+        cache.append({c: first[c] for c in keep})
+        total[0] = sum(t.nbytes for out in cache[0].values() for t in _tensors(out))
+        if total[0] > max_bytes:
+            raise MemoryError(f"recorded module outputs would exceed {max_bytes / 2**20:.0f} MiB")
+        batches = batches[1:]
 
     def post(name):
         def hook(_m, _args, out):

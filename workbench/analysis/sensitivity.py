@@ -306,7 +306,7 @@ def _estimate_and_checks(bench, rows, ratios, data, second_order, granularity, c
         checks, ev = [], None
         if cells:
             with eval_mode(bench.model):
-                ev = PointEvaluator(bench, rows, ratios, data, "loss", engine)
+                ev = PointEvaluator(bench, rows, ratios, data, "loss", engine, first=[i for i, _ in cells])
                 for i, j in cells:
                     checks.append((i, j, float(values[i, j]), ev.point(i, j)))
                     step(1)
