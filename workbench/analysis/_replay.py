@@ -8,10 +8,12 @@ the outermost calls that end before the row's first module starts (for a transfo
 before the pruned one, the parts of its block that run before the pruned projection), and stores their outputs for
 every batch. A point then runs a structural clone whose replayed calls return (copies of) the stored outputs: the
 model's own forward runs everything else, so any output type, keyword input and task the adapter reads works.
-Calls that change an input in place or return a view of one are never replayed (their enclosing call may be). For
-every row the runner checks on the first batch that its replay reproduces the dense outputs (to 1e-6) and replays
-nothing for a row where it does not (each row when a point first uses it, so a trust check of 8 cells does not
-replay hundreds of rows; all rows at once when the dense outputs are too large to keep); it refuses when the stored
+Calls that change an input in place, return a view of one, or whose output the model changes in place after they
+returned (``h = block(x); h += x``) are never replayed (their enclosing call may be). The pass that finds the call
+order holds the first batch's outputs, so recording runs only the other batches. For every row the runner checks
+on the first batch that its replay reproduces the dense outputs (to 1e-6) and replays nothing for a row where it
+does not (each row when a point first uses it, so a trust check of 8 cells does not replay hundreds of rows; all
+rows at once when the dense outputs are too large to keep); it refuses when the stored
 outputs would exceed `max_bytes` even when only the outermost calls are kept (over it, deeper calls are dropped
 first: `_plan_and_record`). It assumes a parameter is read only inside calls of a module that holds it (tied
 weights are held by every module that names them, so the earliest counts); a forward that reads another module's
