@@ -82,3 +82,29 @@ def test_apply_row_takes_a_state_and_records_what_it_records_on_the_bench(epochs
     assert [e.kind for e in b.history[1:]] == ["prune", "finetune"][: 1 + epochs]
     assert b.history[1].label == "recommended: global-magnitude 60%"
     assert_bitwise(b.model, snapshot(a.model))
+
+
+def test_report_at_the_dense_entry_follows_weights_edited_outside_once_per_edit_and_keeps_them_over_undo(
+    monkeypatch,
+):
+    """report() at entry 0 returns the dense metrics it evaluated first; weights edited outside the workbench there
+    (fine-tuned, scaled) make them stale: evaluated again, once per edit (before: the first metrics, for ever). An
+    undo back to entry 0 restores the dense weights bitwise, so nothing is evaluated again."""
+    import torch
+
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data, metric="loss")
+    calls = []
+    real = type(bench.state).evaluate
+    monkeypatch.setattr(type(bench.state), "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = bench.report().now["metric"]
+    assert bench.report().now["metric"] == first and len(calls) == 1
+    with torch.no_grad():
+        next(model.parameters()).mul_(3.0)  # an edit outside the workbench, at entry 0
+    edited = bench.report()
+    assert edited.now["metric"] != first and edited.dense == edited.now and len(calls) == 2
+    assert bench.report().now["metric"] == edited.now["metric"] and len(calls) == 2  # once per edit
+    bench.apply(wb.Plan.uniform(0.3))
+    n = len(calls)
+    bench.undo()
+    assert bench.report().now["metric"] == edited.now["metric"] and len(calls) == n

@@ -83,6 +83,7 @@ class History:
         self.store = store
         self.start_sparsity = start_sparsity
         self.dense: dict[str, Any] | None = None  # entry 0's metrics, evaluated when first needed
+        self._dense_at: dict[str, tuple] = {}  # the store's fingerprints when they were evaluated
         self.last_sensitivity: Any = None
         self.last_allocation: Any = None
         self.last_llm: Any = None  # the `workbench.llm.PruneResult` of the last prune_llm
@@ -103,16 +104,27 @@ class History:
         return self.entries[self.store.position]
 
     def dense_metrics(self, state: State) -> dict[str, Any] | None:
-        """Entry 0's metrics: evaluated on `state` the first time they are asked for at entry 0 (None before that
-        when asked elsewhere, or without evaluation data)."""
-        if self.dense is None and state.data is not None and self.store.position == 0:
-            self.dense = state.evaluate()
-        return self.dense
+        """Entry 0's metrics: evaluated on `state` the first time they are asked for at entry 0, and again there
+        after weights were edited outside the workbench (`check_edits`); None before that when asked elsewhere, or
+        without evaluation data."""
+        with self.store.lock:
+            self.check_edits()
+            if self.dense is None and state.data is not None and self.store.position == 0:
+                self.dense = state.evaluate()
+                self._dense_at = self.store.fingerprints()
+            return self.dense
 
     def check_edits(self) -> None:
-        """Before a step on the dense state: weights edited since the last step recorded (none can be blended: no
-        step is applied) make the cached dense metrics stale. On top of applied steps the store refuses."""
-        if self.store.position == 0 and not self.store.in_transaction and self.store.outside_edits():
+        """At the dense state: weights edited outside the workbench since the dense metrics were evaluated (none can
+        be blended: no step is applied) make them stale. On top of applied steps the store refuses edits. The
+        workbench's own writes (an undo back to entry 0 restores the dense weights bitwise) keep them."""
+        if (
+            self.dense is not None
+            and self.store.position == 0
+            and not self.store.in_transaction
+            and self.store.outside_edits()
+            and self.store.fingerprints() != self._dense_at
+        ):
             self.dense = None
 
     # transactions ------------------------------------------------------------------------------

@@ -124,6 +124,11 @@ class MaskStore:
         """Note the identity and version of every tracked tensor as they are now (after a change of ours)."""
         self._seen = {name: (weakref.ref(t), _fingerprint(t)) for name, t in tracked(self.model, self._steps).items()}
 
+    def fingerprints(self) -> dict[str, tuple]:
+        """Per tensor undo/redo may write, its identity, shape, dtype, device and version counter (any write, in
+        place or not, moves one of them)."""
+        return {name: _fingerprint(t) for name, t in tracked(self.model, self._steps).items()}
+
     def outside_edits(self) -> dict[str, str]:
         """Tensors changed since the store last wrote the model, each with what happened to it (empty: none)."""
         return changes(self._seen, tracked(self.model, self._steps))

@@ -40,10 +40,8 @@ class Header(Panel):
 
     def refresh(self) -> None:
         b = self.bench
-        if b.data is not None and b.store.position == 0:  # weights edited since the dense metrics: evaluated again
-            b.state.log.check_edits()
         # now: the current entry's metrics, else evaluated; on the dense model once, kept as the history's entry 0
-        # (its line then shows the metric too)
+        # (its line then shows the metric too; evaluated again after weights were edited outside the workbench)
         rep = b.report()
         now, dense = rep.now, rep.dense
         name = b.metric if isinstance(b.metric, str) else getattr(b.metric, "__name__", "metric")
