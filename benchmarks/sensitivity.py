@@ -26,7 +26,8 @@ on one 2-core machine it shows the cost of shipping work to processes, not a spe
 GPUs is where it pays).
 
 The zoo run (``--zoo``, on its own) first compares the estimate and refine-20% with the exact map on every model of
-the test zoo (32 architectures, small configs, random weights); then the exact scan with the Distiller loop on
+the test zoo (32 architectures, small configs, random weights), with the estimate's cost (``--small-zoo``: this
+table alone); then the exact scan with the Distiller loop on
 real-size models with random weights: ResNet-50 (Hugging Face config, 256 images at 3x64x64) and a BERT-base-sized
 encoder (8 sequences of 128 tokens), on six rows spread over each model's depth. Both are Hugging Face models called with keyword
 inputs, so the exact scan runs the replay engine (recorded outputs of the module calls before the pruned layer).
@@ -533,15 +534,17 @@ def _small_zoo_table() -> None:
     """On every model of the test zoo (26 Hugging Face architectures from small configs and 6 hand-written CNNs,
     random weights, their own batches; imported from tests/zoo), every weight row x 9 ratios: the estimate and
     refine-20% against the exact loss map (Spearman over all cells), and how refine filled the cells it did not
-    measure. No timings: these models take a second each."""
+    measure; and what the estimate costs, without and with its trust check, against one forward+backward (median
+    of 3 runs each; these models take milliseconds, so fixed costs show)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from zoo.cnn import CNNS, _images, calibrated
     from zoo.hf import builders
 
     cases = [(name, make, batches) for name, (make, batches) in builders().items()]
     cases += [(name, lambda cls=cls: calibrated(cls()), _images) for name, cls in CNNS.items()]
-    table = [("model", "cells", "estimate 1st", "trust", f"refine {REFINE_BUDGET:.0%}", "fill", "vs estimate")]
-    got, constant = [], []
+    table = [("model", "cells", "estimate 1st", "trust", f"refine {REFINE_BUDGET:.0%}", "fill", "vs estimate",
+              "fwd+bwd ms", "estimate", "+ trust")]  # fmt: skip
+    got, constant, costs = [], [], []
     for name, make, batches in cases:
         torch.manual_seed(0)
         model, data = make().eval(), batches()
@@ -550,14 +553,18 @@ def _small_zoo_table() -> None:
         exact = bench.sensitivity(RATIOS, **kw).values.ravel()
         if np.ptp(exact) == 0:  # every change the same (a model whose output does not depend on its weights yet)
             constant.append(name)
-            table.append((name, str(exact.size), "-", "-", "-", "-", f"exact map constant ({exact[0]:g})"))
+            table.append((name, str(exact.size), "-", "-", "-", "-", f"exact map constant ({exact[0]:g})", "-", "-",
+                          "-"))  # fmt: skip
             continue
         est = bench.sensitivity(RATIOS, mode="estimate", **kw)
         part = bench.sensitivity(RATIOS, mode="refine", budget=REFINE_BUDGET, **kw)
         rho = [float(spearmanr(r.values.ravel(), exact).statistic) for r in (est, part)]
         got.append((name, rho[1], rho[0]))
+        t_fb, t_est, t_trust = _small_costs(bench, data)
+        costs.append((t_est / t_fb, t_trust / t_fb, t_trust - t_est))
         table.append((name, str(exact.size), f"{rho[0]:.3f}", f"{est.trust:.2f}", f"{rho[1]:.3f}", part.fill,
-                      f"{rho[1] - rho[0]:+.3f}"))  # fmt: skip
+                      f"{rho[1] - rho[0]:+.3f}", f"{t_fb * 1e3:.1f}", f"{t_est / t_fb:.1f}x",
+                      f"{t_trust / t_fb:.1f}x"))  # fmt: skip
     print(
         f"estimate and refine {REFINE_BUDGET:.0%} on the test zoo's {len(cases)} models (random weights, every weight "
         f"row x {len(RATIOS)} ratios, criterion {CRITERION}): Spearman over all cells with the exact loss map; fill: "
@@ -572,7 +579,40 @@ def _small_zoo_table() -> None:
         f"map ({len(constant)} constant: {', '.join(constant) or 'none'}); below: {'; '.join(below) or 'none'}; "
         f"more than 0.01 below the estimate it started from: {'; '.join(worse) or 'none'}"
     )
+    e, t, d = (np.array(c) for c in zip(*costs))
+    print(
+        f"estimate cost on these models: {e.min():.1f}-{e.max():.1f}x one forward+backward (goal <= "
+        f"{ESTIMATE_COST_GOAL:g}x: met on {int((e <= ESTIMATE_COST_GOAL).sum())} of {len(e)}); with its "
+        f"{TRUST_CELLS}-cell trust check {t.min():.1f}-{t.max():.1f}x (met on {int((t <= ESTIMATE_COST_GOAL).sum())}): "
+        f"the check adds {d.min() * 1e3:.0f}-{d.max() * 1e3:.0f} ms, the fixed cost of building an exact engine "
+        "and measuring 8 cells"
+    )
     print()
+
+
+def _small_costs(bench: wb.Workbench, data) -> tuple[float, float, float]:
+    """Median seconds of one forward+backward over `data` (the adapter's loss), of the estimate without its trust
+    check, and of the estimate with it."""
+    model, adapter = bench.model, bench.adapter
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def fwd_bwd() -> None:
+        for x, y in adapter.batches(data, model):
+            loss, _ = adapter.loss(adapter.call(x, model), x, y)
+            torch.autograd.grad(loss, params, allow_unused=True)
+
+    kw = {"criterion": CRITERION, "progress": False, "mode": "estimate"}
+    sides = (fwd_bwd, lambda: bench.sensitivity(RATIOS, trust_cells=0, **kw), lambda: bench.sensitivity(RATIOS, **kw))
+    out = []
+    for f in sides:
+        f()  # warm-up
+        ts = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        out.append(statistics.median(ts))
+    return out[0], out[1], out[2]
 
 
 def _busy_seconds() -> float:
@@ -594,6 +634,9 @@ def main() -> int:
     torch.set_num_threads(THREADS)
     if "--vgg" in sys.argv:  # only the estimate-cost table
         _vgg_table()
+        return 0
+    if "--small-zoo" in sys.argv:  # only the test zoo's small models (a few minutes)
+        _small_zoo_table()
         return 0
     if "--zoo" in sys.argv:  # only the zoo: its small models, then the real-size ones (about 20 minutes on 2 cores)
         _small_zoo_table()

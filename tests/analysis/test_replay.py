@@ -221,3 +221,26 @@ def test_a_call_whose_output_changes_in_place_later_is_not_replayed_and_the_rest
     assert start_b in runner.checked and start_b not in runner.bad
     for g_, w_ in zip(got, want):
         torch.testing.assert_close(g_, w_, rtol=0, atol=1e-6)
+
+
+def test_auto_does_not_build_the_replay_engine_for_a_model_whose_forward_takes_milliseconds(monkeypatch):
+    """On small models a point's fixed costs match what replay saves: `engine="auto"` stops after the order pass
+    (one forward of the first batch) when it is under `REPLAY_MIN_SECONDS` and runs full forwards (the same
+    values); an explicit `engine="replay"` still builds it."""
+    from workbench.analysis import _points
+    from workbench.analysis._replay import ReplayRunner, TooSmall
+    from workbench.analysis._rows import rows_for
+    from workbench.evaluate import eval_mode
+
+    model, data = _small_bert()
+    bench = wb.Workbench(model, data, metric="loss")
+    rows = rows_for(bench, "weight", "l1")
+    with pytest.raises(TooSmall, match="ms"):
+        ReplayRunner(model, data, [r.members for r in rows], min_seconds=60.0)
+    monkeypatch.setattr(_points, "REPLAY_MIN_SECONDS", 60.0)
+    with eval_mode(model):
+        auto = _points.PointEvaluator(bench, rows, RATIOS, data, "loss", "auto")
+        forced = _points.PointEvaluator(bench, rows, RATIOS, data, "loss", "replay")
+        assert auto.runner is None and forced.engine.startswith("replay")
+        for i in (0, len(rows) // 2, len(rows) - 1):
+            assert auto.point(i, 2) == pytest.approx(forced.point(i, 2), abs=1e-6)

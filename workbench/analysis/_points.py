@@ -33,6 +33,11 @@ __all__ = ["PointEvaluator"]
 
 STACK_BYTES = 256 << 20  # stacked masked tensors of one batched pass, at most
 ACTIVATION_BYTES = 1 << 30  # re-run activations of one batched pass (all batches of the data), at most
+# `engine="auto"` builds the replay engine only where the first batch's forward (with the order pass's hooks) takes
+# this long: below it, a point's fixed costs (its structural clone, the copies of replayed outputs) are about what
+# replay saves, so building, checking and timing it costs more than it gives (measured on the test zoo's 26 Hugging
+# Face models, 5-30 ms: replay 0.8-1.3x full forwards, dropped below 1.2x on most)
+REPLAY_MIN_SECONDS = 0.02
 
 
 class PointEvaluator:
@@ -55,8 +60,9 @@ class PointEvaluator:
         if self.runner is None and engine in ("auto", "replay") and isinstance(metric, str) and client is None:
             try:  # keyword inputs, control flow: replay the module calls that end before the pruned layer
                 self.runner = ReplayRunner(
-                    self.model, data, [r.members for r in rows], adapter=self.adapter, first=first
-                )
+                    self.model, data, [r.members for r in rows], adapter=self.adapter, first=first,
+                    min_seconds=REPLAY_MIN_SECONDS if engine == "auto" else 0.0,
+                )  # fmt: skip
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # over its memory bound, or no replay reproduces the model

@@ -38,12 +38,17 @@ from ..adapter.batches import logits_of
 from ..evaluate import eval_mode
 from ._graph import clone_with
 
-__all__ = ["ReplayRunner"]
+__all__ = ["ReplayRunner", "TooSmall"]
 
 LAZY_CHECK_BYTES = 64 << 20  # dense outputs of the first batch kept to check each row's replay when first used
 SPEED_SAMPLE = 4  # rows whose replay is timed against a full forward (spread over the depth)
 CLEAR_SPEEDUP = 1.5  # above this on the first timing, replay is taken without timing both sides again
 HOOKED_TIMING = 0.25  # seconds: an order pass this long stands for a full forward (its hooks' share is small)
+
+
+class TooSmall(Exception):
+    """The first batch's forward is so short that replay cannot pay for building it (`min_seconds`)."""
+
 
 Call = tuple[str, int]  # (module name, how many calls of that module came before)
 
@@ -60,6 +65,7 @@ class ReplayRunner:
         max_bytes: int = 1 << 30,
         adapter: Adapter | None = None,
         first: Sequence[int] = (),
+        min_seconds: float = 0.0,
     ):
         self.model, self.adapter = model, adapter or Adapter(model)
         self.bad: set[int] = set()  # row starts whose replay did not reproduce the model: nothing replayed there
@@ -73,6 +79,8 @@ class ReplayRunner:
                 t0 = time.perf_counter()
                 order = _call_order(model, self.adapter, self.batches[0][0], max_bytes)
                 hooked = time.perf_counter() - t0
+                if hooked < min_seconds:
+                    raise TooSmall(f"the first batch's forward took {hooked * 1e3:.1f} ms")
                 self.start, self.end, self.parent, self.unsafe, nbytes, dense, held = order
             with torch.inference_mode():
                 starts = sorted({self._first_start(members) for members in rows} - {-1})
