@@ -10,8 +10,11 @@ busy for minutes.
 The trust figure compares the estimate with exact loss changes on a few cells spread over rows and ratios: their
 Spearman rank correlation, clipped at 0, and 0 outright when the estimate's mean absolute value is under
 `NUMERICAL_ZERO` of the exact one's (its ranks are then rounding noise: a model at a minimum of its loss has zero
-gradients, so a first-order estimate predicts ~0 everywhere however much pruning hurts). 1 means the estimate
-orders the cells as the exact scan does, which is what choosing per-layer ratios from the map relies on. Its scale
+gradients, so a first-order estimate predicts ~0 everywhere however much pruning hurts); changes, measured or
+predicted, smaller than two steps of the model's float type at the loss's magnitude count as 0 (`resolution`: the
+measurement cannot order them; on random-weight models many cells change the float32 loss by exactly 0.0). 1 means
+the estimate orders the cells as the exact scan does, which is what choosing per-layer ratios from the map relies
+on. Its scale
 is reported apart (`scale_ratio`: mean |estimated| / mean |exact| on the same cells): first-order and Fisher
 estimates of trained models rank well but often predict changes tens of times too small.
 """
@@ -32,7 +35,7 @@ from ..masks.granularity import n_to_prune
 from ._graph import clone_with
 from ._ranking import PrefixRanking
 
-__all__ = ["estimate_values", "pick_cells", "scale_ratio", "trust_figure"]
+__all__ = ["estimate_values", "pick_cells", "resolution", "scale_ratio", "trust_figure"]
 
 NUMERICAL_ZERO = 1e-3  # estimates this many times smaller than the measured changes are numerically zero
 
@@ -206,12 +209,32 @@ def scale_ratio(estimated: Sequence[float], exact: Sequence[float]) -> float:
     return float(e.mean()) / b if b > 0 else math.nan
 
 
-def trust_figure(estimated: Sequence[float], exact: Sequence[float]) -> float:
+def resolution(model: torch.nn.Module, baseline: float) -> float:
+    """The smallest metric change an exact measurement resolves: two steps of the model's floating dtype at the
+    baseline's magnitude (a loss of 1.1 in float32: 2.4e-7; in bfloat16: 0.016). Changes below it, measured or
+    predicted, are zero as far as a comparison of the two can tell.
+
+    >>> f32, bf16 = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2).to(torch.bfloat16)
+    >>> f"{resolution(f32, 1.1):.2g}", f"{resolution(bf16, 1.1):.2g}", resolution(f32, 0.0)
+    ('2.4e-07', '0.016', 0.0)
+    """
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    b = abs(float(baseline))
+    if not math.isfinite(b) or b == 0.0:
+        return 0.0
+    return 2.0 * torch.finfo(dtype).eps * 2.0 ** math.floor(math.log2(b))
+
+
+def trust_figure(estimated: Sequence[float], exact: Sequence[float], resolution: float = 0.0) -> float:
     """Spearman rank correlation of the two, clipped to [0, 1]; 0 if the estimate is numerically zero next to the
-    exact changes (see the module docstring).
+    exact changes (see the module docstring). Values within `resolution` of 0 (see `resolution`) count as 0 on both
+    sides: the measurement cannot order them, so an estimate that orders them is neither right nor wrong there.
 
     >>> round(trust_figure([0.1, 0.2, 0.4], [0.12, 0.3, 0.5]), 2), trust_figure([1e-9, 2e-9, 0], [0.1, 0.3, 0.2])
     (1.0, 0.0)
+    >>> est, exact = [3e-9, -2e-9, 5e-8, 1e-3, 2e-3], [0.0, 0.0, 0.0, 1.1e-3, 1.9e-3]
+    >>> round(trust_figure(est, exact), 2), round(trust_figure(est, exact, resolution=2.4e-7), 2)
+    (0.89, 1.0)
     """
     e, x = np.asarray(estimated, dtype=float), np.asarray(exact, dtype=float)
     if e.size == 0 or not (np.isfinite(e).all() and np.isfinite(x).all()):
@@ -219,6 +242,8 @@ def trust_figure(estimated: Sequence[float], exact: Sequence[float]) -> float:
     scale = scale_ratio(e, x)
     if not math.isnan(scale) and scale < NUMERICAL_ZERO:
         return 0.0
+    if resolution > 0:
+        e, x = np.where(np.abs(e) <= resolution, 0.0, e), np.where(np.abs(x) <= resolution, 0.0, x)
     re, rx = _ranks(e), _ranks(x)
     if re.std() == 0 or rx.std() == 0:  # a constant side: agreement only if both are
         return 1.0 if re.std() == rx.std() == 0 else 0.0

@@ -258,15 +258,14 @@ def refine_steps(
     stop: Callable[[], bool] | None = None,
 ) -> Iterator:
     """Yields the map (a `SensitivityResult`, mode ``"refine"``) after the estimate and after each exact cell."""
-    from .sensitivity import _bar, _estimate_and_checks, _result, scale_ratio, trust_figure
+    from .sensitivity import _bar, _estimate_and_checks, _result, _trust
 
     values, checks, ev = _estimate_and_checks(
         bench, rows, ratios, data, second_order, granularity, criterion, progress, trust_cells, engine
     )
     estimated = values.copy()
     exact = np.zeros(values.shape, dtype=bool)
-    trust = trust_figure([c[2] for c in checks], [c[3] for c in checks]) if checks else None
-    scale = scale_ratio([c[2] for c in checks], [c[3] for c in checks]) if checks else None
+    trust, scale = _trust(bench, checks, ev)
     label = "first-order Taylor" + (" + diagonal Fisher" if second_order else "")
     total = values.size
     limit = total if budget is None else min(total, math.ceil(budget * total - 1e-9))

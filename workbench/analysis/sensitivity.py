@@ -29,7 +29,15 @@ from ..adapter import Adapter
 from ..errors import DataError, GranularityError, WorkbenchError
 from ..evaluate import MetricLike, check_metric, eval_mode
 from ..masks.granularity import get_granularity
-from ._estimate import _grads, _squared_sample_grads, estimate_values, pick_cells, scale_ratio, trust_figure
+from ._estimate import (
+    _grads,
+    _squared_sample_grads,
+    estimate_values,
+    pick_cells,
+    resolution,
+    scale_ratio,
+    trust_figure,
+)
 from ._exact import _exact
 from ._points import PointEvaluator
 from ._rows import Row, rows_for
@@ -261,11 +269,10 @@ def refine_steps(bench, ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), gr
 def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t0, progress, trust_cells, engine):
     """Predicted loss changes (`_estimate.estimate_values`) and their trust figure from `trust_cells` cells
     measured exactly. `progress` counts batches, then checked cells (a callback may raise to stop)."""
-    values, checks, _ = _estimate_and_checks(
+    values, checks, ev = _estimate_and_checks(
         bench, rows, ratios, data, second_order, granularity, criterion, progress, trust_cells, engine
     )
-    trust = trust_figure([c[2] for c in checks], [c[3] for c in checks]) if checks else None
-    scale = scale_ratio([c[2] for c in checks], [c[3] for c in checks]) if checks else None
+    trust, scale = _trust(bench, checks, ev)
     return _result(
         rows,
         ratios,
@@ -283,6 +290,15 @@ def _estimate(bench, rows, ratios, data, second_order, granularity, criterion, t
         checks=tuple(checks),
         scale=scale,
     )
+
+
+def _trust(bench, checks, ev) -> tuple[float | None, float | None]:
+    """The trust figure and scale of an estimate from its checked cells (None, None without any); changes below
+    what the exact measurement resolves count as zero (`_estimate.resolution`)."""
+    if not checks:
+        return None, None
+    est, exact = [c[2] for c in checks], [c[3] for c in checks]
+    return trust_figure(est, exact, resolution(bench.model, ev.baseline)), scale_ratio(est, exact)
 
 
 def _estimate_and_checks(bench, rows, ratios, data, second_order, granularity, criterion, progress, k, engine):
