@@ -107,12 +107,11 @@ class History:
         """Entry 0's metrics: evaluated on `state` the first time they are asked for at entry 0, and again there
         after weights were edited outside the workbench (`check_edits`); None before that when asked elsewhere, or
         without evaluation data."""
-        with self.store.lock:
-            self.check_edits()
-            if self.dense is None and state.data is not None and self.store.position == 0:
-                self.dense = state.evaluate()
-                self._dense_at = self.store.fingerprints()
-            return self.dense
+        self.check_edits()  # (reads version counters: no lock, so a dashboard refresh never waits for a running scan)
+        if self.dense is None and state.data is not None and self.store.position == 0:
+            self.dense = state.evaluate()
+            self._dense_at = self.store.fingerprints()
+        return self.dense
 
     def check_edits(self) -> None:
         """At the dense state: weights edited outside the workbench since the dense metrics were evaluated (none can
