@@ -154,7 +154,7 @@ class ReplayRunner:
                 return keep, _record(self.model, self.adapter, self.batches, keep, max_bytes, held)
             except MemoryError as e:  # batches larger than the first: shallower still
                 error = e
-        raise error or MemoryError(f"recorded module outputs would exceed {max_bytes / 2**20:.0f} MiB")
+        raise error or _over(max_bytes)
 
     def _check(self, start: int, want: Tensor) -> None:
         """Replay the row starting at `start` on the first batch; if it does not give the dense outputs `want` (to
@@ -312,11 +312,17 @@ def _record(
     counts: dict[str, int] = {}
     cache: list[dict[Call, Any]] = []
     total = [0]
-    if first is not None:
-        cache.append({c: first[c] for c in keep})
-        total[0] = sum(t.nbytes for out in cache[0].values() for t in _tensors(out))
+
+    def store(call: Call, out: Any) -> None:
+        cache[-1][call] = out
+        total[0] += sum(t.nbytes for t in _tensors(out))
         if total[0] > max_bytes:
-            raise MemoryError(f"recorded module outputs would exceed {max_bytes / 2**20:.0f} MiB")
+            raise _over(max_bytes)
+
+    if first is not None:
+        cache.append({})
+        for call in keep:
+            store(call, first[call])
         batches = batches[1:]
 
     def post(name):
@@ -324,10 +330,7 @@ def _record(
             i = counts.get(name, 0)
             counts[name] = i + 1
             if (name, i) in keep:
-                cache[-1][(name, i)] = out
-                total[0] += sum(t.nbytes for t in _tensors(out))
-                if total[0] > max_bytes:
-                    raise MemoryError(f"recorded module outputs would exceed {max_bytes / 2**20:.0f} MiB")
+                store((name, i), out)
 
         return hook
 
@@ -340,6 +343,10 @@ def _record(
         if set(cache[-1]) != keep:
             raise ValueError("the module calls differ between batches")
     return cache
+
+
+def _over(max_bytes: int) -> MemoryError:
+    return MemoryError(f"recorded module outputs would exceed {max_bytes / 2**20:.0f} MiB")
 
 
 def _tensors(out: Any) -> list[Tensor]:
