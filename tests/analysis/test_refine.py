@@ -1,7 +1,7 @@
 """analysis/_refine.py: refine run to the end is the exact scan, filled in cell by cell; it stops on a budget, a time
 limit, a stop callback or Ctrl-C; measures the cells near the current ratios first; the log-linear fill recovers
 geometric rows, fill_map keeps an estimate that predicts changes of either sign and predicts 0 below the loss's
-resolution; refine_steps is a generator the caller can leave."""
+smallest step; refine_steps is a generator the caller can leave."""
 
 import math
 import threading
@@ -12,8 +12,8 @@ from conftest import assert_bitwise, assert_plain, snapshot
 from zoo import make
 
 import workbench as wb
-from workbench.analysis._estimate import pick_cells, resolution
-from workbench.analysis._refine import corrected, fill_choice, fill_map, log_linear, refine_order
+from workbench.analysis._estimate import pick_cells
+from workbench.analysis._refine import corrected, fill_choice, fill_map, log_linear, refine_order, zero_level
 from workbench.analysis.sensitivity import SensitivityResult
 from workbench.errors import WorkbenchError
 
@@ -35,12 +35,12 @@ def test_refine_run_to_the_end_is_the_exact_scan_and_fills_in_cell_by_cell():
     counts = [int(m.exact.sum()) for m in maps]
     assert counts[0] == len(res.checks) and counts == list(range(counts[0], res.values.size + 1))
     est = bench.sensitivity(ratios, mode="estimate", progress=False)
-    res_ = resolution(model, res.baseline)
+    zero = zero_level(model, res.baseline, len(data))
     for m in maps:  # every intermediate map: exact where marked, predicted from the exact cells elsewhere
         np.testing.assert_allclose(m.values[m.exact], exact.values[m.exact], atol=1e-6, rtol=0)
         np.testing.assert_array_equal(m.estimate, est.values)
-        np.testing.assert_array_equal(m.values, fill_map(est.values, m.values, m.exact, res_))
-        assert m.fill == fill_choice(est.values, m.values, m.exact, res_)
+        np.testing.assert_array_equal(m.values, fill_map(est.values, m.values, m.exact, zero))
+        assert m.fill == fill_choice(est.values, m.values, m.exact, zero)
         assert np.isfinite(m.values).all()
     back = SensitivityResult.from_dict(maps[3].to_dict())  # plain data, the starting estimate included
     np.testing.assert_array_equal(back.estimate, maps[3].estimate)
@@ -215,9 +215,8 @@ def test_refine_steps_is_a_generator_the_caller_can_leave_at_any_time():
 
 
 def test_refine_predicts_zero_where_no_measurement_could_see_a_change():
-    """A residual branch scaled by 1e-9 (ConvNeXt's layer scale at initialisation): pruning its layers changes the
-    float32 loss by less than two float steps, so the exact cells read 0 (or a step of noise) while the estimate
-    reads ~1e-10. The refined map predicts 0 for that row's cells not yet measured (before: the raw estimate, which
+    """A residual branch scaled by 1e-9 (ConvNeXt's layer scale at initialisation): pruning its layer changes the
+    float32 loss by less than half a float step, so the exact cells read 0 while the estimate reads ~1e-10. The refined map predicts 0 for that row's cells not yet measured (before: the raw estimate, which
     ranked the cells of an unchanged row by float noise), and the estimate itself stays as computed."""
     import torch
     from torch import nn
@@ -239,11 +238,13 @@ def test_refine_predicts_zero_where_no_measurement_could_see_a_change():
     ratios = np.linspace(0.1, 0.9, 9)
     got = bench.sensitivity(ratios, mode="refine", budget=0.4, layers=["branch", "stem", "head"], progress=False)
     row = got.layers.index("branch")
-    res = resolution(model, got.baseline)
+    zero = zero_level(model, got.baseline, len(data))
     assert np.abs(got.estimate[row]).max() > 0  # the estimate sees a change ...
-    assert np.abs(got.estimate[row]).max() <= res  # ... below what the loss resolves
+    assert np.abs(got.estimate[row]).max() <= zero  # ... too small to move the measured loss
     assert (~got.exact[row]).any()
     assert (got.values[row][~got.exact[row]] == 0).all()
+    others = np.delete(np.arange(len(got.layers)), row)  # the other rows' predictions are not touched
+    assert (got.values[others] != 0).all()
     exact = bench.sensitivity(ratios, layers=["branch", "stem", "head"], metric="loss", progress=False)
-    assert np.abs(exact.values[row]).max() <= res
+    assert (exact.values[row] == 0).all()
     assert_bitwise(model, snap)

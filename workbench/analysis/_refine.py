@@ -24,9 +24,10 @@ differ in what their estimate gets right:
   error there (fading over `REACH` grid steps: the error of a first-order estimate grows with the ratio, but one
   cell's error is partly noise that should not move the whole row).
 
-Both start from the estimate with changes below what an exact measurement resolves set to 0, and predict 0 below it
-too (`_estimate.resolution`: two float steps of the loss; a random-weight ConvNeXt leaves six of its nine rows
-unchanged to the last bit while their estimate reads 1e-11 to 1e-9, which ranked those cells at random).
+Both start from the estimate with changes too small to move the measured loss set to 0, and predict 0 there too
+(`zero_level`: half the smallest step of the loss; a random-weight ConvNeXt leaves six of its nine rows unchanged to
+the last bit while their estimate reads 1e-11 to 1e-9, which ranked those cells at random). Changes of a few steps
+are kept: measured, they read as multiples of a step, still ranked as the estimate ranks them.
 
 `fill_choice` picks between them on the measured cells themselves: each of up to `HELD_OUT` exact cells is left out
 in turn and predicted from the others both ways; the prediction that ranks those cells closer to their places among
@@ -50,7 +51,17 @@ import numpy as np
 from ..evaluate import eval_mode
 from ._estimate import resolution
 
-__all__ = ["corrected", "current_ratios", "fill_choice", "fill_map", "log_linear", "refine_order", "refine_steps"]
+__all__ = [
+    "corrected",
+    "current_ratios",
+    "fill_choice",
+    "fill_map",
+    "filled",
+    "log_linear",
+    "refine_order",
+    "refine_steps",
+    "zero_level",
+]
 
 NEAR = 1  # grid steps from a row's current ratio that count as "near"
 LOOKAHEAD = 16  # cells ahead in the order searched for more cells of the same row to batch
@@ -123,12 +134,12 @@ def refine_order(values: np.ndarray, exact: np.ndarray, ratios: np.ndarray, cur:
     return [(i, j) for *_, i, j in cells]
 
 
-def fill_map(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, resolution: float = 0.0) -> np.ndarray:
+def fill_map(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, zero: float = 0.0) -> np.ndarray:
     """`values` where `exact`, elsewhere the better of two predictions from the exact cells (see the module
     docstring): `log_linear` or `corrected`, whichever places exact cells left out in turn closer to their ranks
-    (`fill_choice`). `resolution`: the smallest change an exact measurement resolves (`_estimate.resolution`);
-    estimated and predicted changes within it of 0 are 0 (a measurement would read 0 or a float step of noise there:
-    random-weight models leave whole rows unchanged to the last bit while their estimate reads 1e-11).
+    (`fill_choice`). `zero` (`zero_level`): estimated and predicted changes within it of 0 are 0 (too small to move
+    the measured loss: random-weight models leave whole rows unchanged to the last bit while their estimate reads
+    1e-11).
 
     Rows that grow geometrically, an estimate that grows linearly: the log-linear fill recovers them.
 
@@ -144,36 +155,49 @@ def fill_map(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, resolu
     >>> fill_choice(est, 1.1 * est, exact), fill_map(est, 1.1 * est, exact).round(3).tolist()
     ('corrected', [[0.11, -0.18, 0.33, -0.36, 0.55], [-0.11, 0.22, 0.103, 0.293, -0.22]])
 
-    Below the resolution, predictions are 0:
+    Below `zero`, predictions are 0:
 
     >>> exact = np.array([[True, False, False]])
-    >>> fill_map(np.array([[1e-11, -2e-11, 3e-10]]), np.array([[0.0, 0, 0]]), exact, resolution=2.4e-7).tolist()
-    [[0.0, 0.0, 0.0]]
+    >>> fill_map(np.array([[1e-11, -2e-11, 3e-7]]), np.array([[0.0, 0, 0]]), exact, zero=3e-8).tolist()
+    [[0.0, 0.0, 3e-07]]
     """
-    return filled(estimate, values, exact, resolution)[1]
+    return filled(estimate, values, exact, zero)[1]
 
 
-def filled(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, resolution: float = 0.0):
+def filled(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, zero: float = 0.0):
     """(`fill_choice`, `fill_map`) at once."""
-    estimate = _zeroed(estimate, resolution)
+    estimate = _zeroed(estimate, zero)
     name = fill_choice(estimate, values, exact)
     out = FILLS[name](estimate, values, exact)
-    return name, np.where(exact, out, _zeroed(out, resolution))
+    return name, np.where(exact, out, _zeroed(out, zero))
 
 
-def _zeroed(a: np.ndarray, resolution: float) -> np.ndarray:
-    """`a` with values within `resolution` of 0 set to 0."""
-    return np.where(np.abs(a) <= resolution, 0.0, a) if resolution > 0 else a
+def zero_level(model, baseline: float, n_batches: int) -> float:
+    """Half the smallest step in which the measured loss moves: each batch's loss is summed in the model's float type
+    and the sums averaged over the batches, so the mean moves in steps of about one float step (ulp) of the baseline
+    divided by the number of batches (`_estimate.resolution` is two ulps). A change below it leaves the measured loss
+    unchanged.
+
+    >>> import torch
+    >>> f"{zero_level(torch.nn.Linear(2, 2), 1.1, 4):.2g}"
+    '1.5e-08'
+    """
+    return resolution(model, baseline) / (4 * max(1, n_batches))
 
 
-def fill_choice(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, resolution: float = 0.0) -> str:
+def _zeroed(a: np.ndarray, zero: float) -> np.ndarray:
+    """`a` with values within `zero` of 0 set to 0."""
+    return np.where(np.abs(a) <= zero, 0.0, a) if zero > 0 else a
+
+
+def fill_choice(estimate: np.ndarray, values: np.ndarray, exact: np.ndarray, zero: float = 0.0) -> str:
     """``"log-linear"`` or ``"corrected"``: the prediction that places held-out exact cells closer to where they
     belong among the measured values. Each of up to `HELD_OUT` exact cells (spread over them) is left out in turn and
     predicted from the others both ways; a prediction's error is how far its rank among the other measured values is
     from the measured value's rank (what a heatmap read for "which layer, which ratio" depends on: a prediction of
     the right shape at the wrong scale misplaces the cell among the exact ones). The corrected estimate on a tie and
-    while fewer than four cells are exact (too few to judge). `resolution`: as in `fill_map`."""
-    estimate = _zeroed(estimate, resolution)
+    while fewer than four cells are exact (too few to judge). `zero`: as in `fill_map`."""
+    estimate = _zeroed(estimate, zero)
     cells = np.argwhere(exact)
     if len(cells) < 4:
         return "corrected"
@@ -302,13 +326,16 @@ def refine_steps(
             from ._points import PointEvaluator
 
             ev = PointEvaluator(bench, rows, ratios, data, "loss", engine)
-        res = resolution(bench.model, ev.baseline)
+        try:
+            zero = zero_level(bench.model, ev.baseline, len(data))
+        except TypeError:  # data without a length: as if one batch (the larger step)
+            zero = zero_level(bench.model, ev.baseline, 1)
         for i, j, _, x in checks:
             values[i, j], exact[i, j] = x, True
         bar(int(exact.sum()))
 
         def result(done: bool):
-            fill, predicted = filled(estimated, values, exact, res)
+            fill, predicted = filled(estimated, values, exact, zero)
             return _result(
                 rows, ratios, predicted, ev.baseline, "loss", False,
                 granularity, criterion, "refine", t0, done, f"estimate ({label}) refined by {ev.engine}",
