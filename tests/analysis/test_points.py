@@ -59,3 +59,65 @@ def test_batched_points_never_swap_the_live_modules_tensors(monkeypatch):
     est = bench.sensitivity(np.linspace(0.1, 0.9, 9), "filter", "l1", mode="estimate", second_order=True)
     assert np.isfinite(est.values).all()
     assert not on_live, f"functional_call on live modules: {sorted(set(on_live))}"
+
+
+def _counting(monkeypatch, delay=0.0, fail=False):
+    """Wraps `_batched_outputs`: counts its calls, optionally slows it down or makes it fail."""
+    import time
+
+    from workbench.analysis import _points
+
+    calls, real = [], _points._batched_outputs
+
+    def wrapped(*a):
+        calls.append(len(a[1]))
+        if fail:
+            raise RuntimeError("no batching rule")
+        time.sleep(delay)
+        return real(*a)
+
+    monkeypatch.setattr(_points, "_batched_outputs", wrapped)
+    return calls
+
+
+def test_auto_batches_a_rows_ratios_where_that_measured_faster(monkeypatch):
+    """engine="auto" times two points one at a time on the first row, then the rest of it in one batched pass, and
+    batches the other rows if that was faster per point. One-point passes slowed down (20 ms each): batched."""
+    import time
+
+    from workbench.analysis import _points
+
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data, metric="loss")
+    snap = snapshot(model)
+    ratios = np.linspace(0.1, 0.9, 9)
+    one = bench.sensitivity(ratios, engine="suffix", progress=False)
+    calls = _counting(monkeypatch)
+    real = _points.PointEvaluator.point
+    monkeypatch.setattr(_points.PointEvaluator, "point", lambda self, i, j: time.sleep(0.02) or real(self, i, j))
+    got = bench.sensitivity(ratios, engine="auto", progress=False)
+    assert "vmap" in got.engine
+    assert calls[0] == 7 and calls[1:] == [9] * (len(one.layers) - 1)  # the timed row's rest, then whole rows
+    np.testing.assert_allclose(got.values, one.values, atol=1e-6, rtol=0)
+    assert_bitwise(model, snap)
+
+
+def test_auto_keeps_one_point_per_pass_where_batching_is_slower_or_fails(monkeypatch):
+    """A batched pass slowed down (0.5 s): timed once, then one point per pass, bitwise the suffix engine's values.
+    A batched pass that fails (an op without a batching rule): tried once, never again in the scan."""
+    model, data = make("rescat")
+    bench = wb.Workbench(model, data, metric="loss")
+    ratios = np.linspace(0.1, 0.9, 9)
+    one = bench.sensitivity(ratios, engine="suffix", progress=False)
+    for slow in (dict(delay=0.5), dict(fail=True)):
+        with monkeypatch.context() as m:
+            calls = _counting(m, **slow)
+            got = bench.sensitivity(ratios, engine="auto", progress=False)
+        assert calls == [7] and "vmap" not in got.engine
+        np.testing.assert_array_equal(got.values[1:], one.values[1:])
+        np.testing.assert_allclose(got.values, one.values, atol=1e-6, rtol=0)
+    # refine measures cells in its own order: auto does not group them into batched passes to time them
+    with monkeypatch.context() as m:
+        calls = _counting(m)
+        bench.sensitivity(ratios, mode="refine", budget=0.5, progress=False)
+    assert calls == []

@@ -47,13 +47,20 @@ def _exact(bench, rows, ratios, data, metric, granularity, criterion, executor, 
                 complete,
                 "dask (full forward on each worker's copy)",
             )
-        jobs = [(i, js) for i in range(len(rows)) for js in ev.chunks(i, list(range(len(ratios))))]
+        every = list(range(len(ratios)))
         own = executor is None
         pool = ThreadPoolExecutor(max_workers=max(1, min(4, torch.get_num_threads()))) if own else executor
         bar = _bar(progress, len(rows) * len(ratios), f"sensitivity ({granularity}/{criterion})")
         futures = {}
         complete = True
         try:
+            first = []
+            if ev.batched is None:  # auto: whether to batch ratios is timed on the first row, before the others go out
+                first = ev.chunks(0, every, timing=True)[0]
+                for j, v in zip(first, ev.points(0, first)):
+                    values[0, j] = v
+                    bar(1)
+            jobs = [(i, js) for i in range(len(rows)) for js in ev.chunks(i, [j for j in every if i or j not in first])]
             futures = {pool.submit(ev.points, i, js): (i, js) for i, js in jobs}
             pending = set(futures)
             while pending:

@@ -6,16 +6,20 @@ baseline). With ``engine="batched"`` it evaluates a row at several ratios in one
 per variant on its cached input (the very call a one-point evaluation makes), the outputs are stacked along a new
 leading dimension and the part of the network downstream runs once under `torch.func.vmap` (shared weights and
 cached activations elsewhere), so the Python work of re-running the suffix is paid once per row chunk instead of
-once per point. Values agree with one-point evaluation to float32 rounding (downstream ops see a V-times larger
-batch), not bitwise. On a 2-core CPU the demo models are compute-bound and vmap's per-op cost outweighs the saved
-dispatch (measured 0.9-1.8x *slower*, benchmarks/sensitivity.py), so the default (``"auto"``) evaluates one
-point per pass; the batched pass is for accelerators, where per-kernel launch cost dominates small models.
-Models or ops vmap cannot batch fall back to one point at a time.
+once per point, and each op sees a V-times larger batch. Values agree with one-point evaluation to float32 rounding
+(downstream ops see a larger batch), not bitwise. Whether that is faster depends on the model and the machine: on a
+2-core CPU, 1.1-1.8x on the test zoo's CNNs and most demos, 0.9-1.0x on the demo transformer and a plain 20-layer
+CNN (one thread: 0.9-1.2x). So ``engine="auto"`` measures it once per scan: on the first row of four or more
+ratios it times two points one at a time, then the rest of the row in one batched pass, and batches the remaining
+rows if that was faster per point by `BATCH_GAIN` (``engine="suffix"``: one point per pass, bitwise reproducible).
+Models or ops vmap cannot batch fall back to one point at a time (under ``"auto"``, for the rest of the scan).
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +42,10 @@ ACTIVATION_BYTES = 1 << 30  # re-run activations of one batched pass (all batche
 # replay saves, so building, checking and timing it costs more than it gives (measured on the test zoo's 26 Hugging
 # Face models, 5-30 ms: replay 0.8-1.3x full forwards, dropped below 1.2x on most)
 REPLAY_MIN_SECONDS = 0.02
+# `engine="auto"` batches a row's ratios (suffix engine) when a batched pass took at most this share of a one-point
+# pass's time per point, on the row it was timed on: a margin over timing noise (a point takes milliseconds on small
+# models), and a scan that gains little keeps one point per pass, whose values do not depend on the batch
+BATCH_GAIN = 0.9
 
 
 class PointEvaluator:
@@ -50,7 +58,9 @@ class PointEvaluator:
         self.model, self.adapter = bench.model, bench.adapter
         self.rows, self.ratios, self.data, self.metric = rows, np.asarray(ratios, dtype=float), data, metric
         self.runner: SuffixRunner | ReplayRunner | None = None
-        self.batched = engine == "batched"
+        # True: batch a row's ratios; False: one point per pass; None (auto): not decided yet (`_timed`)
+        self.batched: bool | None = True if engine == "batched" else (None if engine == "auto" else False)
+        self._timing = threading.Lock()
         if engine in ("auto", "suffix", "batched") and isinstance(metric, str) and client is None:
             try:
                 self.runner = SuffixRunner(self.model, data, adapter=self.adapter)
@@ -70,6 +80,8 @@ class PointEvaluator:
                     raise WorkbenchError(f"the replay engine cannot run this model: {e}") from e
             if engine == "auto" and isinstance(self.runner, ReplayRunner) and self.runner.speedup <= 1.2:
                 self.runner = None  # small models: copying the module tree costs more than the skipped layers
+        if not isinstance(self.runner, SuffixRunner):
+            self.batched = False  # only the suffix engine batches
         self.baseline = self._measure({}) if client is None else self._baseline_full()
         if not math.isfinite(self.baseline):
             raise AnalysisError(f"the metric is {self.baseline} on the unpruned model; it must be a finite number")
@@ -113,9 +125,11 @@ class PointEvaluator:
         return self._check(i, j, self._measure(params))
 
     # several ratios of one row --------------------------------------------------------------------
-    def chunks(self, i: int, js: Sequence[int]) -> list[list[int]]:
-        """`js` split into groups that one batched pass evaluates within the memory bounds."""
-        if not isinstance(self.runner, SuffixRunner) or not self.batched or len(js) < 2:
+    def chunks(self, i: int, js: Sequence[int], timing: bool = False) -> list[list[int]]:
+        """`js` split into groups that one batched pass evaluates within the memory bounds; while ``engine="auto"``
+        has not decided whether to batch, one point per group unless `timing` (the groups of the row it is timed on,
+        see `points`)."""
+        if not isinstance(self.runner, SuffixRunner) or not (self.batched or timing) or len(js) < 2:
             return [[j] for j in js]
         masks = self.rows[i].ranking.masks(float(self.ratios[js[0]]))
         per = sum(self.model.get_parameter(n).nbytes for n in masks)
@@ -125,15 +139,43 @@ class PointEvaluator:
         return [list(js[k : k + v]) for k in range(0, len(js), v)]
 
     def points(self, i: int, js: Sequence[int]) -> list[float]:
-        """Metric changes of row `i` at ratios `js` (one batched pass when the suffix engine runs)."""
-        if len(js) == 1 or not isinstance(self.runner, SuffixRunner) or not self.batched:
+        """Metric changes of row `i` at ratios `js` (one batched pass when the suffix engine batches; see the module
+        docstring for how ``engine="auto"`` decides)."""
+        if len(js) == 1 or not isinstance(self.runner, SuffixRunner) or self.batched is False:
             return [self.point(i, j) for j in js]
+        if self.batched is None:  # auto, not decided: one thread times it, the others go one point at a time meanwhile
+            if len(js) < 4 or not self._timing.acquire(blocking=False):
+                return [self.point(i, j) for j in js]
+            try:
+                if self.batched is None:
+                    return self._timed(i, js)
+            finally:
+                self._timing.release()
+        return self._batched(i, js)
+
+    def _timed(self, i: int, js: Sequence[int]) -> list[float]:
+        """Row `i` at `js`: two points one at a time, then the rest in one batched pass; decides `batched` for the
+        rest of the scan (batched if its time per point was at most `BATCH_GAIN` of the faster single point's)."""
+        values, single = [], math.inf
+        for j in js[:2]:
+            t = time.perf_counter()
+            values.append(self.point(i, j))
+            single = min(single, time.perf_counter() - t)
+        t = time.perf_counter()
+        values += self._batched(i, js[2:])
+        if self.batched is None:  # (a failed batched pass has set it to False)
+            self.batched = (time.perf_counter() - t) / (len(js) - 2) <= BATCH_GAIN * single
+        return values
+
+    def _batched(self, i: int, js: Sequence[int]) -> list[float]:
         variants = [masked_params(self.model, self.rows[i].ranking.masks(float(self.ratios[j]))) for j in js]
         try:
             outs = _batched_outputs(self.runner, variants)
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception:  # no batching rule for an op of the suffix: one point at a time (same values)
+            if self.batched is None:
+                self.batched = False  # auto: not for the other rows either
             return [self.point(i, j) for j in js]
         from .sensitivity import _metric_value
 
