@@ -121,3 +121,23 @@ def test_auto_keeps_one_point_per_pass_where_batching_is_slower_or_fails(monkeyp
         calls = _counting(m)
         bench.sensitivity(ratios, mode="refine", budget=0.5, progress=False)
     assert calls == []
+
+
+def test_auto_keeps_vmaps_no_batching_rule_warning_to_itself():
+    """The demo transformer's attention has no vmap batching rule (vmap loops over the variants and warns of a
+    performance drop): engine="auto" times that pass and keeps it only where faster, so the user sees no warning;
+    torch's switch is back on afterwards (the user's own vmap still warns)."""
+    import warnings
+
+    import torch
+    from torch.func import vmap
+
+    model, d = wb.demo.load("digits-transformer")
+    bench = wb.Workbench(model, d.calib, metric="loss")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        bench.sensitivity(np.linspace(0.1, 0.9, 9), progress=False)
+        assert not [w for w in seen if "batching rule" in str(w.message)]
+        q = torch.randn(3, 1, 2, 4, 8)
+        vmap(torch.nn.functional.scaled_dot_product_attention)(q, q, q)
+        assert [w for w in seen if "batching rule" in str(w.message)]

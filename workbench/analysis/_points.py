@@ -17,6 +17,7 @@ Models or ops vmap cannot batch fall back to one point at a time (under ``"auto"
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -60,6 +61,7 @@ class PointEvaluator:
         self.runner: SuffixRunner | ReplayRunner | None = None
         # True: batch a row's ratios; False: one point per pass; None (auto): not decided yet (`_timed`)
         self.batched: bool | None = True if engine == "batched" else (None if engine == "auto" else False)
+        self.auto = engine == "auto"
         self._timing = threading.Lock()
         if engine in ("auto", "suffix", "batched") and isinstance(metric, str) and client is None:
             try:
@@ -143,14 +145,14 @@ class PointEvaluator:
         docstring for how ``engine="auto"`` decides)."""
         if len(js) == 1 or not isinstance(self.runner, SuffixRunner) or self.batched is False:
             return [self.point(i, j) for j in js]
-        if self.batched is None:  # auto, not decided: one thread times it, the others go one point at a time meanwhile
-            if len(js) < 4 or not self._timing.acquire(blocking=False):
-                return [self.point(i, j) for j in js]
-            try:
+        if self.batched is None and len(js) >= 4 and self._timing.acquire(blocking=False):
+            try:  # auto, not decided: one thread times it, the others go one point at a time meanwhile
                 if self.batched is None:
                     return self._timed(i, js)
             finally:
                 self._timing.release()
+        if not self.batched:  # not decided (being timed elsewhere, or too few ratios to time) or decided against
+            return [self.point(i, j) for j in js]
         return self._batched(i, js)
 
     def _timed(self, i: int, js: Sequence[int]) -> list[float]:
@@ -170,7 +172,8 @@ class PointEvaluator:
     def _batched(self, i: int, js: Sequence[int]) -> list[float]:
         variants = [masked_params(self.model, self.rows[i].ranking.masks(float(self.ratios[j]))) for j in js]
         try:
-            outs = _batched_outputs(self.runner, variants)
+            with _quiet_fallback() if self.auto else contextlib.nullcontext():
+                outs = _batched_outputs(self.runner, variants)
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception:  # no batching rule for an op of the suffix: one point at a time (same values)
@@ -185,6 +188,32 @@ class PointEvaluator:
             per_batch = ((tree_map(pick, out), x, y) for out, (_, x, y) in zip(outs, self.runner.cache))
             values.append(self._check(i, j, _metric_value(self.adapter, per_batch, self.metric)))
         return values
+
+
+_quiet = threading.Lock()
+_quiet_depth = 0
+
+
+@contextlib.contextmanager
+def _quiet_fallback():
+    """vmap warns when an op of the batched pass has no batching rule (it loops over the variants instead): under
+    ``engine="auto"`` the pass is timed against one point per pass and kept only where faster, so the warning asks
+    nothing of the user. torch's switch is process-wide: counted across threads, back on when the last pass ends."""
+    global _quiet_depth
+    switch = getattr(torch._C._functorch, "_set_vmap_fallback_warning_enabled", None)
+    if switch is None:
+        yield
+        return
+    with _quiet:
+        _quiet_depth += 1
+        switch(False)
+    try:
+        yield
+    finally:
+        with _quiet:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                switch(True)
 
 
 def _batched_outputs(runner: SuffixRunner, variants: list[dict[str, Tensor]]) -> list[Any]:
