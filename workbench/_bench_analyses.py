@@ -40,8 +40,9 @@ class Analyses:
 
         ``mode="exact"`` measures every cell (`executor`: threads or a Dask client; `engine`: ``"auto"``, ``"suffix"``
         (torch.fx), ``"replay"`` (recorded module calls, for models fx cannot trace), ``"full"``, or ``"batched"``:
-        a row's ratios in one vmapped pass, which ``"auto"`` takes where it times faster on the first row); ``"estimate"`` predicts loss changes from one gradient pass (with the
-        diagonal-Fisher term when `second_order`) and measures `trust_cells` cells exactly for its `trust` figure;
+        a row's ratios in one vmapped pass, which ``"auto"`` takes where it times faster on the first row);
+        ``"estimate"`` predicts loss changes from one gradient pass (with the diagonal-Fisher term when
+        `second_order`) and measures `trust_cells` cells exactly for its `trust` figure;
         ``"refine"`` starts from the estimate and measures cells nearest the ratios of `around` (default: the current
         state) first, until `budget` (a share of the cells), `time_limit`, `stop()` or Ctrl-C, calling
         `on_update(result)` per cell; the cells not measured yet are predicted from those measured (`result.fill`
