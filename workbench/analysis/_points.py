@@ -7,11 +7,12 @@ per variant on its cached input (the very call a one-point evaluation makes), th
 leading dimension and the part of the network downstream runs once under `torch.func.vmap` (shared weights and
 cached activations elsewhere), so the Python work of re-running the suffix is paid once per row chunk instead of
 once per point, and each op sees a V-times larger batch. Values agree with one-point evaluation to float32 rounding
-(downstream ops see a larger batch), not bitwise. Whether that is faster depends on the model and the machine: on a
-2-core CPU, 1.1-1.8x on the test zoo's CNNs and most demos, 0.9-1.0x on the demo transformer and a plain 20-layer
-CNN (one thread: 0.9-1.2x). So ``engine="auto"`` measures it once per scan: on the first row of four or more
-ratios it times two points one at a time, then the rest of the row in one batched pass, and batches the remaining
-rows if that was faster per point by `BATCH_GAIN` (``engine="suffix"``: one point per pass, bitwise reproducible).
+(downstream ops see a larger batch), not bitwise. On a CPU a pass takes at most `CPU_VARIANTS` ratios (beyond that
+its activations outgrow the caches). Whether batching is faster depends on the model and the machine: on a 2-core
+CPU, 1.0-1.6x on the test zoo's CNNs and the demos, 0.8-1.0x on the demo LSTM. So ``engine="auto"`` measures it
+once per scan: on the first row of four or more ratios it times two points one at a time, then a batched pass over
+the next ratios, and batches the remaining rows if that was faster per point by `BATCH_GAIN` (``engine="suffix"``:
+one point per pass, bitwise reproducible).
 Models or ops vmap cannot batch fall back to one point at a time (under ``"auto"``, for the rest of the scan).
 """
 
@@ -47,6 +48,12 @@ REPLAY_MIN_SECONDS = 0.02
 # pass's time per point, on the row it was timed on: a margin over timing noise (a point takes milliseconds on small
 # models), and a scan that gains little keeps one point per pass, whose values do not depend on the batch
 BATCH_GAIN = 0.9
+# ratios per batched pass on a CPU, at most: more stop paying once one pass's activations outgrow the caches (2-core
+# CPU, whole exact scans against one point per pass, 3/5/9 ratios per pass, runs in rotating order, medians of 3-6:
+# digits-resnet weight 1.56/1.63/1.36x, filter 1.43/1.47/1.61x, a plain 20-layer CNN 1.33/1.23/0.92x, the demo
+# transformer 1.03/1.17/1.23x, three of the test zoo's CNNs, whose passes are short, 1.22-1.49/1.46-1.77/1.67-2.07x;
+# the same comparisons in a fixed order moved by up to a quarter). Accelerators: the memory bounds alone
+CPU_VARIANTS = 5
 
 
 class PointEvaluator:
@@ -128,9 +135,9 @@ class PointEvaluator:
 
     # several ratios of one row --------------------------------------------------------------------
     def chunks(self, i: int, js: Sequence[int], timing: bool = False) -> list[list[int]]:
-        """`js` split into groups that one batched pass evaluates within the memory bounds; while ``engine="auto"``
-        has not decided whether to batch, one point per group unless `timing` (the groups of the row it is timed on,
-        see `points`)."""
+        """`js` split into groups that one batched pass evaluates within the memory bounds (and `CPU_VARIANTS` on a
+        CPU); while ``engine="auto"`` has not decided whether to batch, one point per group unless `timing`: then
+        the first group is the one it is timed on, two points more than a batched pass takes (see `points`)."""
         if not isinstance(self.runner, SuffixRunner) or not (self.batched or timing) or len(js) < 2:
             return [[j] for j in js]
         masks = self.rows[i].ranking.masks(float(self.ratios[js[0]]))
@@ -138,6 +145,10 @@ class PointEvaluator:
         _, _, order = self.runner.plan(masked_params(self.model, masks))
         act = sum(env[n].nbytes for env, _, _ in self.runner.cache for n in order if isinstance(env.get(n), Tensor))
         v = max(1, min(len(js), STACK_BYTES // max(per, 1), ACTIVATION_BYTES // max(act, 1)))
+        if next((p.device.type for p in self.model.parameters()), "cpu") == "cpu":
+            v = min(v, CPU_VARIANTS)
+        if timing:
+            return [list(js[: v + 2])] + [list(js[k : k + v]) for k in range(v + 2, len(js), v)]
         return [list(js[k : k + v]) for k in range(0, len(js), v)]
 
     def points(self, i: int, js: Sequence[int]) -> list[float]:
