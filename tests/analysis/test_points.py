@@ -10,7 +10,7 @@ from zoo import make
 import workbench as wb
 
 
-@pytest.mark.parametrize("arch", ["rescat", "mha", "digits-cnn", "digits-resnet"])
+@pytest.mark.parametrize("arch", ["rescat", "mha", "digits-cnn", "digits-resnet", "digits-lstm", "digits-transformer"])
 def test_batched_points_equal_one_at_a_time_points(arch, monkeypatch):
     from workbench.analysis import _points
 
@@ -143,3 +143,32 @@ def test_auto_keeps_vmaps_no_batching_rule_warning_to_itself():
         q = torch.randn(3, 1, 2, 4, 8)
         vmap(torch.nn.functional.scaled_dot_product_attention)(q, q, q)
         assert [w for w in seen if "batching rule" in str(w.message)]
+
+
+def test_batched_passes_fold_the_variants_into_the_batch_and_fall_back_to_vmap(monkeypatch):
+    """A batched pass runs convolutions, batch norms (eval), pooling and elementwise ops on the variants folded into
+    the batch (the same per-sample computation, without vmap's per-op cost: on digits-resnet every value equals the
+    one-point pass's bitwise); other nodes under a vmap of their own; where a node defeats that, the whole suffix
+    under one vmap (same values to 1e-6)."""
+    from torch import nn
+
+    from workbench.analysis import _points
+
+    model, d = wb.demo.load("digits-resnet")
+    bench = wb.Workbench(model, d.calib, metric="loss")
+    ratios = np.linspace(0.1, 0.9, 9)
+    one = bench.sensitivity(ratios, engine="suffix", progress=False)
+    own_vmap, real = [], _points._vmapped
+    monkeypatch.setattr(_points, "_vmapped", lambda node, *a: own_vmap.append(node) or real(node, *a))
+    many = bench.sensitivity(ratios, engine="batched", progress=False)
+    np.testing.assert_array_equal(many.values, one.values)
+    folded = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Linear)
+    assert not [n for n in own_vmap if n.op == "call_module" and type(model.get_submodule(n.target)) in folded]
+
+    def refuse(*a):
+        raise RuntimeError("cannot tell")
+
+    monkeypatch.setattr(_points, "_on_variants", refuse)
+    whole = bench.sensitivity(ratios, engine="batched", progress=False)
+    assert "vmap" in whole.engine
+    np.testing.assert_allclose(whole.values, one.values, atol=1e-6, rtol=0)
