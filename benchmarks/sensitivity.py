@@ -11,7 +11,7 @@ second-order term); its time is compared with the exact scan's, and its values w
 Refine mode (``mode="refine", budget=0.2``: the estimate, then the 20% of cells that matter most measured exactly)
 is compared with the exact loss scan by Spearman over all cells, next to the estimate's own trust figure; run to
 the end it is checked to equal the exact loss scan (atol 1e-6). ``engine="batched"`` (a row's ratios in one
-vmapped suffix pass) is timed against ``engine="suffix"`` (one point per pass) after the same curve check; the
+batched suffix pass) is timed against ``engine="suffix"`` (one point per pass) after the same curve check; the
 default (``"auto"``, the "exact scan" rows) times both on the first row and takes the faster (which one it took is
 printed under the table).
 

@@ -28,7 +28,7 @@ def test_batched_points_equal_one_at_a_time_points(arch, monkeypatch):
     one = bench.sensitivity(ratios, engine="suffix", progress=False)
     assert not ran
     many = bench.sensitivity(ratios, engine="batched", progress=False)
-    assert ran and "vmap" in many.engine
+    assert ran and "batched" in many.engine
     np.testing.assert_allclose(many.values, one.values, atol=1e-6, rtol=0)
     assert_bitwise(model, snap)
     assert_plain(model)
@@ -54,7 +54,7 @@ def test_batched_points_never_swap_the_live_modules_tensors(monkeypatch):
         many = bench.sensitivity(
             np.linspace(0.1, 0.9, 9), "filter", "l1", engine="batched", executor=pool, progress=False
         )  # coupled rows: members downstream of other members run under vmap through functional_call
-    assert "vmap" in many.engine and np.isfinite(many.values).all()
+    assert "batched" in many.engine and np.isfinite(many.values).all()
     # the estimate's gradient passes (first order, and per-sample for the Fisher term) run the same way
     est = bench.sensitivity(np.linspace(0.1, 0.9, 9), "filter", "l1", mode="estimate", second_order=True)
     assert np.isfinite(est.values).all()
@@ -96,7 +96,7 @@ def test_auto_batches_a_rows_ratios_where_that_measured_faster(monkeypatch):
     real = _points.PointEvaluator.point
     monkeypatch.setattr(_points.PointEvaluator, "point", lambda self, i, j: time.sleep(0.02) or real(self, i, j))
     got = bench.sensitivity(ratios, engine="auto", progress=False)
-    assert "vmap" in got.engine
+    assert "batched" in got.engine
     # the timed pass (two of the first row's nine ratios went one at a time), then passes of at most five ratios
     # (`CPU_VARIANTS`): the first row's last two, the other rows' 5 + 4
     assert calls[0] == 5 and sorted(calls[1:]) == sorted([2] + [5, 4] * (len(one.layers) - 1))
@@ -115,7 +115,7 @@ def test_auto_keeps_one_point_per_pass_where_batching_is_slower_or_fails(monkeyp
         with monkeypatch.context() as m:
             calls = _counting(m, **slow)
             got = bench.sensitivity(ratios, engine="auto", progress=False)
-        assert calls == [5] and "vmap" not in got.engine
+        assert calls == [5] and "batched" not in got.engine
         np.testing.assert_array_equal(got.values[1:], one.values[1:])
         np.testing.assert_allclose(got.values, one.values, atol=1e-6, rtol=0)
     # refine measures cells in its own order: auto does not group them into batched passes to time them
@@ -170,5 +170,5 @@ def test_batched_passes_fold_the_variants_into_the_batch_and_fall_back_to_vmap(m
 
     monkeypatch.setattr(_points, "_on_variants", refuse)
     whole = bench.sensitivity(ratios, engine="batched", progress=False)
-    assert "vmap" in whole.engine
+    assert "batched" in whole.engine
     np.testing.assert_allclose(whole.values, one.values, atol=1e-6, rtol=0)

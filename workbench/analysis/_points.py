@@ -105,7 +105,7 @@ class PointEvaluator:
             return "full forward on structural clones"
         if isinstance(self.runner, ReplayRunner):
             return "replay (recorded outputs of the module calls before the pruned layer)"
-        return "suffix (torch.fx, cached activations" + (", ratios batched with vmap)" if self.batched else ")")
+        return "suffix (torch.fx, cached activations" + (", a row's ratios batched per pass)" if self.batched else ")")
 
     # one point ----------------------------------------------------------------------------------
     def _baseline_full(self) -> float:
