@@ -172,3 +172,27 @@ def test_batched_passes_fold_the_variants_into_the_batch_and_fall_back_to_vmap(m
     whole = bench.sensitivity(ratios, engine="batched", progress=False)
     assert "batched" in whole.engine
     np.testing.assert_allclose(whole.values, one.values, atol=1e-6, rtol=0)
+
+
+def test_batched_passes_take_tensor_attributes_per_variant():
+    """`y.T` is an attribute read like `y.shape`, but its value differs per variant: it must not be read off the first
+    variant as a shape is (it runs under vmap instead)."""
+    import torch
+    from torch import nn
+
+    class T(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.b(y) + y.T.mean(1)
+
+    torch.manual_seed(0)
+    data = [(torch.randn(16, 6), torch.randint(0, 4, (16,))) for _ in range(2)]
+    bench = wb.Workbench(T().eval(), data, metric="loss")
+    ratios = np.linspace(0.1, 0.9, 9)
+    one = bench.sensitivity(ratios, engine="suffix", progress=False)
+    many = bench.sensitivity(ratios, engine="batched", progress=False)
+    np.testing.assert_allclose(many.values, one.values, atol=1e-6, rtol=0)

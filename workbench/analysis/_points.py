@@ -433,9 +433,8 @@ def _on_variants(node: fx.Node, local: dict, batched: set, gm: nn.Module) -> Any
         if not all(isinstance(local[n], Tensor) for n in node.all_input_nodes if n in batched):
             return _NOT_BATCHED
         first = fx.node.map_arg(node.args, lambda n: local[n][0] if n in batched else local[n])
-        if node.op == "call_function":
-            return _Plain(getattr(*first))
-        return _Plain(getattr(first[0], node.target)(*first[1:], **kwargs))
+        got = getattr(*first) if node.op == "call_function" else getattr(first[0], node.target)(*first[1:], **kwargs)
+        return _NOT_BATCHED if isinstance(got, Tensor) else _Plain(got)  # x.T and the like differ per variant
     if node.op == "call_function" and node.target in _ELEMENTWISE:
         flat = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
         ins = [a for a in node.all_input_nodes if a in batched]
