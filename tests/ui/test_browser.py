@@ -330,6 +330,10 @@ _RECORD_COUNTS = """() => {
     }).observe(e, {subtree: true, childList: true, characterData: true});
 }"""
 
+# the note between the heatmap and the table ("click a cell ..." once the table is shown)
+_NOTE = """() => [...document.querySelectorAll('.wb-dashboard .widget-html')]
+    .map(e => e.innerText).find(t => /table|click/i.test(t)) || null"""
+
 # how many cells of the sensitivity table are marked exact (their text starts with •)
 _MARKED = """() => [...document.querySelectorAll('.wb-dashboard .wb-cell')]
     .filter(b => b.innerText.trim().startsWith('•')).length"""
@@ -362,6 +366,8 @@ def test_sensitivity_refine_fills_in_and_stop_keeps_it_in_chromium(lab):
     with sync_playwright() as p:
         browser = _browser(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        console_errors: list[str] = []  # for the message of a failure below
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         try:
             _run_all(page, lab, "refine_at_size.ipynb", workspace="refine")
             page.wait_for_selector(".wb-dashboard .wb-sensitivity-source", state="attached", timeout=180_000)
@@ -408,9 +414,12 @@ def test_sensitivity_refine_fills_in_and_stop_keeps_it_in_chromium(lab):
                 page.wait_for_function(f"(n) => ({_MARKED})() === n", arg=n, timeout=90_000)
             except Exception:
                 marked, cells = page.evaluate(_MARKED), page.locator(".wb-dashboard .wb-cell").count()
+                buttons = page.locator(".wb-dashboard .widget-button").count()
+                note = page.evaluate(_NOTE)
                 raise AssertionError(
-                    f"{marked} of {cells} cells marked • in the table, the caption says {caption!r}; the log says: "
-                    + page.inner_text(".wb-dashboard .wb-log")
+                    f"{marked} of {cells} cells marked • in the table ({buttons} buttons in the dashboard; the note "
+                    f"above the table says {note!r}; browser console errors: {console_errors[-5:]}), the caption "
+                    f"says {caption!r}; the log says: " + page.inner_text(".wb-dashboard .wb-log")
                 ) from None
             squashed = page.evaluate(  # rows of the table lower than their buttons (which then overlap)
                 "() => [...new Set([...document.querySelectorAll('.wb-dashboard .wb-cell')].map(b => b.parentElement))]"
