@@ -1,4 +1,6 @@
-"""analysis/_points.py: several ratios per pass (vmap) equal one at a time, and never swap a live module's tensors."""
+"""analysis/_points.py: several ratios per pass equal one at a time (folded into the batch, under vmap per node, or
+the whole suffix under vmap) and never swap a live module's tensors; engine="auto" batches only where that timed
+faster and keeps vmap's warnings to itself."""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -81,8 +83,8 @@ def _counting(monkeypatch, delay=0.0, fail=False):
 
 
 def test_auto_batches_a_rows_ratios_where_that_measured_faster(monkeypatch):
-    """engine="auto" times two points one at a time on the first row, then the rest of it in one batched pass, and
-    batches the other rows if that was faster per point. One-point passes slowed down (20 ms each): batched."""
+    """engine="auto" times two points one at a time on the first row, then one batched pass over the next ratios,
+    and batches the other rows if that was faster per point. One-point passes slowed down (20 ms each): batched."""
     import time
 
     from workbench.analysis import _points
