@@ -345,7 +345,7 @@ def _batched_outputs(runner: SuffixRunner, variants: list[dict[str, Tensor]]) ->
             lambda n: local[n] if n in batched else tree_map(lambda t: _spread(t, v), local[n]),
         )
 
-    outs = []
+    outs, folding = [], True
     with torch.inference_mode():
         for env, _, _ in runner.cache:
             interp.env = env
@@ -353,13 +353,14 @@ def _batched_outputs(runner: SuffixRunner, variants: list[dict[str, Tensor]]) ->
             for node in entry:
                 args, kwargs = interp.fetch_args_kwargs_from_env(node)
                 pre[node] = torch.stack([m(*args, **kwargs) for m in clones[node.target]])
-            try:
-                outs.append(explicit(pre, env))
-                continue
-            except (KeyboardInterrupt, MemoryError):
-                raise
-            except Exception:  # an op whose batching it cannot tell: the whole suffix under one vmap
-                pass
+            if folding:
+                try:
+                    outs.append(explicit(pre, env))
+                    continue
+                except (KeyboardInterrupt, MemoryError):
+                    raise
+                except Exception:  # an op whose batching it cannot tell: the whole suffix under one vmap, also
+                    folding = False  # for the other batches (they run the same nodes)
             fn = vmap(lambda stk, pre, env=env: run(stk, pre, env), randomness="error")
             outs.append(fn(stacked, pre))
     return outs
