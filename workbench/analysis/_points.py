@@ -281,10 +281,15 @@ def _batched_outputs(runner: SuffixRunner, variants: list[dict[str, Tensor]]) ->
     # points running on the thread pool read it meanwhile)
     own = {leaf: clone_with(runner.gm.get_submodule(leaf), {}).eval() for leaf, _ in leaf_of.values()}
 
-    def run(stk: dict[str, Tensor], pre: dict[fx.Node, Tensor], env: dict[fx.Node, Any]) -> Any:
-        per_leaf: dict[str, dict[str, Tensor]] = {}
+    def by_leaf(tensors: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
+        """The variants' tensors grouped by the module that owns them (names relative to it)."""
+        out: dict[str, dict[str, Tensor]] = {}
         for n, (leaf, rel) in leaf_of.items():
-            per_leaf.setdefault(leaf, {})[rel] = stk[n]
+            out.setdefault(leaf, {})[rel] = tensors[n]
+        return out
+
+    def run(stk: dict[str, Tensor], pre: dict[fx.Node, Tensor], env: dict[fx.Node, Any]) -> Any:
+        per_leaf = by_leaf(stk)
         local = dict(env)
         interp.env = local
         for k, node in enumerate(order):
@@ -302,9 +307,7 @@ def _batched_outputs(runner: SuffixRunner, variants: list[dict[str, Tensor]]) ->
                     local.pop(a, None)
         return fx.node.map_arg(runner.output.args[0], lambda n: local[n])
 
-    per_leaf: dict[str, dict[str, Tensor]] = {}
-    for n, (leaf, rel) in leaf_of.items():
-        per_leaf.setdefault(leaf, {})[rel] = stacked[n]
+    stacked_by_leaf = by_leaf(stacked)
 
     def explicit(pre: dict[fx.Node, Tensor], env: dict[fx.Node, Any]) -> Any:
         """`run` without one vmap around it: values that depend on the variants carry them as a leading dimension,
@@ -320,8 +323,8 @@ def _batched_outputs(runner: SuffixRunner, variants: list[dict[str, Tensor]]) ->
             elif node.op == "get_attr" and node.target in attrs:
                 local[node] = stacked[node.target]
                 batched.add(node)
-            elif node.op == "call_module" and node.target in per_leaf:
-                local[node] = _vmapped(node, local, batched, own[node.target], per_leaf[node.target])
+            elif node.op == "call_module" and node.target in stacked_by_leaf:
+                local[node] = _vmapped(node, local, batched, own[node.target], stacked_by_leaf[node.target])
                 batched.add(node)
             elif not any(a in batched for a in node.all_input_nodes):
                 local[node] = interp.run_node(node)

@@ -326,10 +326,8 @@ def refine_steps(
             from ._points import PointEvaluator
 
             ev = PointEvaluator(bench, rows, ratios, data, "loss", engine)
-        try:
-            zero = zero_level(bench.model, ev.baseline, len(data))
-        except TypeError:  # data without a length: as if one batch (the larger step)
-            zero = zero_level(bench.model, ev.baseline, 1)
+        # data without a length: as if one batch (the larger step)
+        zero = zero_level(bench.model, ev.baseline, len(data) if hasattr(data, "__len__") else 1)
         for i, j, _, x in checks:
             values[i, j], exact[i, j] = x, True
         bar(int(exact.sum()))
