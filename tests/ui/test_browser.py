@@ -204,6 +204,15 @@ def test_tour_dashboard_in_chromium(lab):
             )
             page.wait_for_selector(".wb-dashboard .wb-apply:not([disabled])", timeout=120_000)  # scan finished
             page.screenshot(path=str(ARTIFACTS / "dashboard-sensitivity.png"), full_page=False)
+            # a click on a cell of the table sets that layer's slider to the cell's ratio: the preview follows
+            preview = page.inner_text(".wb-dashboard .wb-preview")
+            page.locator(".wb-dashboard .wb-cell[title$=' at 90%']").first.click(timeout=10_000)
+            page.wait_for_function(
+                "(before) => document.querySelector('.wb-dashboard .wb-preview').innerText !== before",
+                arg=preview,
+                timeout=30_000,
+            )
+            page.locator(".wb-dashboard .wb-cells").screenshot(path=str(ARTIFACTS / "dashboard-sensitivity-table.png"))
 
             page.click(".wb-dashboard .wb-undo")
             page.wait_for_function(
@@ -394,6 +403,10 @@ def test_sensitivity_refine_fills_in_and_stop_keeps_it_in_chromium(lab):
             )
 
             n2, _, _ = page.wait_for_function(_EXACT_ABOVE, arg=n1, timeout=60_000).json_value()
+            live = page.evaluate(
+                _MARKED
+            )  # the table fills in with the heatmap (each redraw sends it before the caption)
+            assert live >= n1, f"{live} cells marked • in the table while the caption counts {n2} exact"
             page.locator(".wb-dashboard .wb-sensitivity-source").scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "refine-running.png"), full_page=False)
             page.locator(".wb-dashboard button:has-text('Stop'):visible").click(timeout=10_000)
@@ -408,10 +421,10 @@ def test_sensitivity_refine_fills_in_and_stop_keeps_it_in_chromium(lab):
             # behind applies queued updates at once, so not every redraw's count is painted)
             counts = page.evaluate("window.wbCounts")
             assert {n0, n1, n2} <= set(counts) and counts == sorted(set(counts)) and counts[-1] == n, counts
-            # the table marks the same cells • (it is drawn once the scan ends: 1089 buttons, which a busy browser
-            # may take a while to draw after the caption)
+            # the table marks the same cells • (it follows the heatmap as cells land, one message a redraw, sent
+            # before the caption)
             try:
-                page.wait_for_function(f"(n) => ({_MARKED})() === n", arg=n, timeout=90_000)
+                page.wait_for_function(f"(n) => ({_MARKED})() === n", arg=n, timeout=30_000)
             except Exception:
                 marked, cells = page.evaluate(_MARKED), page.locator(".wb-dashboard .wb-cell").count()
                 buttons = page.locator(".wb-dashboard .widget-button").count()

@@ -87,11 +87,17 @@ def test_sensitivity_scan_heatmap_and_cell_click(cnn):
     assert s.image.value[:4] == b"\x89PNG"
     d.editor.rows["features.3"].slider.value = 0.4
     assert d.editor.last_preview.predicted is not None and "predicted" in d.editor.preview_label.value
-    _, table = s.grid.children
-    first_row = table.children[0]
-    layer = first_row.children[0].value
-    first_row.children[3].click()  # third ratio
-    assert d.editor.rows[layer].slider.value == pytest.approx(bench.last_sensitivity.ratios[2])
+    sens = bench.last_sensitivity
+    assert s.table.rows == list(sens.layers) and s.table.columns == [f"{r:.0%}" for r in sens.ratios]
+    layer = sens.layers[0]
+    s.table.click(0, 2)  # third ratio
+    assert d.editor.rows[layer].slider.value == pytest.approx(sens.ratios[2])
+    # the browser sends (row, column, the row's name): a click on a table replaced since is dropped
+    s.table._message(s.table, {"row": 0, "column": 4, "name": layer}, [])
+    assert d.editor.rows[layer].slider.value == pytest.approx(sens.ratios[4])
+    s.table._message(s.table, {"row": 0, "column": 6, "name": "not-this-layer"}, [])
+    s.table._message(s.table, {"row": 0, "column": 99, "name": layer}, [])
+    assert d.editor.rows[layer].slider.value == pytest.approx(sens.ratios[4])
 
 
 def test_sensitivity_refine_fills_in_near_the_sliders_and_stop_keeps_what_landed(cnn):
@@ -103,18 +109,16 @@ def test_sensitivity_refine_fills_in_near_the_sliders_and_stop_keeps_what_landed
     s.redraw_every = 0.0  # redraw after every cell (the default throttles to 2 redraws a second)
     d.editor.rows["features.3"].slider.value = 0.5
     s.mode.value = "estimate"
-    s.scan_button.click()  # a table of the estimate, to be hidden while the refine scan below fills in
-    assert s.grid.layout.display != "none" and s.grid.children
+    s.scan_button.click()  # a table of the estimate, replaced by the refine scan's map as it fills in
+    assert len(s.table.cells) == len(bench.last_sensitivity.layers)
     frames = []
     real = s.refresh
-    s.refresh = lambda sens=None: (frames.append((sens, s.grid.layout.display)), real(sens))[1]
+    s.refresh = lambda sens=None: (real(sens), frames.append((sens, [r[:] for r in s.table.cells])))[0]
     s.mode.value = "refine"
     s.scan_button.click()
     sens = bench.last_sensitivity
     assert sens.mode == "refine" and sens.exact.all() and 0.0 <= sens.trust <= 1.0
-    # the previous scan's table is hidden while the heatmap fills in, and back (this scan's) when it ends
-    assert all(shown == "none" for f, shown in frames if f is not None)
-    assert s.grid.layout.display != "none" and "click a cell" in s.note.value
+    assert "click a cell" in s.note.value
     assert bench.last_sensitivity is sens and d.log.last.startswith("refine sensitivity scan: done")
     live = [f for f, _ in frames if f is not None]
     assert len(live) >= 3 and int(live[0].exact.sum()) < int(live[-1].exact.sum())  # the heatmap filled in
@@ -123,9 +127,11 @@ def test_sensitivity_refine_fills_in_near_the_sliders_and_stop_keeps_what_landed
     new = {tuple(c) for c in np.argwhere(first.exact & ~live[0].exact)}
     assert new and all(r == i and abs(sens.ratios[j] - 0.5) <= 0.11 for r, j in new)
     assert "cells exact" in s.source.value and "trust" in s.source.value
-    assert any(b.description.startswith("•") for row in s.grid.children[1].children for b in row.children[1:])
-    cell = s.grid.children[1].children[i].children[1]  # redraws of a map of the same shape reuse its buttons
-    assert cell.description == f"•{sens.values[i, 0]:+.3f}"
+    # the table follows the heatmap: each redraw marks the cells exact so far •, the last one all of them
+    marks = [(int(f.exact.sum()), sum(c[0].startswith("•") for row in cells for c in row)) for f, cells in frames if f]
+    assert all(n == m for n, m in marks) and marks[0] < marks[-1], marks
+    assert all(c[0].startswith("•") for row in s.table.cells for c in row)
+    assert s.table.cells[i][0][0] == f"•{sens.values[i, 0]:+.3f}"
     # Stop mid-scan: the map keeps the cells measured so far
     n = [0]
 
@@ -141,21 +147,21 @@ def test_sensitivity_refine_fills_in_near_the_sliders_and_stop_keeps_what_landed
     assert part.mode == "refine" and not part.complete and 0 < int(part.exact.sum()) < part.exact.size
     assert f"{int(part.exact.sum())}/{part.exact.size} cells exact" in s.source.value
     assert "stopped" in d.log.last and "kept what it computed" in d.log.last  # not "done"
-    assert s.grid.layout.display != "none"
     assert part.fill in ("log-linear", "corrected")  # the caption says how the other cells were predicted
     assert {"log-linear": "interpolated log-linearly", "corrected": "estimate corrected"}[part.fill] in s.source.value
-    assert s.grid.children[1].children[i].children[1] is cell
-    assert cell.description == ("•" if part.exact[i, 0] else "") + f"{part.values[i, 0]:+.3f}"
+    assert s.table.cells[i][0][0] == ("•" if part.exact[i, 0] else "") + f"{part.values[i, 0]:+.3f}"
+    marked = sum(c[0].startswith("•") for row in s.table.cells for c in row)
+    assert marked == int(part.exact.sum())
     assert_bitwise(model, before)
     assert_plain(model)
 
 
 def test_sensitivity_refine_redraws_send_the_heatmap_and_caption_after_it(cnn, monkeypatch):
-    """While a refine scan fills in, a redraw sends the browser the heatmap, then the caption ("N/M cells exact"),
-    once: never a count the map does not show yet (the heatmap's render takes a while on a large model), nor a caption
-    half-built. It does not send the table of cells (two updates per changed cell: 2000 a redraw on a model with
-    121 targets, beyond the 1000 a second Jupyter's server lets through before it drops them, which left the
-    browser's table out of step with the caption); the table follows when the scan ends, marks and all."""
+    """While a refine scan fills in, a redraw sends the browser the heatmap, the table (one message, whatever its
+    size: a table of widget buttons was ~3900 messages on a model with 121 targets, more than the kernel's message
+    socket holds when the server falls behind, and the browser lost rows), then the caption ("N/M cells exact"), once:
+    never a count the map does not show yet (the heatmap's render takes a while on a large model), nor a caption
+    half-built."""
     import ipywidgets
 
     model, data = cnn
@@ -165,7 +171,13 @@ def test_sensitivity_refine_redraws_send_the_heatmap_and_caption_after_it(cnn, m
     s.redraw_every = 0.0
     sent = []  # every widget update sent to the browser: (widget, keys)
     send = ipywidgets.Widget.send_state
-    monkeypatch.setattr(ipywidgets.Widget, "send_state", lambda w, key=None: (sent.append((w, key)), send(w, key))[1])
+
+    def record(w, key=None):  # (hold_sync calls send_state with no keys when nothing changed: nothing goes out)
+        if key is None or len(key):
+            sent.append((w, key if key is None or isinstance(key, str) else set(key)))  # (hold_sync clears its set)
+        return send(w, key)
+
+    monkeypatch.setattr(ipywidgets.Widget, "send_state", record)
     shown = []  # at every caption change: the caption and the image shown then
     s.source.observe(lambda ch: shown.append((ch["new"], s.image.value)), names="value")
     frames = []  # per redraw: the caption and image it left, and the updates it sent
@@ -182,19 +194,20 @@ def test_sensitivity_refine_redraws_send_the_heatmap_and_caption_after_it(cnn, m
     assert len(frames) >= 3 and [c for c, _ in shown] == [c for c, _, _ in frames]  # one change per redraw
     for (caption, image), (_, drawn, _) in zip(shown, frames):
         assert image == drawn, f"the caption {caption!r} came before its heatmap"
-    for _, _, updates in frames[:-1]:  # while it fills in: the image, then the caption (and once, showing it)
-        assert [w for w, _ in updates if w is not s.image.layout] == [s.image, s.source], updates
-    # at the end, the table: a new one sends its cells as its widgets open, then the caption
-    assert [w for w, _ in frames[-1][2]] == [s.grid, s.source], frames[-1][2]
+    for _, _, updates in frames[:-1]:  # the image, the table's cells (and rows/columns the first time), the caption
+        assert [w for w, _ in updates if w is not s.image.layout] == [s.image, s.table, s.source], updates
+        assert "cells" in next(k for w, k in updates if w is s.table)
+    # the scan's end redraws the last map: what changed since (the caption's time at least), the caption last
+    last = [w for w, _ in frames[-1][2] if w is not s.image.layout]
+    assert last[-1] is s.source and last in (
+        [s.source],
+        [s.image, s.source],
+        [s.table, s.source],
+        [s.image, s.table, s.source],
+    )
     sens = bench.last_sensitivity
-    marked = sum(b.description.startswith("•") for row in s._buttons for b in row)
+    marked = sum(c[0].startswith("•") for row in s.table.cells for c in row)
     assert sens.exact.all() and marked == sens.exact.size and f"{marked}/{marked} cells exact" in s.source.value
-    # the table's rows keep their height in its scrolled box (a flex box shrinks them to fit: 121 rows of 2 px, the
-    # buttons overlapping) and a cell's text fits it (a button's padding cut "•+0.047" to "•+0.0…"): the browser test
-    # sees both; here only the layout can be checked
-    _, table = s.grid.children
-    assert table.layout.overflow == "auto" and all(row.layout.flex == "0 0 auto" for row in table.children)
-    assert all(b.layout.padding == "0" for row in s._buttons for b in row)
 
 
 def test_entropy_connectivity_profile_panels_render(cnn):
@@ -316,16 +329,18 @@ def test_dashboard_on_every_demo_model(demo_models, name):
     d.widget()
 
 
-def test_a_large_table_is_updated_in_chunks_the_server_does_not_drop(cnn, monkeypatch):
-    """Jupyter's server drops a kernel's widget updates beyond 1000 a second: a map of the same shape as the one
-    shown updates only its changed cells (two messages each), UPDATE_CHUNK at a time, UPDATE_PAUSE seconds apart."""
+def test_a_large_table_is_one_message_whatever_its_size(cnn, monkeypatch):
+    """The table of a map with 121 layers x 9 ratios reaches the browser as one message (a grid of widget buttons was
+    ~3900 widget openings at once, which the kernel's message socket drops beyond 1000 when the server falls behind);
+    redrawing an unchanged map sends nothing for it, a changed one one message."""
+    import ipywidgets
+
     from workbench.analysis.sensitivity import SensitivityResult
-    from workbench.ui import analysis_panels
 
     model, data = cnn
     d = dash(wb.Workbench(model, data))
     s = d.tabs["sensitivity"]
-    layers = tuple(f"layer{i}" for i in range(70))
+    layers = tuple(f"layer{i}" for i in range(121))
     ratios = np.round(np.linspace(0.1, 0.9, 9), 2)
 
     def result(values):
@@ -333,17 +348,25 @@ def test_a_large_table_is_updated_in_chunks_the_server_does_not_drop(cnn, monkey
                                  baseline=0.5, metric_name="loss", higher_is_better=False, granularity="weight",
                                  criterion="l1", mode="exact")  # fmt: skip
 
+    sent, opened = [], []  # table updates (their keys), widgets opened
+    send, open_ = ipywidgets.Widget.send_state, ipywidgets.Widget.open
+
+    def record(w, key=None):
+        if w is s.table and (key is None or len(key)):
+            sent.append(sorted(key) if key is not None else None)
+        return send(w, key)
+
+    monkeypatch.setattr(ipywidgets.Widget, "send_state", record)
+    monkeypatch.setattr(ipywidgets.Widget, "open", lambda w: (opened.append(w), open_(w))[1])
     rng = np.random.default_rng(0)
-    s.refresh(result(rng.normal(size=(70, 9))))
-    pauses = []
-    monkeypatch.setattr(analysis_panels.time, "sleep", pauses.append)
-    new = rng.normal(size=(70, 9))
-    new[:10] = np.nan  # 90 cells show "—": changed too
+    s.refresh(result(rng.normal(size=(121, 9))))
+    assert sent == [["cells", "columns", "rows"]] and not opened, (sent, opened[:3])
+    assert len(s.table.rows) == 121 and all(len(row) == 9 for row in s.table.cells)
+    sent.clear()
+    s.refresh(result(s.shown.values.copy()))  # the same values: nothing sent for the table
+    assert sent == []
+    new = rng.normal(size=(121, 9))
+    new[:10] = np.nan  # no value: "—" on grey
     s.refresh(result(new))
-    changed = 630
-    assert pauses == [analysis_panels.UPDATE_PAUSE] * (-(-changed // analysis_panels.UPDATE_CHUNK) - 1)
-    shown = [[b.description for b in row] for row in s._buttons]
-    assert shown[20][3] == f"{new[20, 3]:+.3f}" and shown[0][0] == "—"
-    pauses.clear()
-    s.refresh(result(new))  # nothing changed: nothing sent, no pause
-    assert pauses == []
+    assert sent == [["cells"]]
+    assert s.table.cells[20][3][0] == f"{new[20, 3]:+.3f}" and s.table.cells[0][0][:2] == ["—", "#cccccc"]

@@ -1,4 +1,4 @@
-"""The dashboard's analysis panels: sensitivity (heatmap with per-cell buttons), entropy, connectivity and
+"""The dashboard's analysis panels: sensitivity (heatmap and a table of clickable cells), entropy, connectivity and
 profile. Each composes `workbench.viz` plots rendered to PNG image widgets, re-rendered in place."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 from ..criteria import available as criteria_available
 from ..masks.granularity import available_granularities
 from ._base import Panel, image_widget, render_png
+from .cells import CellTable
 
-UPDATE_CHUNK, UPDATE_PAUSE = 200, 0.5  # table cells updated at once (two messages each), seconds between chunks
 CLICK_NOTE = "click a cell to set that layer's slider to the cell's ratio"
 FILL_WORDS = {"log-linear": "interpolated log-linearly", "corrected": "the estimate corrected by them"}
 
@@ -33,21 +33,18 @@ class SensitivityPanel(Panel):
             "the estimate first, then exact cells as they land (near the plan's ratios first); Stop keeps them",
             "every cell measured",
         ]
-        self.live = None  # the refine map while it fills in
         self.redraw_every = 0.5  # seconds between heatmap redraws while a refine scan runs, at least
         self._drawn = 0.0
         self._draw_cost = 0.0  # seconds the last redraw took: redraws take at most a fifth of a scan's time
-        self._cells_key: tuple | None = None  # (layers, ratios) of the cell buttons now shown
-        self._buttons: list[list[W.Button]] = []
         self.scan_button = W.Button(description="Scan", icon="play")
         self.scan_button.on_click(lambda _: self.scan())
         self.busy.buttons.append(self.scan_button)
         self.image = image_widget()
         self.source = W.HTML()  # what the heatmap shows: which scan, by which engine, how long it took
         self.source.add_class("wb-sensitivity-source")
-        self.grid = W.VBox()
+        self.shown = None  # the map the heatmap and the table show
+        self.table = CellTable(self._clicked)  # layers x ratios, one widget (see `workbench.ui.cells`)
         self.note = W.HTML(CLICK_NOTE)
-        self.busy.on_idle.append(lambda: self._table_shown(True))
         self.refresh()
 
     def widget(self) -> W.Widget:
@@ -57,15 +54,9 @@ class SensitivityPanel(Panel):
                 self.source,
                 self.image,
                 self.note,
-                self.grid,
+                self.table,
             ]
         )
-
-    def _table_shown(self, shown: bool) -> None:
-        """A refine scan hides the table of the previous map while the heatmap fills in (the table follows when
-        the scan ends, stopped or not: see `refresh`); shown again once it ends, also on an error."""
-        self.grid.layout.display = "" if shown else "none"
-        self.note.value = CLICK_NOTE if shown else "the table of values follows when the scan ends (or is stopped)"
 
     def scan(self) -> None:
         g, c, mode = self.granularity.value, self.criterion.value, self.mode.value
@@ -73,22 +64,20 @@ class SensitivityPanel(Panel):
 
         def work():  # estimates with the Fisher term: first order alone shows whole layers "improving" when pruned
             extra = {"second_order": True} if mode != "exact" else {"executor": self.dashboard.executor}
-            if mode == "refine":  # cells near the sliders' ratios first; the heatmap fills in as they land
+            if mode == "refine":  # cells near the sliders' ratios first; heatmap and table fill in as they land
                 self._drawn = 0.0
-                self._table_shown(False)
                 extra.update(around=self.dashboard.editor.plan(), on_update=self._landed)
             return self.bench.sensitivity(ratios, g, c, mode=mode, progress=self.busy.tick, **extra)
 
         def done(sens) -> None:
-            self.live = None
             self.refresh()
             self.dashboard.editor.update_preview()
 
         self.busy.run(f"{mode} sensitivity scan", work, done)
 
     def _landed(self, sens) -> None:
-        """A refine scan's map after another exact cell: redrawn at most every `redraw_every` seconds."""
-        self.live = sens
+        """A refine scan's map after another exact cell: the heatmap, the table (its exact cells marked •) and the
+        caption redrawn, at most every `redraw_every` seconds."""
         now = time.perf_counter()
         wait = self.redraw_every and max(self.redraw_every, 4 * self._draw_cost)  # 0: after every cell
         if now - self._drawn >= wait:
@@ -98,9 +87,10 @@ class SensitivityPanel(Panel):
 
     def refresh(self, sens=None) -> None:
         sens = sens if sens is not None else self.bench.last_sensitivity
+        self.shown = sens
         if sens is None:
             self.image.layout.display = "none"
-            self.grid.children = ()
+            self.table.show([], [], [])
             self.source.value = ""
             return
         from ..viz import plot_sensitivity
@@ -122,72 +112,37 @@ class SensitivityPanel(Panel):
         self.image.value = render_png(
             lambda ax: plot_sensitivity(sens, ax=ax), size=(7.0, max(2.5, 0.22 * len(sens.layers) + 1.2))
         )
-        if sens is not self.live:  # a scan filling in redraws the heatmap only: the table follows when it ends
-            self.grid.children = self._cells(sens)
+        self.table.show(sens.layers, [f"{r:.0%}" for r in sens.ratios], self._cells(sens))
         self.source.value = caption  # once, last: the browser never shows a count the map does not show yet
 
-    def _cells(self, sens):
-        """A clickable table of the scan: layers x ratios, each cell coloured by its value. A map with the same
-        layers and ratios as the one shown updates the existing buttons (only changed cells send anything to the
-        browser: two messages, its text and its colour); a new table sends everything as its widgets open (Jupyter's
-        server drops a kernel's updates beyond 1000 a second, not the openings: changed cells go out `UPDATE_CHUNK`
-        at a time, `UPDATE_PAUSE` seconds apart). A refine scan does not update the table while it fills in (see
-        `refresh`)."""
+    def _clicked(self, i: int, j: int) -> None:
+        """A click on a cell of the table: that layer's slider to that cell's ratio."""
+        sens = self.shown
+        if sens is not None:
+            self.dashboard.editor.set_ratio(sens.layers[i], float(sens.ratios[j]))
+
+    @staticmethod
+    def _cells(sens) -> list[list[tuple[str, str, str]]]:
+        """Each cell's text (its value, "•" first where a refine scan measured it exactly, "—" where there is no
+        value), background (the heatmap's colour map, centred on 0) and text colour (white on dark backgrounds)."""
         import matplotlib as mpl
 
         vals = sens.values
         lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
         norm = mpl.colors.TwoSlopeNorm(vcenter=0.0, vmin=-lim or -1, vmax=lim or 1)
         cmap = mpl.colormaps["RdBu" if sens.higher_is_better else "RdBu_r"]
-        marked = sens.exact if sens.mode == "refine" and sens.exact is not None else None
-
-        def cell(i: int, j: int) -> tuple[str, str]:  # the text and colour of a cell
-            v = vals[i, j]
-            dot = "•" if marked is not None and marked[i, j] else ""
-            if np.isnan(v):
-                return "—", "#cccccc"
-            return f"{dot}{v:+.3f}", mpl.colors.to_hex(cmap(norm(v)))
-
-        key = (tuple(sens.layers), tuple(float(r) for r in sens.ratios))
-        if key != self._cells_key:
-            self._buttons = []
-            rows = []
-            for i, layer in enumerate(sens.layers):
-                buttons = []
-                for j, r in enumerate(sens.ratios):
-                    text, color = cell(i, j)
-                    b = W.Button(
-                        description=text,
-                        style={"button_color": color, "font_size": "10px"},
-                        layout=W.Layout(width="62px", padding="0"),  # room for "•+0.123" (a button pads 12px)
-                        tooltip=f"{layer} at {r:.0%}",
-                        _dom_classes=("wb-cell",),
-                    )
-                    b.on_click(lambda _, layer=layer, r=float(r): self.dashboard.editor.set_ratio(layer, r))
-                    buttons.append(b)
-                self._buttons.append(buttons)
-                # flex "0 0 auto": rows keep their height and the box scrolls (flex boxes shrink them to fit)
-                label = W.Label(layer, layout=W.Layout(width="180px"))
-                rows.append(W.HBox([label, *buttons], layout=W.Layout(flex="0 0 auto")))
-            header = W.HBox(
-                [W.Label("", layout=W.Layout(width="180px"))]
-                + [W.Label(f"{r:.0%}", layout=W.Layout(width="62px")) for r in sens.ratios]
-            )
-            self._table = (header, W.VBox(rows, layout=W.Layout(max_height="260px", overflow="auto")))
-            self._cells_key = key
-            return self._table
-        changes = []
-        for i, buttons in enumerate(self._buttons):
-            for j, b in enumerate(buttons):
-                text, color = cell(i, j)
-                if b.description != text or b.style.button_color != color:
-                    changes.append((b, text, color))
-        for k in range(0, len(changes), UPDATE_CHUNK):  # at most ~800 messages a second: the server's limit is 1000
-            if k:
-                time.sleep(UPDATE_PAUSE)
-            for b, text, color in changes[k : k + UPDATE_CHUNK]:
-                b.description, b.style.button_color = text, color
-        return self._table
+        rgba = cmap(norm(np.nan_to_num(vals)))
+        dark = rgba[..., :3] @ np.array([0.299, 0.587, 0.114]) < 0.45
+        marked = sens.exact if sens.mode == "refine" and sens.exact is not None else np.zeros(vals.shape, bool)
+        return [
+            [
+                ("—", "#cccccc", "#000000")
+                if np.isnan(v)
+                else (f"{'•' if m else ''}{v:+.3f}", mpl.colors.to_hex(c), "#ffffff" if d else "#000000")
+                for v, c, d, m in zip(row, rgba_row, dark_row, marked_row)
+            ]
+            for row, rgba_row, dark_row, marked_row in zip(vals, rgba, dark, marked)
+        ]
 
 
 class EntropyPanel(Panel):
