@@ -114,8 +114,8 @@ def _during_scan(
     busy, maps = [], set()  # until `events` were timed and ten refined maps landed (`limit` s at most)
     while dash.busy.thread is not None and dash.busy.thread.is_alive() and time.perf_counter() - t0 < limit:
         busy.append(slide())
-        if panel.live is not None:
-            maps.add(id(panel.live))
+        if panel.shown is not None:  # the map the heatmap and the table show
+            maps.add(id(panel.shown))
         if len(maps) > 10 and len(busy) >= events:  # ten maps redrawn after the estimate
             break
         time.sleep(pause)
@@ -138,7 +138,7 @@ def _during_scan(
         if pauses
         else "no collection"
     )
-    live = panel.live if panel.live is not None else bench.last_sensitivity
+    live = bench.last_sensitivity  # what Stop kept
     cells = "-" if live is None else f"{int(live.exact.sum())}/{live.exact.size}"
     secs = time.perf_counter() - t0
 

@@ -88,6 +88,7 @@ class SensitivityPanel(Panel):
     def refresh(self, sens=None) -> None:
         sens = sens if sens is not None else self.bench.last_sensitivity
         self.shown = sens
+        self.note.layout.display = "none" if sens is None else ""  # no table, nothing to click
         if sens is None:
             self.image.layout.display = "none"
             self.table.show([], [], [])
@@ -131,17 +132,18 @@ class SensitivityPanel(Panel):
         lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
         norm = mpl.colors.TwoSlopeNorm(vcenter=0.0, vmin=-lim or -1, vmax=lim or 1)
         cmap = mpl.colormaps["RdBu" if sens.higher_is_better else "RdBu_r"]
-        rgba = cmap(norm(np.nan_to_num(vals)))
-        dark = rgba[..., :3] @ np.array([0.299, 0.587, 0.114]) < 0.45
+        rgb = cmap(norm(np.nan_to_num(vals)))[..., :3]
+        dark = (rgb @ np.array([0.299, 0.587, 0.114]) < 0.45).tolist()
+        code = (np.round(rgb * 255).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])).tolist()  # 0xRRGGBB
         marked = sens.exact if sens.mode == "refine" and sens.exact is not None else np.zeros(vals.shape, bool)
         return [
             [
                 ("—", "#cccccc", "#000000")
-                if np.isnan(v)
-                else (f"{'•' if m else ''}{v:+.3f}", mpl.colors.to_hex(c), "#ffffff" if d else "#000000")
-                for v, c, d, m in zip(row, rgba_row, dark_row, marked_row)
+                if v != v  # NaN
+                else (f"{'•' if m else ''}{v:+.3f}", f"#{c:06x}", "#ffffff" if d else "#000000")
+                for v, c, d, m in zip(row, code_row, dark_row, marked_row)
             ]
-            for row, rgba_row, dark_row, marked_row in zip(vals, rgba, dark, marked)
+            for row, code_row, dark_row, marked_row in zip(vals.tolist(), code, dark, marked.tolist())
         ]
 
 

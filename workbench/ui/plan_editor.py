@@ -10,6 +10,8 @@ from __future__ import annotations
 import html
 
 import ipywidgets as W
+from ipywidgets.widgets.widget_description import DescriptionStyle  # (these two not exported by ipywidgets)
+from ipywidgets.widgets.widget_string import HTMLStyle
 
 from ..criteria import available as criteria_available
 from ..errors import WorkbenchError
@@ -38,14 +40,26 @@ def kind_of(name: str) -> str:
     return name[len(block) + 1 :] if block else name
 
 
+class _Looks:
+    """The layouts and styles every row shares: one widget model each instead of one per row (each row's own made
+    it 12 models a row, 1450 opened at once for 121 layers: more than the kernel's message socket holds when the
+    server falls behind, see `workbench.ui.cells`). Nothing changes a row's layout or style alone."""
+
+    def __init__(self):
+        self.label, self.slider = W.Layout(width="300px", overflow="hidden"), W.Layout(width="260px")
+        self.granularity, self.criterion, self.box = W.Layout(width="110px"), W.Layout(width="120px"), W.Layout()
+        self.label_style, self.slider_style, self.dropdown_style = HTMLStyle(), W.SliderStyle(), DescriptionStyle()
+
+
 class _Row:
-    def __init__(self, target, on_change):
+    def __init__(self, target, on_change, looks: _Looks):
         self.name = target.name
         self.target = target
         label = W.HTML(
             f"<code>{html.escape(target.name)}</code> <span style='opacity:.7'>{target.kind} "
             f"{'x'.join(map(str, target.shape))}</span>",
-            layout=W.Layout(width="300px", overflow="hidden"),
+            layout=looks.label,
+            style=looks.label_style,
         )
         label.tooltip = f"{target.module_type}, {target.numel:,} weights"
         self.slider = W.FloatSlider(
@@ -55,16 +69,22 @@ class _Row:
             step=0.05,
             readout_format=".2f",
             continuous_update=True,
-            layout=W.Layout(width="260px"),
+            layout=looks.slider,
+            style=looks.slider_style,
         )
         self.slider.add_class("wb-ratio")
         self.granularity = W.Dropdown(
-            options=list(target.granularities), value=target.granularities[0], layout=W.Layout(width="110px")
+            options=list(target.granularities),
+            value=target.granularities[0],
+            layout=looks.granularity,
+            style=looks.dropdown_style,
         )
-        self.criterion = W.Dropdown(options=criteria_available(), value="magnitude", layout=W.Layout(width="120px"))
+        self.criterion = W.Dropdown(
+            options=criteria_available(), value="magnitude", layout=looks.criterion, style=looks.dropdown_style
+        )
         for w in (self.slider, self.granularity, self.criterion):
             w.observe(lambda ch, _row=self: on_change(_row, ch), names="value")
-        self.box = W.HBox([label, self.slider, self.granularity, self.criterion])
+        self.box = W.HBox([label, self.slider, self.granularity, self.criterion], layout=looks.box)
 
     def layer_plan(self) -> LayerPlan:
         return LayerPlan(float(self.slider.value), self.granularity.value, self.criterion.value)
@@ -76,7 +96,8 @@ class PlanEditor(Panel):
     def __init__(self, dashboard):
         super().__init__(dashboard)
         self._syncing = False
-        self.rows = {t.name: _Row(t, self._changed) for t in self.bench.targets if t.granularities}
+        looks = _Looks()
+        self.rows = {t.name: _Row(t, self._changed, looks) for t in self.bench.targets if t.granularities}
         self.kind_sliders: dict[str, W.FloatSlider] = {}  # with more than GROUP_ABOVE rows: one per kind of layer
         self.sections: W.Accordion | None = None
         self.preview_label = W.HTML()
