@@ -35,8 +35,9 @@ encoder (8 sequences of 128 tokens), on six rows spread over each model's depth.
 inputs, so the exact scan runs the replay engine (recorded outputs of the module calls before the pruned layer).
 
 Run: ``.venv/bin/python -m benchmarks.sensitivity`` (about six minutes on 2 idle cores; ``--vgg`` for the second
-table alone, ``--zoo`` for the zoo, about twenty minutes). ``WB_BENCH_THREADS=1`` pins one thread (a machine shared
-with others).
+table alone, ``--zoo`` for the zoo, about twenty minutes; ``--all`` for both). ``--all --markdown`` also writes the
+output into docs/benchmarks.md and its figures into README.md's sensitivity paragraph (between the markers
+``MARKDOWN_BEGIN`` and ``MARKDOWN_END``). ``WB_BENCH_THREADS=1`` pins one thread (a machine shared with others).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ CRITERION = "l1"
 DEEP_DEPTH, DEEP_WIDTH, DEEP_EPOCHS = 20, 32, 5
 SPEEDUP_GOAL, ESTIMATE_GOAL, SPEARMAN_GOAL = 4.0, 50.0, 0.9
 ENGINES: dict[str, str] = {}  # case -> the engine engine="auto" took for its exact scan (filled by _check)
+SUMMARY: dict[str, list] = {}  # figure -> values, for the summary `--markdown` writes into README.md
 REFINE_BUDGET, REFINE_GOAL, ESTIMATE_COST_GOAL = 0.2, 0.95, 3.0
 
 
@@ -351,6 +353,8 @@ def _vgg_table(repeats: int = 3) -> None:
             if k == "estimate+trust":
                 trust = out.trust
     med = {k: statistics.median(v) for k, v in samples.items()}
+    SUMMARY.setdefault("estimate cost", []).append(med["estimate"] / med["fwd+bwd"])
+    SUMMARY.setdefault("estimate cost with trust real", []).append(med["estimate+trust"] / med["fwd+bwd"])
     n = _params(model)
     print(
         f"estimate cost, VGG-11-BN-like ({n / 1e6:.1f}M params, classifier 25088->4096->4096->1000), 12 x 3x64x64 "
@@ -386,6 +390,7 @@ def _demo_maps_table() -> list[tuple[str, float]]:
         part = scan(mode="refine", budget=REFINE_BUDGET)
         rho = [float(spearmanr(r.values.ravel(), exact).statistic) for r in (est, est2, part)]
         got.append((f"{name} {g}", rho[2]))
+        SUMMARY.setdefault("refine demos", []).append(rho[2])
         n = part.values.size
         table.append((f"{name} {g}", str(n), f"{rho[0]:.3f}", f"{rho[1]:.3f}", f"{est.trust:.2f}", f"{rho[2]:.3f}",
                       f"{int(part.exact.sum())} ({part.exact.sum() / n:.0%})"))  # fmt: skip
@@ -509,6 +514,7 @@ def _zoo_table() -> None:
         bound = 1 / _suffix_share(bench, rows, data)
         table.append((name, sizes, engine, f"{t_loop:.1f}", f"{t_ours:.1f}", f"{t_loop / t_ours:.1f}x",
                       f"{bound:.1f}x", "same curves"))  # fmt: skip
+        SUMMARY.setdefault("exact real", []).append((name.split(" (")[0], t_loop / t_ours))
         # the estimate and refine-20% on the same rows, against the exact map just checked
         exact = ours.values.ravel()
         est = bench.sensitivity(RATIOS, mode="estimate", criterion=CRITERION, layers=pick, progress=False)
@@ -522,6 +528,8 @@ def _zoo_table() -> None:
         bench.sensitivity(RATIOS, mode="estimate", criterion=CRITERION, progress=False)  # every row, trust included
         t_est = time.perf_counter() - t0
         cells = part.values.size
+        SUMMARY.setdefault("refine real", []).append((name.split(" (")[0], rho[1]))
+        SUMMARY.setdefault("estimate cost with trust real", []).append(t_est / t_fb)
         maps.append((name, f"{rho[0]:.3f}", f"{est.trust:.2f}", f"{rho[1]:.3f}",
                      f"{int(part.exact.sum())} of {cells} ({part.exact.sum() / cells:.0%})",
                      f"{t_fb:.1f}", f"{t_est:.1f}", f"{t_est / t_fb:.1f}x"))  # fmt: skip
@@ -566,8 +574,10 @@ def _small_zoo_table() -> None:
         part = bench.sensitivity(RATIOS, mode="refine", budget=REFINE_BUDGET, **kw)
         rho = [float(spearmanr(r.values.ravel(), exact).statistic) for r in (est, part)]
         got.append((name, rho[1], rho[0]))
+        SUMMARY.setdefault("refine zoo", []).append(rho[1])
         t_fb, t_est, t_trust = _small_costs(bench, data)
         costs.append((t_est / t_fb, t_trust / t_fb, t_trust - t_est))
+        SUMMARY.setdefault("estimate cost", []).append(t_est / t_fb)
         table.append((name, str(exact.size), f"{rho[0]:.3f}", f"{est.trust:.2f}", f"{rho[1]:.3f}", part.fill,
                       f"{rho[1] - rho[0]:+.3f}", f"{t_fb * 1e3:.1f}", f"{t_est / t_fb:.1f}x",
                       f"{t_trust / t_fb:.1f}x"))  # fmt: skip
@@ -636,6 +646,67 @@ def _own_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+MARKDOWN_BEGIN = "<!-- written by `python -m benchmarks.sensitivity --all --markdown`: begin -->"
+MARKDOWN_END = "<!-- written by `python -m benchmarks.sensitivity --all --markdown`: end -->"
+
+
+class _Tee:
+    """stdout that also keeps what was written (for `--markdown`)."""
+
+    def __init__(self, stream):
+        self.stream, self.parts = stream, []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _rng(xs, fmt: str = "{:.1f}") -> str:
+    lo, hi = min(xs), max(xs)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+
+def _summary(day: str) -> str:
+    """README's sensitivity figures, from this run's `SUMMARY`."""
+    d = SUMMARY
+    real = "; ".join(f"{n} {r:.1f}x" for n, r in d["exact real"])
+    demos, zoo = d["refine demos"], d["refine zoo"]
+    real_refine = "; ".join(f"{n} {r:.3f}" for n, r in d["refine real"])
+    return (
+        f"measured by `benchmarks/sensitivity.py --all` ({day}, {os.cpu_count()} CPUs, {THREADS} threads): exact scans "
+        f"give a Distiller-style loop's curves (1e-6) at {_rng(d['exact demos'])}x its speed on the demo CNNs "
+        f"(goal {SPEEDUP_GOAL:g}x; real-size Hugging Face models: {real}); the estimate costs "
+        f"{_rng(d['estimate cost'])}x one forward+backward on the test zoo and VGG-11-BN, "
+        f"{_rng(d['estimate cost with trust real'])}x with its trust check on the real-size models (goal "
+        f"{ESTIMATE_COST_GOAL:g}x); refine after {REFINE_BUDGET:.0%} of the cells ranks the maps at Spearman "
+        f"{_rng(demos, '{:.3f}')} with the exact map on the demos ({sum(r >= REFINE_GOAL for r in demos)} of "
+        f"{len(demos)} at {REFINE_GOAL:g} or more), {REFINE_GOAL:g} or more on {sum(r >= REFINE_GOAL for r in zoo)} of "
+        f"{len(zoo)} test-zoo models ({real_refine})"
+    )
+
+
+def _write_markdown(output: str) -> None:
+    """The run's output into docs/benchmarks.md and its figures into README.md, each between `MARKDOWN_BEGIN` and
+    `MARKDOWN_END`."""
+    root = Path(__file__).resolve().parents[1]
+    day = time.strftime("%Y-%m-%d")
+    doc = (
+        f"\n`.venv/bin/python -m benchmarks.sensitivity --all --markdown`, {day}, {os.cpu_count()} CPUs, torch "
+        f"{torch.__version__}, {THREADS} threads (this block is written by that command):\n\n```text\n"
+        f"{output.rstrip()}\n```\n"
+    )
+    for path, body in ((root / "docs" / "benchmarks.md", doc), (root / "README.md", _summary(day))):
+        text = path.read_text()
+        i, j = text.find(MARKDOWN_BEGIN), text.find(MARKDOWN_END)
+        if i < 0 or j < i:
+            raise SystemExit(f"{path}: no place between {MARKDOWN_BEGIN!r} and {MARKDOWN_END!r} to write into")
+        path.write_text(text[: i + len(MARKDOWN_BEGIN)] + body + text[j:])
+        print(f"wrote {path.relative_to(root)}", file=sys.stderr)
+
+
 def main() -> int:
     torch.set_num_threads(THREADS)
     if "--vgg" in sys.argv:  # only the estimate-cost table
@@ -648,6 +719,24 @@ def main() -> int:
         _small_zoo_table()
         _zoo_table()
         return 0
+    tee = None
+    if "--markdown" in sys.argv:  # every table, then the docs and README written from them
+        if "--all" not in sys.argv:
+            print("--markdown writes the figures of every table: run it with --all", file=sys.stderr)
+            return 2
+        tee = sys.stdout = _Tee(sys.stdout)
+    _main_tables()
+    if "--all" in sys.argv:
+        print()
+        _small_zoo_table()
+        _zoo_table()
+    if tee is not None:
+        sys.stdout = tee.stream
+        _write_markdown("".join(tee.parts))
+    return 0
+
+
+def _main_tables() -> None:
     start = time.perf_counter()
     busy0, own0 = _busy_seconds(), _own_seconds()
     load = os.getloadavg()[0]
@@ -749,6 +838,8 @@ def main() -> int:
             f"goal Spearman(estimate {label}, exact loss) >= {SPEARMAN_GOAL:g}: {verdict(got, SPEARMAN_GOAL, '{:.3f}')}"
         )
     print()
+    SUMMARY["exact demos"] = [s["distiller"] / s["ours"] for _, s, _ in runs]
+    SUMMARY["refine demos"] = [rho["refine"] for _, _, rho in runs]
     got = [(f"{c.name} {c.granularity}", rho["refine"]) for c, _, rho in runs] + _demo_maps_table()
     print(
         f"goal Spearman(refine {REFINE_BUDGET:.0%}, exact loss) >= {REFINE_GOAL:g}: {verdict(got, REFINE_GOAL, '{:.3f}')}"
@@ -764,7 +855,6 @@ def main() -> int:
             "(the Distiller ratio is inflated): rerun when the machine is idle"
         )
     print(f"total {time.perf_counter() - start:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":
