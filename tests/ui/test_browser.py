@@ -403,9 +403,8 @@ def test_sensitivity_refine_fills_in_and_stop_keeps_it_in_chromium(lab):
             )
 
             n2, _, _ = page.wait_for_function(_EXACT_ABOVE, arg=n1, timeout=60_000).json_value()
-            live = page.evaluate(
-                _MARKED
-            )  # the table fills in with the heatmap (each redraw sends it before the caption)
+            # the table fills in with the heatmap (each redraw sends it before the caption)
+            live = page.evaluate(_MARKED)
             assert live >= n1, f"{live} cells marked • in the table while the caption counts {n2} exact"
             page.locator(".wb-dashboard .wb-sensitivity-source").scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "refine-running.png"), full_page=False)

@@ -5,10 +5,10 @@ its browser side draws an HTML table of buttons from it. A click sends (row, col
 map of any size is one message.
 
 Why not a grid of ipywidgets buttons (as before): a button is three widget models (button, style, layout), so a
-table of 121 layers x 9 ratios opened ~3900 models in one burst. The kernel publishes on a ZMQ PUB socket whose
-high-water mark is 1000 messages; when Jupyter's server falls behind reading them, the socket drops what is beyond
-it, silently (the server's own rate limit exempts comm openings, this does not). The browser then met boxes whose
-children it had never been sent ("widget model not found") and drew no table at all."""
+table of 121 layers x 9 ratios opened ~3900 models in one burst, and once in a while the browser met boxes whose
+children it had never received ("widget model not found") and drew no table at all. Jupyter's server exempts comm
+openings from its rate limit; where they can be lost is the kernel's ZMQ PUB socket, which drops messages beyond its
+high-water mark (1000 by default) silently when the server falls behind reading them."""
 
 from __future__ import annotations
 
