@@ -248,9 +248,18 @@ class Workbench(Moves, Procedures, Analyses, HistoryExport):
 
     def show(self, *, new: bool = False, **kwargs: Any):
         """The interactive dashboard for this bench (ipywidgets). Showing it again returns the same dashboard, so
-        its state survives closing the output; ``new=True`` builds a fresh one."""
-        from .ui import dashboard_of
-
+        its state survives closing the output; ``new=True`` builds a fresh one. Raises ModuleNotFoundError naming the
+        extra to install when the dashboard's packages (ipywidgets, anywidget, matplotlib) are missing."""
+        try:
+            from .ui import dashboard_of
+        except ModuleNotFoundError as e:
+            if e.name not in ("ipywidgets", "anywidget", "matplotlib", "traitlets"):
+                raise
+            raise ModuleNotFoundError(
+                f"the dashboard needs {e.name}, which is not installed: pip install 'workbench[ui]' (ipywidgets, "
+                "anywidget, matplotlib), then restart the kernel",
+                name=e.name,
+            ) from e
         return dashboard_of(self, new=new, **kwargs)
 
     def __repr__(self) -> str:

@@ -370,3 +370,17 @@ def test_a_large_table_is_one_message_whatever_its_size(cnn, monkeypatch):
     s.refresh(result(new))
     assert sent == [["cells"]]
     assert s.table.cells[20][3][0] == f"{new[20, 3]:+.3f}" and s.table.cells[0][0][:2] == ["—", "#cccccc"]
+
+
+def test_show_without_the_dashboards_packages_names_the_extra(cnn, monkeypatch):
+    """A bench in an environment without anywidget (installed before the table became one): `show()` says which
+    package is missing and which extra brings it, rather than failing deep inside an import."""
+    import sys
+
+    model, data = cnn
+    bench = wb.Workbench(model, data)
+    for name in [m for m in sys.modules if m == "workbench.ui" or m.startswith("workbench.ui.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "anywidget", None)  # import anywidget -> ModuleNotFoundError
+    with pytest.raises(ModuleNotFoundError, match=r"needs anywidget.*workbench\[ui\]"):
+        bench.show()
