@@ -156,6 +156,24 @@ def test_sensitivity_refine_fills_in_near_the_sliders_and_stop_keeps_what_landed
     assert_plain(model)
 
 
+def _record_updates(monkeypatch) -> list:
+    """Every widget update sent to the browser from now on, as (widget, keys) (keys None: the whole state). hold_sync
+    calls send_state with no keys when nothing changed (nothing goes out: not recorded), and clears the set of keys
+    it passed afterwards (copied here)."""
+    import ipywidgets
+
+    sent = []
+    send = ipywidgets.Widget.send_state
+
+    def record(w, key=None):
+        if key is None or len(key):
+            sent.append((w, key if key is None or isinstance(key, str) else set(key)))
+        return send(w, key)
+
+    monkeypatch.setattr(ipywidgets.Widget, "send_state", record)
+    return sent
+
+
 def test_sensitivity_refine_redraws_send_the_heatmap_and_caption_after_it(cnn, monkeypatch):
     """While a refine scan fills in, a redraw sends the browser the heatmap, the table (one message, whatever its
     size: a table of widget buttons was ~3900 messages on a model with 121 targets, more than the kernel's message
@@ -169,15 +187,7 @@ def test_sensitivity_refine_redraws_send_the_heatmap_and_caption_after_it(cnn, m
     d = dash(bench)
     s = d.tabs["sensitivity"]
     s.redraw_every = 0.0
-    sent = []  # every widget update sent to the browser: (widget, keys)
-    send = ipywidgets.Widget.send_state
-
-    def record(w, key=None):  # (hold_sync calls send_state with no keys when nothing changed: nothing goes out)
-        if key is None or len(key):
-            sent.append((w, key if key is None or isinstance(key, str) else set(key)))  # (hold_sync clears its set)
-        return send(w, key)
-
-    monkeypatch.setattr(ipywidgets.Widget, "send_state", record)
+    sent = _record_updates(monkeypatch)  # every widget update sent to the browser: (widget, keys)
     shown = []  # at every caption change: the caption and the image shown then
     s.source.observe(lambda ch: shown.append((ch["new"], s.image.value)), names="value")
     frames = []  # per redraw: the caption and image it left, and the updates it sent
@@ -348,27 +358,24 @@ def test_a_large_table_is_one_message_whatever_its_size(cnn, monkeypatch):
                                  baseline=0.5, metric_name="loss", higher_is_better=False, granularity="weight",
                                  criterion="l1", mode="exact")  # fmt: skip
 
-    sent, opened = [], []  # table updates (their keys), widgets opened
-    send, open_ = ipywidgets.Widget.send_state, ipywidgets.Widget.open
-
-    def record(w, key=None):
-        if w is s.table and (key is None or len(key)):
-            sent.append(sorted(key) if key is not None else None)
-        return send(w, key)
-
-    monkeypatch.setattr(ipywidgets.Widget, "send_state", record)
+    updates, opened = _record_updates(monkeypatch), []  # widget updates sent, widgets opened
+    open_ = ipywidgets.Widget.open
     monkeypatch.setattr(ipywidgets.Widget, "open", lambda w: (opened.append(w), open_(w))[1])
+
+    def table_updates() -> list:  # the table's updates: their keys
+        return [sorted(k) if k is not None else None for w, k in updates if w is s.table]
+
     rng = np.random.default_rng(0)
     s.refresh(result(rng.normal(size=(121, 9))))
-    assert sent == [["cells", "columns", "rows"]] and not opened, (sent, opened[:3])
+    assert table_updates() == [["cells", "columns", "rows"]] and not opened, (table_updates(), opened[:3])
     assert len(s.table.rows) == 121 and all(len(row) == 9 for row in s.table.cells)
-    sent.clear()
+    updates.clear()
     s.refresh(result(s.shown.values.copy()))  # the same values: nothing sent for the table
-    assert sent == []
+    assert table_updates() == []
     new = rng.normal(size=(121, 9))
     new[:10] = np.nan  # no value: "—" on grey
     s.refresh(result(new))
-    assert sent == [["cells"]]
+    assert table_updates() == [["cells"]]
     assert s.table.cells[20][3][0] == f"{new[20, 3]:+.3f}" and s.table.cells[0][0][:2] == ["—", "#cccccc"]
 
 
