@@ -10,8 +10,8 @@ point, and each op sees a V-times larger batch. Convolutions, batch norms in eva
 elementwise ops run on the variants folded into the batch (each sample computed as before: on the demos the values
 equal one-point evaluation bitwise); any other node runs under a `torch.func.vmap` of its own, and a pass with a node
 neither way can run (an in-place write across the variant dimension, say) runs the whole suffix under one vmap
-(values to float32 rounding; vmap's batching rules cost 1.3x on a convolution and 4.5x on a batch norm, measured). On a CPU a pass takes at most `CPU_VARIANTS` ratios (beyond that
-its activations outgrow the caches). Whether batching is faster depends on the model and the machine: on a 2-core
+(values to float32 rounding; vmap's batching rules cost 1.3x on a convolution and 4.5x on a batch norm, measured).
+On a CPU a pass takes at most `CPU_VARIANTS` ratios (beyond that its activations outgrow the caches). Whether batching is faster depends on the model and the machine: on a 2-core
 CPU, 1.0-1.6x on the test zoo's CNNs and the demos, 0.8-1.0x on the demo LSTM. So ``engine="auto"`` measures it
 once per scan: on the first row of four or more ratios it times two points one at a time, then a batched pass over
 the next ratios, and batches the remaining rows if that was faster per point by `BATCH_GAIN` (``engine="suffix"``:
